@@ -1,0 +1,281 @@
+"""HTTP plumbing: requests, responses, a route table and the servers (TCP for agents,
+iPXE and remote operators; a unix socket for local operators). Static files go out with
+sendfile(2) so large artifacts never pass through Python."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import socket
+import socketserver
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import InvalidInput, NotFound, ProvisionerError
+
+LOG = logging.getLogger(__name__)
+MAX_BODY = 1 << 20
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+    client: str
+    local: bool  # came over the unix socket
+    params: dict[str, str] = field(default_factory=dict)
+    node: Any = None  # the node an agent token authenticated
+
+    def json(self) -> dict[str, Any]:
+        if not self.body:
+            return {}
+        try:
+            doc = json.loads(self.body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidInput(f"request body is not valid JSON: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise InvalidInput("request body must be a JSON object")
+        return doc
+
+
+@dataclass
+class Response:
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "application/json"
+    file: Path | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of_json(cls, doc: Any, status: int = 200) -> "Response":
+        return cls(status=status, body=(json.dumps(doc, indent=1, sort_keys=True) + "\n").encode())
+
+    @classmethod
+    def text(cls, text: str, status: int = 200, content_type: str = "text/plain") -> "Response":
+        return cls(status=status, body=text.encode(), content_type=content_type)
+
+
+Handler = Callable[[Request], "Response | dict[str, Any] | list[Any]"]
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    template: str  # /v1/nodes/{node}
+    handler: Handler
+    auth: str  # "operator" | "agent" | "none"
+    summary: str
+    body: dict[str, Any] | None = None  # JSON schema of the request body, for OpenAPI
+
+    @property
+    def pattern(self) -> re.Pattern[str]:
+        return re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", self.template) + "$")
+
+
+class Router:
+    def __init__(self, authorize: Callable[[Request, str], None]) -> None:
+        self.routes: list[Route] = []
+        self._compiled: list[tuple[re.Pattern[str], Route]] = []
+        self._authorize = authorize
+
+    def add(self, route: Route) -> None:
+        self.routes.append(route)
+        self._compiled.append((route.pattern, route))
+
+    def dispatch(self, req: Request) -> Response:
+        allowed: list[str] = []
+        for pattern, route in self._compiled:
+            match = pattern.match(req.path)
+            if not match:
+                continue
+            if route.method != req.method and not (route.method == "GET" and req.method == "HEAD"):
+                allowed.append(route.method)
+                continue
+            req.params = {k: urllib.parse.unquote(v) for k, v in match.groupdict().items()}
+            self._authorize(req, route.auth)
+            result = route.handler(req)
+            if isinstance(result, Response):
+                return result
+            return Response.of_json(result)
+        if allowed:
+            return error_response(405, "MethodNotAllowed", f"{req.method} is not allowed on {req.path}")
+        raise NotFound(f"no such resource: {req.path}")
+
+
+def error_response(status: int, kind: str, message: str) -> Response:
+    return Response.of_json({"error": {"type": kind, "message": message}}, status=status)
+
+
+def _parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """(start, end inclusive) of a single 'bytes=' range, None if unsatisfiable."""
+    match = re.fullmatch(r"bytes=(\d*)-(\d*)", header.strip())
+    if not match or (not match[1] and not match[2]):
+        return None
+    if match[1]:
+        start = int(match[1])
+        end = int(match[2]) if match[2] else size - 1
+    else:
+        start, end = max(size - int(match[2]), 0), size - 1
+    if start >= size or start > end:
+        return None
+    return start, min(end, size - 1)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "provisioner"
+    router: Router
+    access_log: Callable[[str], None]
+
+    def address_string(self) -> str:
+        return self.client_address[0] if isinstance(self.client_address, tuple) else "unix"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
+        LOG.debug("http %s: " + format, self.address_string(), *args)
+
+    def _handle(self) -> None:
+        started = time.monotonic()
+        url = urllib.parse.urlsplit(self.path)
+        raw_path = url.path
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > MAX_BODY:
+                raise InvalidInput(f"request body over {MAX_BODY} bytes")
+            body = self.rfile.read(length) if length else b""
+            req = Request(method=self.command, path=raw_path,
+                          query=dict(urllib.parse.parse_qsl(url.query)),
+                          headers={k.lower(): v for k, v in self.headers.items()}, body=body,
+                          client=self.address_string(), local=not isinstance(self.client_address, tuple))
+            response = self.router.dispatch(req)
+        except ProvisionerError as exc:
+            response = error_response(exc.http_status, type(exc).__name__, str(exc))
+        except Exception as exc:  # a bug: answer 500 with a one-line reason, log the trace
+            LOG.exception("http: %s %s failed", self.command, raw_path)
+            response = error_response(500, "InternalError", f"internal error: {exc}")
+        sent = self._send(response)
+        self.access_log(f"{self.address_string()} {self.command} {raw_path} {response.status} {sent} "
+                        f"{time.monotonic() - started:.3f}")
+
+    def _send(self, response: Response) -> int:
+        if response.file is None:
+            self.send_response(response.status)
+            self.send_header("Content-Type", response.content_type)
+            self.send_header("Content-Length", str(len(response.body)))
+            for key, value in response.headers.items():
+                self.send_header(key, value)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(response.body)
+                return len(response.body)
+            return 0
+        return self._send_file(response.file)
+
+    def _send_file(self, path: Path) -> int:
+        with path.open("rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            start, end, status = 0, size - 1, 200
+            if "Range" in self.headers:
+                span = _parse_range(self.headers["Range"], size)
+                if span is None:
+                    self.send_response(416)
+                    self.send_header("Content-Range", f"bytes */{size}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return 0
+                (start, end), status = span, 206
+            count = end - start + 1 if size else 0
+            self.send_response(status)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(count))
+            self.send_header("Accept-Ranges", "bytes")
+            if status == 206:
+                self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+            self.end_headers()
+            if self.command == "HEAD" or count == 0:
+                return 0
+            self.wfile.flush()
+            try:
+                return self.connection.sendfile(fh, offset=start, count=count)
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True
+                return 0
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle
+
+
+class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+
+class _TcpHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256
+    allow_reuse_address = True
+
+
+class HttpService:
+    """Runs the router on a TCP port and, when given, on a unix socket."""
+
+    def __init__(self, router: Router, *, listen: str, port: int, socket_path: Path | None,
+                 access_log: Path) -> None:
+        self._log_lock = threading.Lock()
+        self._access_log = access_log
+        handler = type("Handler", (_Handler,), {"router": router, "access_log": self._write_log})
+        self.tcp = _TcpHTTPServer((listen, port), handler)
+        self.unix: _UnixHTTPServer | None = None
+        if socket_path is not None:
+            socket_path.parent.mkdir(parents=True, exist_ok=True)
+            if socket_path.exists():
+                if _socket_alive(socket_path):
+                    raise OSError(f"another daemon already answers on {socket_path}")
+                socket_path.unlink()
+            old = os.umask(0o117)  # the socket is the operator's key: owner and group only
+            try:
+                self.unix = _UnixHTTPServer(str(socket_path), handler)
+            finally:
+                os.umask(old)
+        self.socket_path = socket_path
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def port(self) -> int:
+        return int(self.tcp.server_address[1])
+
+    def _write_log(self, line: str) -> None:
+        with self._log_lock, self._access_log.open("a") as fh:
+            fh.write(line + "\n")
+
+    def start(self) -> None:
+        for server, name in ((self.tcp, "http"), (self.unix, "http-unix")):
+            if server is None:
+                continue
+            thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        for server in (self.tcp, self.unix):
+            if server is not None:
+                server.shutdown()
+                server.server_close()
+        if self.socket_path is not None and self.socket_path.exists():
+            self.socket_path.unlink()
+
+
+def _socket_alive(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        try:
+            sock.connect(str(path))
+            return True
+        except OSError:
+            return False

@@ -1,0 +1,178 @@
+"""The route table: operators' API, agents' API and the boot endpoints iPXE fetches.
+Routes validate and delegate; the work lives in workflows/."""
+
+from __future__ import annotations
+
+import hmac
+import re
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..errors import InvalidInput, NotFound, Unauthorized
+from ..models import PowerAction
+from ..services import Services
+from .http import Request, Response, Route, Router
+from .openapi import openapi_document
+from .views import node_view
+
+_ARTIFACT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_HOST_RE = re.compile(r"^[A-Za-z0-9.:\[\]-]+$")
+
+NODE_BODY = {
+    "type": "object", "required": ["mac", "rack", "bmc"],
+    "properties": {
+        "mac": {"type": "string"}, "rack": {"type": "string"}, "name": {"type": "string"},
+        "inspect": {"type": "boolean", "default": True},
+        "bmc": {"type": "object", "required": ["address", "username", "password"],
+                "properties": {"address": {"type": "string"}, "port": {"type": "integer"},
+                               "username": {"type": "string"}, "password": {"type": "string"},
+                               "cipher_suite": {"type": "integer", "enum": [3, 17]}}},
+    },
+}
+
+
+def build_router(svc: Services) -> Router:
+    settings = svc.settings
+
+    def authorize(req: Request, kind: str) -> None:
+        if kind == "none":
+            return
+        if kind == "operator":
+            if req.local:
+                return  # the unix socket's file mode is the operator's credential
+            header = req.headers.get("authorization", "")
+            token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+            if not token or not hmac.compare_digest(token, svc.operator_token):
+                raise Unauthorized("the operator API needs 'Authorization: Bearer <token>' "
+                                   f"(the token is in {settings.operator_token_file} on the daemon's host)")
+            return
+        req.node = svc.agents.authenticate(req.headers.get("x-agent-token"))
+
+    router = Router(authorize)
+
+    def node(req: Request) -> Any:
+        return svc.store.get_node(req.params["node"])
+
+    def view(n: Any) -> dict[str, Any]:
+        return node_view(n, settings.agent_lost_after)
+
+    # -- operators ------------------------------------------------------------
+    def list_nodes(req: Request) -> Any:
+        rack = req.query.get("rack")
+        nodes = svc.store.list_nodes(rack=rack)
+        if rack and not nodes:
+            raise NotFound(f"no rack named {rack!r}: see 'provisioner nodes'")
+        return {"nodes": [view(n) for n in nodes]}
+
+    def create_node(req: Request) -> Any:
+        return Response.of_json(view(svc.enroll.enroll(req.json())), status=201)
+
+    def delete_node(req: Request) -> Any:
+        svc.store.delete_node(node(req))
+        svc.nodes_changed()
+        return {"deleted": req.params["node"]}
+
+    def power(req: Request) -> Any:
+        body = req.json()
+        try:
+            action = PowerAction(str(body.get("action")))
+        except ValueError as exc:
+            raise InvalidInput("action must be one of on, off, cycle, status") from exc
+        target = str(body.get("target") or "")
+        if not target:
+            raise InvalidInput("target is required: a node name, a MAC or a rack")
+        return {"results": svc.power.apply(target, action)}
+
+    def queue_command(req: Request) -> Any:
+        return Response.of_json(svc.agents.queue_command(node(req), str(req.json().get("command"))), 201)
+
+    def get_command(req: Request) -> Any:
+        cmd = svc.store.command(req.params["command"])
+        if cmd["node_id"] != node(req).id:
+            raise NotFound(f"no command {req.params['command']!r} for this node")
+        return cmd
+
+    ops = [
+        Route("GET", "/v1/health", lambda r: {"status": "ok", "version": __version__}, "none",
+              "Liveness of the daemon"),
+        Route("GET", "/v1/openapi.json", lambda r: openapi_document(router.routes), "none",
+              "This document"),
+        Route("GET", "/v1/nodes", list_nodes, "operator", "List nodes (?rack=R)"),
+        Route("POST", "/v1/nodes", create_node, "operator",
+              "Enroll a node by MAC with its BMC and rack; inspection starts unless inspect=false",
+              NODE_BODY),
+        Route("GET", "/v1/nodes/{node}", lambda r: view(node(r)), "operator",
+              "One node by name, id or MAC"),
+        Route("DELETE", "/v1/nodes/{node}", delete_node, "operator", "Remove a node in a stable state"),
+        Route("GET", "/v1/nodes/{node}/events", lambda r: {"events": svc.store.events(node(r))},
+              "operator", "The node's history of transitions"),
+        Route("POST", "/v1/nodes/{node}/inspect", lambda r: view(svc.inspection.start(node(r))),
+              "operator", "Boot the node into the maintenance image and inspect it"),
+        Route("POST", "/v1/nodes/{node}/commands", queue_command, "operator",
+              "Queue a command (poweroff, reboot) for the node's agent",
+              {"type": "object", "properties": {"command": {"type": "string", "enum": ["poweroff", "reboot"]}}}),
+        Route("GET", "/v1/nodes/{node}/commands/{command}", get_command, "operator",
+              "One agent command and its result"),
+        Route("POST", "/v1/power", power, "operator",
+              "Power on/off/cycle/status a node (name or MAC) or a rack",
+              {"type": "object", "required": ["target", "action"],
+               "properties": {"target": {"type": "string"},
+                              "action": {"type": "string", "enum": ["on", "off", "cycle", "status"]}}}),
+        Route("GET", "/v1/racks", lambda r: {"racks": svc.store.racks()}, "operator", "Racks in use"),
+        Route("GET", "/v1/discovered", lambda r: {"discovered": svc.store.discovered()}, "operator",
+              "Unknown MACs seen by DHCP (dhcp.unknown_macs = discover)"),
+        Route("GET", "/v1/stats", lambda r: {"counters": svc.counters.snapshot(),
+                                             "dhcp_restarts": svc.dhcp.restarts if svc.dhcp else 0},
+              "operator", "What the boot servers handed out"),
+    ]
+    # -- agents ---------------------------------------------------------------
+    agents = [
+        Route("POST", "/v1/agent/lookup", lambda r: svc.agents.lookup(r.json()), "none",
+              "Agent: find my node by MAC and receive this boot's token (once)",
+              {"type": "object", "required": ["mac"], "properties": {"mac": {"type": "string"},
+                                                                     "boot": {"type": "string"}}}),
+        Route("POST", "/v1/agent/inspection", lambda r: svc.agents.report_inspection(r.node, r.json()),
+              "agent", "Agent: report inspection data", {"type": "object", "required": ["inventory"]}),
+        Route("POST", "/v1/agent/heartbeat", lambda r: svc.agents.heartbeat(r.node), "agent",
+              "Agent: I am alive; returns pending commands"),
+        Route("POST", "/v1/agent/commands/{command}",
+              lambda r: svc.agents.command_result(r.node, r.params["command"], r.json()), "agent",
+              "Agent: report a command's status and result"),
+    ]
+
+    # -- boot (iPXE) ------------------------------------------------------------
+    def boot_script(req: Request) -> Response:
+        name = req.params["script"]
+        if not name.endswith(".ipxe"):
+            raise NotFound(f"no boot script {name!r}")
+        host = req.headers.get("host", "")
+        if not _HOST_RE.match(host):
+            raise InvalidInput("boot script request without a usable Host header")
+        text = svc.netboot.script(name[:-5].replace("-", ":"), f"http://{host}")
+        return Response.text(text)
+
+    def artifact(req: Request) -> Response:
+        name = req.params["artifact"]
+        if not _ARTIFACT_RE.match(name) or ".." in name:
+            raise NotFound(f"no boot artifact {name!r}")
+        root = (settings.artifacts_dir / "maintenance").resolve()
+        path = (root / name).resolve()
+        if path.parent != root or not path.is_file():
+            raise NotFound(f"no boot artifact {name!r}")
+        svc.counters.add(f"http:maintenance/{name}")
+        return Response(file=path)
+
+    boot = [
+        Route("GET", "/boot/maintenance/{artifact}", artifact, "none",
+              "Maintenance image kernel and initramfs"),
+        Route("GET", "/boot/{script}", boot_script, "none",
+              "Per-node iPXE script by MAC (aa-bb-cc-dd-ee-ff.ipxe)"),
+    ]
+    for route in ops + agents + boot:
+        router.add(route)
+    return router
+
+
+def artifact_paths(artifacts_dir: Path) -> list[Path]:
+    return [artifacts_dir / "maintenance" / n for n in ("vmlinuz", "initrd.img")]

@@ -1,0 +1,38 @@
+"""How API objects look on the wire (shared by the API and the CLI's --json)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..models import Node
+
+
+def agent_status(node: Node, lost_after: float, now: float | None = None) -> str:
+    if node.agent_last_seen is None:
+        return "none"
+    now = time.time() if now is None else now
+    return "alive" if now - node.agent_last_seen <= lost_after else "lost"
+
+
+def hardware_summary(inventory: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not inventory:
+        return None
+    disks = inventory.get("disks") or []
+    return {
+        "cpus": (inventory.get("cpu") or {}).get("count"),
+        "memory_mib": (inventory.get("memory") or {}).get("total_mib"),
+        "disks": [f"{d.get('name')}:{d.get('size_bytes', 0) // (1 << 30)}G" for d in disks],
+        "disk_bytes": sum(int(d.get("size_bytes") or 0) for d in disks),
+        "nics": len(inventory.get("nics") or []),
+        "firmware": inventory.get("firmware"),
+        "vendor": (inventory.get("dmi") or {}).get("sys_vendor"),
+        "product": (inventory.get("dmi") or {}).get("product_name"),
+    }
+
+
+def node_view(node: Node, lost_after: float) -> dict[str, Any]:
+    doc = node.public()
+    doc["agent"] = agent_status(node, lost_after)
+    doc["hardware"] = hardware_summary(node.inspection)
+    return doc

@@ -1,0 +1,1 @@
+"""Network boot: dnsmasq for DHCP, tftpy for the loader, HTTP for everything else."""

@@ -1,0 +1,166 @@
+"""DHCP through a dnsmasq child process: configured from a template, started,
+supervised (restarted with backoff when it dies), reloaded with SIGHUP when nodes
+change, and its log read back for counters and for discovered MACs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+from .. import __version__
+from ..config import Settings
+from ..errors import ConfigError
+from .counters import Counters
+from .render import Renderer
+
+LOG = logging.getLogger(__name__)
+
+# "... dnsmasq-dhcp[42]: 123 DHCPACK(br0) 10.99.0.100 52:54:00:aa:bb:cc name"
+_LINE_RE = re.compile(
+    r"(?P<kind>DHCP[A-Z]+)\((?P<iface>[^)]*)\) (?:(?P<ip>[0-9.]+) )?(?P<mac>[0-9a-f]{2}(?::[0-9a-f]{2}){5})"
+    r"(?: (?P<rest>.*))?$")
+
+
+def parse_log_line(line: str) -> tuple[str, str, str | None, str] | None:
+    """(kind, mac, ip, rest) for a dnsmasq DHCP log line, None for other lines."""
+    match = _LINE_RE.search(line.strip())
+    if not match:
+        return None
+    return match["kind"], match["mac"], match["ip"], match["rest"] or ""
+
+
+class DhcpService:
+    def __init__(self, settings: Settings, renderer: Renderer, counters: Counters,
+                 on_unknown_mac: Callable[[str], None] | None = None) -> None:
+        self.settings = settings
+        self.renderer = renderer
+        self.counters = counters
+        self.on_unknown_mac = on_unknown_mac
+        self.dir = settings.data_dir / "dnsmasq"
+        self.conf_file = self.dir / "dnsmasq.conf"
+        self.hosts_file = self.dir / "hosts"
+        self.log_file = settings.log_dir / "dnsmasq.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self.restarts = 0
+
+    # -- configuration --------------------------------------------------------
+    def render_config(self) -> str:
+        s = self.settings
+        start, _, end = s.dhcp_range.partition(",")
+        return self.renderer.render(
+            "dnsmasq.conf.j2", version=__version__, log_file=self.log_file,
+            lease_file=self.dir / "leases", pid_file=self.dir / "dnsmasq.pid",
+            interface=s.dhcp_interface, mode=s.dhcp_mode, proxy_subnet=s.dhcp_proxy_subnet,
+            range_start=start.strip(), range_end=end.strip(), netmask=s.dhcp_netmask,
+            lease_time=s.dhcp_lease_time, hosts_file=self.hosts_file,
+            unknown_macs=s.dhcp_unknown_macs, uefi_loader="snponly.efi")
+
+    def write_hosts(self, nodes: Iterable[tuple[str, str]]) -> None:
+        """Atomically rewrite the enrolled hosts file from (mac, name) pairs."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.hosts_file.with_suffix(".tmp")
+        tmp.write_text("".join(f"{mac},set:enrolled,{name}\n" for mac, name in sorted(nodes)))
+        os.replace(tmp, self.hosts_file)
+
+    def reload(self, nodes: Iterable[tuple[str, str]]) -> None:
+        self.write_hosts(nodes)
+        with self._lock:
+            if self._proc and self._proc.poll() is None:
+                self._proc.send_signal(signal.SIGHUP)
+                LOG.info("dhcp: reloaded enrolled hosts")
+
+    # -- process supervision --------------------------------------------------
+    def start(self, nodes: Iterable[tuple[str, str]]) -> None:
+        binary = shutil.which(self.settings.dhcp_dnsmasq)
+        if binary is None:
+            raise ConfigError(f"dnsmasq not found ({self.settings.dhcp_dnsmasq}): "
+                              "install Debian's dnsmasq-base or set dhcp.enabled = false")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        self.log_file.touch()
+        self.conf_file.write_text(self.render_config())
+        self.write_hosts(nodes)
+        check = subprocess.run([binary, "--test", f"--conf-file={self.conf_file}"],
+                               capture_output=True, text=True)
+        if check.returncode != 0:
+            raise ConfigError(f"dnsmasq refused its config: {check.stderr.strip()}")
+        self._binary = binary
+        for target, name in ((self._supervise, "dhcp-supervisor"), (self._follow_log, "dhcp-log")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [self._binary, "--keep-in-foreground", f"--conf-file={self.conf_file}"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def _supervise(self) -> None:
+        backoff = 1.0
+        while not self._stop.is_set():
+            with self._lock:
+                self._proc = self._spawn()
+                proc = self._proc
+            LOG.info("dhcp: dnsmasq started (pid %d)", proc.pid)
+            started = time.monotonic()
+            _, err = proc.communicate()
+            if self._stop.is_set():
+                return
+            self.restarts += 1
+            if time.monotonic() - started > 30:
+                backoff = 1.0
+            LOG.error("dhcp: dnsmasq exited with %s: %s; restarting in %.0fs", proc.returncode,
+                      err.decode(errors="replace").strip() or "no message", backoff)
+            self._stop.wait(backoff)
+            backoff = min(backoff * 2, 30.0)
+
+    def _follow_log(self) -> None:
+        with self.log_file.open() as fh:
+            fh.seek(0, os.SEEK_END)
+            while not self._stop.is_set():
+                line = fh.readline()
+                if not line:
+                    self._stop.wait(0.2)
+                    continue
+                self._observe(line)
+
+    def _observe(self, line: str) -> None:
+        parsed = parse_log_line(line)
+        if parsed is None:
+            return
+        kind, mac, _ip, rest = parsed
+        if "ignored" in rest:
+            self.counters.add("dhcp:ignored")
+            if self.settings.dhcp_unknown_macs == "discover" and self.on_unknown_mac:
+                self.on_unknown_mac(mac)
+        else:
+            self.counters.add(f"dhcp:{kind.lower()}")
+
+    @property
+    def pid(self) -> int | None:
+        with self._lock:
+            return self._proc.pid if self._proc and self._proc.poll() is None else None
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._lock:
+            proc = self._proc
+        if proc and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for thread in self._threads:
+            thread.join(timeout=5)

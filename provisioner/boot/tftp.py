@@ -1,0 +1,88 @@
+"""The TFTP server (tftpy). It serves an allowlist only: the iPXE loaders from Debian's
+ipxe package and the rendered hand-over script. No name outside the list can be read,
+whatever its spelling, so path traversal has nothing to reach."""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+from pathlib import Path
+from typing import IO, Callable
+
+import tftpy
+
+from .counters import Counters
+
+LOG = logging.getLogger(__name__)
+
+LOADERS = ("undionly.kpxe", "ipxe.efi", "snponly.efi")
+SCRIPT = "boot.ipxe"
+
+
+class TftpService:
+    def __init__(self, *, ipxe_dir: Path, empty_root: Path, render_script: Callable[[], str],
+                 counters: Counters, access_log: Path, listen: str = "0.0.0.0",
+                 port: int = 69) -> None:
+        self.ipxe_dir = ipxe_dir
+        self.listen = listen
+        self.port = port
+        self.counters = counters
+        self._render_script = render_script
+        self._access_log = access_log
+        self._log_lock = threading.Lock()
+        empty_root.mkdir(parents=True, exist_ok=True)
+        self._server = tftpy.TftpServer(str(empty_root), dyn_file_func=self._open)
+        self._thread: threading.Thread | None = None
+        # tftpy logs every packet at INFO; keep its warnings only.
+        logging.getLogger("tftpy").setLevel(logging.WARNING)
+
+    def _log(self, client: str, name: str, outcome: str) -> None:
+        with self._log_lock, self._access_log.open("a") as fh:
+            fh.write(f"{client} RRQ {name} {outcome}\n")
+
+    def _open(self, name: str, raddress: str = "", rport: int = 0) -> IO[bytes] | None:
+        key = name.lstrip("/")
+        if key == SCRIPT:
+            self.counters.add(f"tftp:{SCRIPT}")
+            self._log(raddress, name, "sent")
+            LOG.info("tftp: %s to %s", SCRIPT, raddress)
+            return io.BytesIO(self._render_script().encode())
+        if key in LOADERS:
+            path = self.ipxe_dir / key
+            if path.is_file():
+                self.counters.add(f"tftp:{key}")
+                self._log(raddress, name, "sent")
+                LOG.info("tftp: %s to %s", key, raddress)
+                return path.open("rb")
+            LOG.error("tftp: %s requested by %s but %s is missing (install Debian's ipxe)",
+                      key, raddress, path)
+        self.counters.add("tftp:refused")
+        self._log(raddress, name, "refused")
+        LOG.warning("tftp: refused %r from %s: not a boot file we serve", name, raddress)
+        return None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._serve, name="tftp", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        try:
+            self._server.listen(self.listen, self.port)
+        except Exception:  # tftpy raises bare exceptions; the daemon must say why it stopped
+            LOG.exception("tftp server on %s:%d stopped", self.listen, self.port)
+
+    def wait_listening(self, timeout: float = 5.0) -> bool:
+        """True once the socket is bound (tftpy binds inside listen())."""
+        import time
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if getattr(self._server, "sock", None) is not None:
+                return True
+            time.sleep(0.02)
+        return False
+
+    def stop(self) -> None:
+        self._server.stop(now=True)
+        if self._thread:
+            self._thread.join(timeout=5)

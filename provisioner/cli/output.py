@@ -1,0 +1,95 @@
+"""Rendering for people: tables, node summaries, and progress lines while waiting."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import sys
+from typing import Any, Iterable, Sequence, TextIO
+
+
+def print_json(doc: Any, out: TextIO = sys.stdout) -> None:
+    out.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], out: TextIO = sys.stdout) -> None:
+    cells = [[("" if c is None else str(c)) for c in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in cells:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+    line = "  ".join("{:<%d}" % w for w in widths)
+    out.write(line.format(*[h.upper() for h in headers]).rstrip() + "\n")
+    for row in cells:
+        out.write(line.format(*row).rstrip() + "\n")
+
+
+def _gib(n: int | None) -> str:
+    return f"{n / (1 << 30):.0f} GiB" if n else ""
+
+
+def node_rows(nodes: Iterable[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+    headers = ["name", "mac", "rack", "state", "power", "cpus", "memory", "disk", "firmware", "agent"]
+    rows = []
+    for n in nodes:
+        hw = n.get("hardware") or {}
+        state = n["state"] + (f" ({n['step']})" if n.get("step") else "")
+        mem = hw.get("memory_mib")
+        rows.append([n["name"], n["mac"], n["rack"], state, n.get("power_state"), hw.get("cpus"),
+                     f"{mem} MiB" if mem else "", _gib(hw.get("disk_bytes")), hw.get("firmware"),
+                     n.get("agent")])
+    return headers, rows
+
+
+def timestamp(ts: float | None) -> str:
+    if ts is None:
+        return ""
+    return datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def node_detail(n: dict[str, Any], out: TextIO = sys.stdout) -> None:
+    bmc = n["bmc"]
+    pairs = [
+        ("name", n["name"]), ("id", n["id"]), ("mac", n["mac"]), ("rack", n["rack"]),
+        ("state", n["state"]), ("step", n.get("step")), ("target", n.get("target_state")),
+        ("deadline", timestamp(n.get("deadline"))), ("last error", n.get("last_error")),
+        ("power", n.get("power_state")),
+        ("bmc", f"{bmc['address']}:{bmc['port']} user {bmc['username']} (cipher suite {bmc['cipher_suite']})"),
+        ("agent", f"{n.get('agent')} (last seen {timestamp(n.get('agent_last_seen')) or 'never'})"),
+        ("boots", n.get("boot_count")),
+    ]
+    for key, value in pairs:
+        if value not in (None, ""):
+            out.write(f"{key:<11} {value}\n")
+    inv = n.get("inspection")
+    if inv:
+        cpu, mem, dmi = inv.get("cpu", {}), inv.get("memory", {}), inv.get("dmi", {})
+        out.write(f"{'hardware':<11} {cpu.get('count')} x {cpu.get('model', '?')}; "
+                  f"{mem.get('total_mib')} MiB; firmware {inv.get('firmware')}\n")
+        out.write(f"{'system':<11} {dmi.get('sys_vendor', '')} {dmi.get('product_name', '')} "
+                  f"serial {dmi.get('product_serial', '')}\n")
+        for d in inv.get("disks", []):
+            out.write(f"{'disk':<11} {d.get('name')} {_gib(d.get('size_bytes'))} "
+                      f"model {d.get('model') or '-'} serial {d.get('serial') or '-'}\n")
+        for nic in inv.get("nics", []):
+            out.write(f"{'nic':<11} {nic.get('name')} {nic.get('mac')} "
+                      f"link {'up' if nic.get('carrier') else 'down'} {nic.get('speed_mbps') or ''}\n")
+
+
+class Progress:
+    """One line per change of a node's state or step, with the time since the start."""
+
+    def __init__(self, out: TextIO = sys.stderr) -> None:
+        self.out = out
+        self.seen: dict[str, tuple[str, str | None]] = {}
+
+    def update(self, nodes: Iterable[dict[str, Any]], elapsed: float) -> None:
+        for n in nodes:
+            key = (n["state"], n.get("step"))
+            if self.seen.get(n["name"]) == key:
+                continue
+            self.seen[n["name"]] = key
+            detail = f" ({n['step']})" if n.get("step") else ""
+            error = f": {n['last_error']}" if n.get("last_error") else ""
+            self.out.write(f"[{elapsed:5.0f}s] {n['name']:<16} {n['state']}{detail}{error}\n")
+            self.out.flush()

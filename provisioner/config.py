@@ -1,0 +1,199 @@
+"""Settings: one frozen object built once at the entry point from embedded defaults,
+an optional TOML file, PROVISIONER_* environment variables and command-line flags
+(later sources win)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import ConfigError
+
+DEFAULT_CONFIG_FILE = Path("/etc/provisioner/provisioner.toml")
+ENV_PREFIX = "PROVISIONER_"
+# Short environment names operators expect, for settings whose full names are long.
+ENV_ALIASES = {"PROVISIONER_API": "client_api", "PROVISIONER_TOKEN_FILE": "client_token_file"}
+
+
+def _default_data_dir() -> Path:
+    if os.geteuid() == 0:
+        return Path("/var/lib/provisioner")
+    return Path.home() / ".local/share/provisioner"
+
+
+def _default_socket() -> Path:
+    if os.geteuid() == 0:
+        return Path("/run/provisioner/api.sock")
+    runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/provisioner-{os.getuid()}"
+    return Path(runtime) / "provisioner/api.sock"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every tunable of the daemon and the CLI. TOML keys are `section.name`, e.g.
+    `[dhcp] range = ...` sets `dhcp_range`; the environment uses
+    PROVISIONER_DHCP_RANGE."""
+
+    # [server]
+    server_data_dir: Path = field(default_factory=_default_data_dir)
+    server_listen: str = "0.0.0.0"
+    server_http_port: int = 8080
+    server_tftp_port: int = 69
+    server_socket: Path = field(default_factory=_default_socket)
+    server_workers: int = 8
+    server_log_level: str = "INFO"
+    # [boot]
+    boot_artifacts_dir: Path | None = None  # default: <data_dir>/boot
+    boot_ipxe_dir: Path = Path("/usr/lib/ipxe")
+    boot_kernel_args: str = "console=ttyS0,115200 quiet"
+    # [dhcp]
+    dhcp_enabled: bool = True
+    dhcp_mode: str = "server"  # server | proxy
+    dhcp_interface: str = ""  # empty: every interface whose subnet matches the range
+    dhcp_range: str = "10.99.0.100,10.99.0.199"
+    dhcp_netmask: str = "255.255.255.0"
+    dhcp_lease_time: str = "1h"
+    dhcp_proxy_subnet: str = "10.99.0.0"  # proxy mode: the network to serve PXE on
+    dhcp_unknown_macs: str = "ignore"  # ignore | discover
+    dhcp_dnsmasq: str = "dnsmasq"
+    # [power]
+    power_driver: str = "ipmi"  # ipmi | fake
+    power_min_interval: float = 1.0  # seconds between two commands to one BMC
+    power_timeout: float = 15.0  # one IPMI command
+    power_retries: int = 3
+    power_backoff: float = 1.0  # first retry delay; doubles each time
+    power_verify_timeout: float = 30.0  # wait for the power state to really change
+    power_cipher_suite: int = 17  # default for nodes that do not say
+    # [timeouts] seconds each in-progress step may take before the node fails
+    timeouts_power_on: float = 180.0
+    timeouts_agent_boot: float = 900.0
+    timeouts_inspection: float = 300.0
+    timeouts_deadline_check: float = 2.0
+    # [agent]
+    agent_heartbeat_interval: float = 10.0
+    agent_lost_after: float = 60.0
+    # [client] (the CLI)
+    client_api: str = ""  # http://host:8080 or unix:///path; default: the server socket
+    client_token_file: Path | None = None
+
+    @property
+    def data_dir(self) -> Path:
+        return self.server_data_dir
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.boot_artifacts_dir or self.server_data_dir / "boot"
+
+    @property
+    def db_path(self) -> Path:
+        return self.server_data_dir / "provisioner.db"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.server_data_dir / "logs"
+
+    @property
+    def operator_token_file(self) -> Path:
+        return self.client_token_file or self.server_data_dir / "operator.token"
+
+    def replace(self, **changes: Any) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+
+_FIELDS = {f.name: f for f in fields(Settings)}
+
+
+def _coerce(name: str, raw: Any) -> Any:
+    default = _FIELDS[name].default
+    if default is dataclasses.MISSING:
+        default = _FIELDS[name].default_factory()  # type: ignore[misc]
+    try:
+        if isinstance(default, bool) or name in ("dhcp_enabled",):
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(f"not a boolean: {raw!r}")
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, Path) or name in ("boot_artifacts_dir", "client_token_file"):
+            return Path(str(raw)).expanduser()
+        return str(raw)
+    except ValueError as exc:
+        raise ConfigError(f"setting {name.replace('_', '.', 1)}: {exc}") from exc
+
+
+def _key_to_field(key: str) -> str:
+    name = key.replace(".", "_").replace("-", "_").lower()
+    if name not in _FIELDS:
+        raise ConfigError(f"unknown setting {key!r}")
+    return name
+
+
+def _flatten(doc: Mapping[str, Any], source: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for section, body in doc.items():
+        if not isinstance(body, Mapping):
+            raise ConfigError(f"{source}: top-level key {section!r} must be a [section]")
+        for key, value in body.items():
+            out[_key_to_field(f"{section}.{key}")] = value
+    return out
+
+
+def load(
+    config_file: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build the settings: defaults < TOML file < environment < overrides (flags)."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    path = config_file or (Path(env[ENV_PREFIX + "CONFIG"]) if env.get(ENV_PREFIX + "CONFIG") else None)
+    if path is None and DEFAULT_CONFIG_FILE.exists():
+        path = DEFAULT_CONFIG_FILE
+    if path is not None:
+        try:
+            doc = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file {path} does not exist") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from exc
+        values.update(_flatten(doc, str(path)))
+    for key, raw in env.items():
+        if key.startswith(ENV_PREFIX) and key != ENV_PREFIX + "CONFIG":
+            name = key[len(ENV_PREFIX):].lower()
+            if key in ENV_ALIASES:
+                values[ENV_ALIASES[key]] = raw
+            elif name in _FIELDS:
+                values[name] = raw
+    for key, raw in (overrides or {}).items():
+        if raw is not None:
+            values[_key_to_field(key)] = raw
+    settings = Settings(**{name: _coerce(name, raw) for name, raw in values.items()})
+    validate(settings)
+    return settings
+
+
+def validate(settings: Settings) -> None:
+    if settings.dhcp_mode not in ("server", "proxy"):
+        raise ConfigError(f"dhcp.mode must be 'server' or 'proxy', not {settings.dhcp_mode!r}")
+    if settings.dhcp_unknown_macs not in ("ignore", "discover"):
+        raise ConfigError(
+            f"dhcp.unknown_macs must be 'ignore' or 'discover', not {settings.dhcp_unknown_macs!r}"
+        )
+    if settings.power_driver not in ("ipmi", "fake"):
+        raise ConfigError(f"power.driver must be 'ipmi' or 'fake', not {settings.power_driver!r}")
+    if settings.power_cipher_suite not in (3, 17):
+        raise ConfigError("power.cipher_suite must be 3 or 17")
+    for port in (settings.server_http_port, settings.server_tftp_port):
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"port {port} is out of range")

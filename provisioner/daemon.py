@@ -1,0 +1,80 @@
+"""`provisioner serve`: wiring of the API/HTTP server, TFTP, DHCP and the workers, and
+a clean stop on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+
+from .api.http import HttpService
+from .api.routes import artifact_paths, build_router
+from .boot.tftp import TftpService
+from .config import Settings
+from .errors import ConfigError
+from .power import PowerDriver
+from .services import Services
+
+LOG = logging.getLogger(__name__)
+
+
+class Daemon:
+    def __init__(self, settings: Settings, driver: PowerDriver | None = None) -> None:
+        self.settings = settings
+        self.svc = Services.build(settings, driver)
+        s = settings
+        try:
+            self.http = HttpService(build_router(self.svc), listen=s.server_listen, port=s.server_http_port,
+                                    socket_path=s.server_socket, access_log=s.log_dir / "http-access.log")
+        except OSError as exc:
+            raise ConfigError(f"cannot serve HTTP on {s.server_listen}:{s.server_http_port}: {exc}") from exc
+        self.tftp = TftpService(
+            ipxe_dir=s.boot_ipxe_dir, empty_root=s.data_dir / "tftp-root",
+            render_script=lambda: self.svc.renderer.render("boot.ipxe.j2", http_port=self.http.port),
+            counters=self.svc.counters, access_log=s.log_dir / "tftp.log", listen=s.server_listen,
+            port=s.server_tftp_port)
+        self._stopped = threading.Event()
+
+    def start(self) -> None:
+        for path in artifact_paths(self.settings.artifacts_dir):
+            if not path.is_file():
+                LOG.warning("boot artifact %s is missing: nodes cannot boot the maintenance image "
+                            "until it is built ('make maintenance-image')", path)
+        self.http.start()
+        self.tftp.start()
+        if not self.tftp.wait_listening():
+            raise ConfigError(f"cannot serve TFTP on {self.settings.server_listen}:"
+                              f"{self.settings.server_tftp_port} (port in use or not permitted)")
+        if self.svc.dhcp is not None:
+            self.svc.dhcp.start((n.mac, n.name) for n in self.svc.store.list_nodes())
+        self.svc.conductor.start()
+        LOG.info("provisioner serving: http %s:%d, tftp %s:%d, socket %s, data %s",
+                 self.settings.server_listen, self.http.port, self.settings.server_listen,
+                 self.settings.server_tftp_port, self.settings.server_socket, self.settings.data_dir)
+
+    def stop(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        LOG.info("provisioner stopping")
+        self.svc.conductor.stop()
+        if self.svc.dhcp is not None:
+            self.svc.dhcp.stop()
+        self.tftp.stop()
+        self.http.stop()
+        self.svc.store.close()
+
+    def run_forever(self) -> None:
+        done = threading.Event()
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            done.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        self.start()
+        try:
+            done.wait()
+        finally:
+            self.stop()

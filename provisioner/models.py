@@ -1,0 +1,145 @@
+"""Domain objects shared across the daemon: nodes, BMC credentials, power vocabulary."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from .errors import InvalidInput
+from .secrets import Secret
+from .states import State, Step
+
+_MAC_RE = re.compile(r"^[0-9a-f]{2}([:-]?)[0-9a-f]{2}(\1[0-9a-f]{2}){4}$")
+_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+class PowerState(str, Enum):
+    ON = "on"
+    OFF = "off"
+    UNKNOWN = "unknown"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class PowerAction(str, Enum):
+    ON = "on"
+    OFF = "off"
+    CYCLE = "cycle"
+    STATUS = "status"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class BootDevice(str, Enum):
+    NETWORK = "network"
+    DISK = "disk"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def normalize_mac(text: str) -> str:
+    """aa:bb:cc:dd:ee:ff from any common spelling; InvalidInput otherwise."""
+    candidate = text.strip().lower()
+    if not _MAC_RE.match(candidate):
+        raise InvalidInput(f"malformed MAC address {text!r}: expected six hex pairs like 52:54:00:12:34:56")
+    digits = re.sub(r"[:-]", "", candidate)
+    mac = ":".join(digits[i:i + 2] for i in range(0, 12, 2))
+    if int(digits[0:2], 16) & 1:
+        raise InvalidInput(f"MAC address {text!r} is a multicast address, not a NIC's")
+    return mac
+
+
+def validate_name(text: str, what: str = "name") -> str:
+    if not _NAME_RE.match(text):
+        raise InvalidInput(
+            f"invalid {what} {text!r}: use 1-63 lowercase letters, digits and dashes"
+        )
+    return text
+
+
+@dataclass(frozen=True)
+class BmcCredentials:
+    address: str
+    port: int
+    username: str
+    password: Secret
+    cipher_suite: int = 17
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.address}:{self.port}"
+
+    def __repr__(self) -> str:
+        return f"BmcCredentials({self.endpoint}, user={self.username!r}, password=******)"
+
+
+def parse_bmc_address(text: str) -> tuple[str, int]:
+    """ADDR[:PORT] (IPv6 as [ADDR]:PORT); port 623 by default."""
+    text = text.strip()
+    if not text:
+        raise InvalidInput("BMC address is empty")
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    else:
+        host, port_text = text, ""
+    try:
+        port = int(port_text) if port_text else 623
+    except ValueError as exc:
+        raise InvalidInput(f"invalid BMC port in {text!r}") from exc
+    if not 0 < port < 65536 or not host:
+        raise InvalidInput(f"invalid BMC address {text!r}")
+    return host, port
+
+
+@dataclass
+class Node:
+    id: int
+    name: str
+    mac: str
+    rack: str
+    bmc_address: str
+    bmc_port: int
+    bmc_username: str
+    cipher_suite: int
+    state: State
+    step: Step | None = None
+    target_state: State | None = None
+    deadline: float | None = None
+    last_error: str | None = None
+    power_state: str = PowerState.UNKNOWN.value
+    agent_last_seen: float | None = None
+    boot_count: int = 0
+    inspection: dict[str, Any] | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def public(self) -> dict[str, Any]:
+        """The API representation: everything but secrets."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "mac": self.mac,
+            "rack": self.rack,
+            "bmc": {"address": self.bmc_address, "port": self.bmc_port,
+                    "username": self.bmc_username, "cipher_suite": self.cipher_suite},
+            "state": self.state.value,
+            "step": self.step.value if self.step else None,
+            "target_state": self.target_state.value if self.target_state else None,
+            "deadline": self.deadline,
+            "last_error": self.last_error,
+            "power_state": self.power_state,
+            "agent_last_seen": self.agent_last_seen,
+            "boot_count": self.boot_count,
+            "inspection": self.inspection,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }

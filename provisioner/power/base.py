@@ -1,0 +1,19 @@
+"""The power driver interface: what every BMC protocol adapter implements."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from ..models import BmcCredentials, BootDevice, PowerState
+
+
+class PowerDriver(Protocol):
+    """One BMC protocol. Methods raise only provisioner.errors.PowerError subclasses."""
+
+    def get_power(self, bmc: BmcCredentials) -> PowerState: ...
+
+    def set_power(self, bmc: BmcCredentials, state: PowerState) -> None: ...
+
+    def set_boot_device(self, bmc: BmcCredentials, device: BootDevice) -> None:
+        """Boot from `device` on the next boot only."""
+        ...

@@ -1,0 +1,84 @@
+"""The daemon's collaborators, built once from the settings and injected everywhere."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets as pysecrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from .boot.counters import Counters
+from .boot.dhcp import DhcpService
+from .boot.render import Renderer
+from .config import Settings
+from .power import PowerDriver, PowerManager, make_driver
+from .secrets import SecretBox
+from .store import Store
+from .workflows.agent import AgentService
+from .workflows.engine import Conductor
+from .workflows.enroll import EnrollService
+from .workflows.inspect import InspectionFlow
+from .workflows.netboot import NetbootService
+from .workflows.power import PowerService
+
+LOG = logging.getLogger(__name__)
+
+
+def _operator_token(path: Path) -> str:
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = pysecrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")
+    return token
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: Store
+    box: SecretBox
+    conductor: Conductor
+    inspection: InspectionFlow
+    enroll: EnrollService
+    agents: AgentService
+    netboot: NetbootService
+    power: PowerService
+    counters: Counters
+    renderer: Renderer
+    dhcp: DhcpService | None
+    operator_token: str
+
+    def nodes_changed(self) -> None:
+        self.enroll.on_nodes_changed()
+
+    @classmethod
+    def build(cls, settings: Settings, driver: PowerDriver | None = None) -> "Services":
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(settings.data_dir, 0o700)
+        settings.log_dir.mkdir(parents=True, exist_ok=True)
+        store = Store(settings.db_path)
+        box = SecretBox(settings.data_dir / "secret.key")
+        power = PowerManager(driver or make_driver(settings), min_interval=settings.power_min_interval,
+                             retries=settings.power_retries, backoff=settings.power_backoff,
+                             verify_timeout=settings.power_verify_timeout)
+        conductor = Conductor(settings, store, power, box)
+        renderer = Renderer()
+        counters = Counters()
+        dhcp = DhcpService(settings, renderer, counters, on_unknown_mac=store.record_discovered) \
+            if settings.dhcp_enabled else None
+        inspection = InspectionFlow(conductor)
+
+        def nodes_changed() -> None:
+            if dhcp is not None:
+                dhcp.reload((n.mac, n.name) for n in store.list_nodes())
+
+        svc = cls(settings=settings, store=store, box=box, conductor=conductor, inspection=inspection,
+                  enroll=EnrollService(conductor, inspection, nodes_changed),
+                  agents=AgentService(conductor), netboot=NetbootService(conductor, renderer.render),
+                  power=PowerService(conductor), counters=counters, renderer=renderer, dhcp=dhcp,
+                  operator_token=_operator_token(settings.operator_token_file))
+        return svc

@@ -1,0 +1,341 @@
+"""The only module that speaks SQL: SQLite in WAL mode, schema migrations, and
+atomic state transitions recorded in each node's history."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from . import states
+from .errors import Conflict, InvalidTransition, NotFound
+from .models import Node
+from .states import Event, State, Step
+
+LOG = logging.getLogger(__name__)
+
+# Each entry moves the schema one version up; never edit a released one, append.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE nodes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE,
+        mac TEXT NOT NULL UNIQUE,
+        rack TEXT NOT NULL,
+        bmc_address TEXT NOT NULL,
+        bmc_port INTEGER NOT NULL,
+        bmc_username TEXT NOT NULL,
+        bmc_password_sealed TEXT NOT NULL,
+        cipher_suite INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        step TEXT,
+        target_state TEXT,
+        deadline REAL,
+        last_error TEXT,
+        power_state TEXT NOT NULL DEFAULT 'unknown',
+        agent_token_hash TEXT,
+        agent_last_seen REAL,
+        boot_count INTEGER NOT NULL DEFAULT 0,
+        inspection TEXT,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX nodes_rack ON nodes (rack);
+    CREATE INDEX nodes_token ON nodes (agent_token_hash);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        node_id INTEGER NOT NULL REFERENCES nodes (id) ON DELETE CASCADE,
+        ts REAL NOT NULL,
+        event TEXT NOT NULL,
+        from_state TEXT,
+        to_state TEXT,
+        step TEXT,
+        message TEXT
+    );
+    CREATE INDEX events_node ON events (node_id, id);
+    CREATE TABLE commands (
+        id TEXT PRIMARY KEY,
+        node_id INTEGER NOT NULL REFERENCES nodes (id) ON DELETE CASCADE,
+        kind TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        result TEXT
+    );
+    CREATE TABLE discovered (
+        mac TEXT PRIMARY KEY,
+        first_seen REAL NOT NULL,
+        last_seen REAL NOT NULL,
+        seen_count INTEGER NOT NULL
+    );
+    """,
+)
+
+_NODE_COLUMNS = (
+    "id, name, mac, rack, bmc_address, bmc_port, bmc_username, cipher_suite, state, step, "
+    "target_state, deadline, last_error, power_state, agent_last_seen, boot_count, inspection, "
+    "created_at, updated_at"
+)
+
+
+def _node(row: sqlite3.Row) -> Node:
+    return Node(
+        id=row["id"], name=row["name"], mac=row["mac"], rack=row["rack"],
+        bmc_address=row["bmc_address"], bmc_port=row["bmc_port"],
+        bmc_username=row["bmc_username"], cipher_suite=row["cipher_suite"],
+        state=State(row["state"]), step=Step(row["step"]) if row["step"] else None,
+        target_state=State(row["target_state"]) if row["target_state"] else None,
+        deadline=row["deadline"], last_error=row["last_error"], power_state=row["power_state"],
+        agent_last_seen=row["agent_last_seen"], boot_count=row["boot_count"],
+        inspection=json.loads(row["inspection"]) if row["inspection"] else None,
+        created_at=row["created_at"], updated_at=row["updated_at"],
+    )
+
+
+class Store:
+    """Thread-safe access to the database; every write is one transaction."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self.migrate()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    # -- schema ---------------------------------------------------------------
+    def schema_version(self) -> int:
+        return int(self._query("PRAGMA user_version")[0][0])
+
+    def migrate(self) -> None:
+        with self._lock:
+            current = self.schema_version()
+            for version, script in enumerate(MIGRATIONS, start=1):
+                if version <= current:
+                    continue
+                LOG.info("database %s: migrating schema to version %d", self.path, version)
+                self._db.executescript(f"BEGIN IMMEDIATE; {script}; PRAGMA user_version = {version}; COMMIT;")
+
+    # -- nodes ----------------------------------------------------------------
+    def create_node(self, *, name: str, mac: str, rack: str, bmc_address: str, bmc_port: int,
+                    bmc_username: str, bmc_password_sealed: str, cipher_suite: int) -> Node:
+        now = time.time()
+        with self._tx() as db:
+            clash = db.execute("SELECT name, mac FROM nodes WHERE mac = ? OR name = ?",
+                               (mac, name)).fetchone()
+            if clash is not None:
+                if clash["mac"] == mac:
+                    raise Conflict(f"MAC {mac} is already enrolled as node {clash['name']}")
+                raise Conflict(f"a node named {name} already exists")
+            cur = db.execute(
+                "INSERT INTO nodes (name, mac, rack, bmc_address, bmc_port, bmc_username, "
+                "bmc_password_sealed, cipher_suite, state, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (name, mac, rack, bmc_address, bmc_port, bmc_username, bmc_password_sealed,
+                 cipher_suite, State.ENROLLED.value, now, now),
+            )
+            node_id = int(cur.lastrowid or 0)
+            db.execute("INSERT INTO events (node_id, ts, event, to_state, message) VALUES (?, ?, ?, ?, ?)",
+                       (node_id, now, "enroll", State.ENROLLED.value, f"enrolled in {rack}"))
+        LOG.info("node %s (%s): enrolled in %s", name, mac, rack)
+        return self.get_node(str(node_id))
+
+    def get_node(self, ident: str) -> Node:
+        """A node by id, name or MAC."""
+        rows = self._query(
+            f"SELECT {_NODE_COLUMNS} FROM nodes WHERE name = ? OR mac = ? OR CAST(id AS TEXT) = ?",
+            (ident, ident.lower(), ident),
+        )
+        if not rows:
+            raise NotFound(f"no node named {ident!r}: see 'provisioner nodes'")
+        return _node(rows[0])
+
+    def find_node_by_mac(self, mac: str) -> Node | None:
+        rows = self._query(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE mac = ?", (mac,))
+        return _node(rows[0]) if rows else None
+
+    def list_nodes(self, rack: str | None = None) -> list[Node]:
+        if rack:
+            rows = self._query(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE rack = ? ORDER BY name", (rack,))
+        else:
+            rows = self._query(f"SELECT {_NODE_COLUMNS} FROM nodes ORDER BY rack, name")
+        return [_node(r) for r in rows]
+
+    def racks(self) -> list[str]:
+        return [r[0] for r in self._query("SELECT DISTINCT rack FROM nodes ORDER BY rack")]
+
+    def sealed_password(self, node_id: int) -> str:
+        return str(self._query("SELECT bmc_password_sealed FROM nodes WHERE id = ?", (node_id,))[0][0])
+
+    def delete_node(self, node: Node) -> None:
+        with self._tx() as db:
+            row = db.execute("SELECT state FROM nodes WHERE id = ?", (node.id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no node named {node.name!r}")
+            if State(row["state"]) not in states.DELETABLE:
+                raise InvalidTransition(node=node.name, event="be deleted", state=row["state"])
+            db.execute("DELETE FROM nodes WHERE id = ?", (node.id,))
+        LOG.info("node %s: deleted", node.name)
+
+    def update_node(self, node_id: int, **values: Any) -> None:
+        allowed = {"power_state", "agent_last_seen", "inspection", "agent_token_hash", "boot_count"}
+        if not values or set(values) - allowed:
+            raise ValueError(f"cannot update {sorted(set(values) - allowed)}")
+        if "inspection" in values and values["inspection"] is not None:
+            values["inspection"] = json.dumps(values["inspection"], sort_keys=True)
+        cols = ", ".join(f"{k} = ?" for k in values)
+        with self._tx() as db:
+            db.execute(f"UPDATE nodes SET {cols}, updated_at = ? WHERE id = ?",
+                       (*values.values(), time.time(), node_id))
+
+    def token_hash(self, node_id: int) -> str | None:
+        rows = self._query("SELECT agent_token_hash FROM nodes WHERE id = ?", (node_id,))
+        return rows[0][0] if rows else None
+
+    def node_by_token_hash(self, token_hash: str) -> Node | None:
+        rows = self._query(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE agent_token_hash = ?", (token_hash,))
+        return _node(rows[0]) if rows else None
+
+    def issue_token(self, node_id: int, token_hash: str) -> bool:
+        """Store a token hash only if none is set for this boot; False if one already is."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE nodes SET agent_token_hash = ?, updated_at = ? "
+                "WHERE id = ? AND agent_token_hash IS NULL", (token_hash, time.time(), node_id))
+            return cur.rowcount == 1
+
+    # -- transitions ----------------------------------------------------------
+    def transition(self, node: Node, event: Event, *, step: Step | None = None,
+                   deadline: float | None = None, error: str | None = None,
+                   message: str | None = None) -> Node:
+        """Apply `event` to the node atomically, as the transition table allows."""
+        with self._tx() as db:
+            row = db.execute("SELECT state FROM nodes WHERE id = ?", (node.id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no node named {node.name!r}")
+            current = State(row["state"])
+            new = states.next_state(current, event)
+            if new is None:
+                raise InvalidTransition(node=node.name, event=event.value, state=current.value)
+            target = states.IN_PROGRESS.get(new)
+            now = time.time()
+            db.execute(
+                "UPDATE nodes SET state = ?, step = ?, target_state = ?, deadline = ?, "
+                "last_error = CASE WHEN ? THEN ? ELSE NULL END, updated_at = ? WHERE id = ?",
+                (new.value, step.value if step and target else None,
+                 target.value if target else None, deadline if target else None,
+                 new in states.FAILED_STATES, error, now, node.id),
+            )
+            db.execute(
+                "INSERT INTO events (node_id, ts, event, from_state, to_state, step, message) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (node.id, now, event.value, current.value, new.value,
+                 step.value if step else None, error or message),
+            )
+        LOG.info("node %s: %s -> %s%s", node.name, current, new,
+                 f" ({error or message})" if (error or message) else "")
+        return self.get_node(str(node.id))
+
+    def set_step(self, node: Node, step: Step, deadline: float, *, expect_state: State,
+                 message: str | None = None) -> Node:
+        """Move an in-progress node to its next step (and deadline), recorded in history."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE nodes SET step = ?, deadline = ?, updated_at = ? WHERE id = ? AND state = ?",
+                (step.value, deadline, time.time(), node.id, expect_state.value))
+            if cur.rowcount != 1:
+                raise InvalidTransition(node=node.name, event=f"start {step}", state="not " + expect_state.value)
+            db.execute(
+                "INSERT INTO events (node_id, ts, event, from_state, to_state, step, message) "
+                "VALUES (?, ?, 'step', ?, ?, ?, ?)",
+                (node.id, time.time(), expect_state.value, expect_state.value, step.value, message))
+        LOG.info("node %s: %s: %s", node.name, expect_state, step)
+        return self.get_node(str(node.id))
+
+    def record_event(self, node: Node, event: str, message: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO events (node_id, ts, event, from_state, to_state, step, message) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (node.id, time.time(), event, node.state.value, node.state.value,
+                        node.step.value if node.step else None, message))
+
+    def events(self, node: Node) -> list[dict[str, Any]]:
+        rows = self._query("SELECT ts, event, from_state, to_state, step, message FROM events "
+                           "WHERE node_id = ? ORDER BY id", (node.id,))
+        return [dict(r) for r in rows]
+
+    def in_progress(self) -> list[Node]:
+        marks = ",".join("?" for _ in states.IN_PROGRESS)
+        rows = self._query(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE state IN ({marks})",
+                           tuple(s.value for s in states.IN_PROGRESS))
+        return [_node(r) for r in rows]
+
+    # -- agent commands -------------------------------------------------------
+    def add_command(self, node: Node, command_id: str, kind: str) -> dict[str, Any]:
+        now = time.time()
+        with self._tx() as db:
+            db.execute("INSERT INTO commands (id, node_id, kind, status, created_at, updated_at) "
+                       "VALUES (?, ?, ?, 'pending', ?, ?)", (command_id, node.id, kind, now, now))
+        return self.command(command_id)
+
+    def command(self, command_id: str) -> dict[str, Any]:
+        rows = self._query("SELECT id, node_id, kind, status, created_at, updated_at, result "
+                           "FROM commands WHERE id = ?", (command_id,))
+        if not rows:
+            raise NotFound(f"no command {command_id!r}")
+        out = dict(rows[0])
+        out["result"] = json.loads(out["result"]) if out["result"] else None
+        return out
+
+    def pending_commands(self, node: Node) -> list[dict[str, Any]]:
+        rows = self._query("SELECT id, kind FROM commands WHERE node_id = ? AND status IN "
+                           "('pending', 'sent') ORDER BY created_at", (node.id,))
+        return [dict(r) for r in rows]
+
+    def set_command_status(self, command_id: str, status: str, result: Any = None) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE commands SET status = ?, result = ?, updated_at = ? WHERE id = ?",
+                       (status, json.dumps(result) if result is not None else None, time.time(),
+                        command_id))
+
+    # -- discovered MACs ------------------------------------------------------
+    def record_discovered(self, mac: str, when: float | None = None) -> None:
+        now = when or time.time()
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO discovered (mac, first_seen, last_seen, seen_count) VALUES (?, ?, ?, 1) "
+                "ON CONFLICT (mac) DO UPDATE SET last_seen = excluded.last_seen, "
+                "seen_count = seen_count + 1", (mac, now, now))
+
+    def discovered(self) -> list[dict[str, Any]]:
+        rows = self._query("SELECT mac, first_seen, last_seen, seen_count FROM discovered "
+                           "WHERE mac NOT IN (SELECT mac FROM nodes) ORDER BY last_seen DESC")
+        return [dict(r) for r in rows]

@@ -1,0 +1,1 @@
+"""Node workflows: steps over the drivers, run by the conductor's workers."""

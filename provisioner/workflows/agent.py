@@ -1,0 +1,109 @@
+"""What the agent may do: look itself up by MAC and receive its per-boot token, report
+inspection data, heartbeat for commands, and report command results. Tokens are issued
+once per boot, stored only as a SHA-256 hash, and required on every later call."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import uuid
+from typing import Any
+
+from ..errors import Conflict, InvalidInput, NotFound, Unauthorized
+from ..models import Node, normalize_mac
+from ..states import Event, State, Step
+from ..store import Store
+from .engine import Conductor
+
+LOG = logging.getLogger(__name__)
+
+COMMANDS = ("poweroff", "reboot")
+_INVENTORY_KEYS = {"cpu": dict, "memory": dict, "disks": list, "nics": list, "dmi": dict, "firmware": str}
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class AgentService:
+    def __init__(self, conductor: Conductor) -> None:
+        self.c = conductor
+
+    @property
+    def store(self) -> Store:
+        return self.c.store
+
+    def lookup(self, body: dict[str, Any]) -> dict[str, Any]:
+        mac = normalize_mac(str(body.get("mac", "")))
+        node = self.store.find_node_by_mac(mac)
+        if node is None:
+            raise NotFound(f"MAC {mac} is not enrolled")
+        if node.state not in (State.INSPECTING, State.READY):
+            raise Conflict(f"node {node.name} is {node.state} and expects no agent")
+        token = secrets.token_urlsafe(32)
+        if not self.store.issue_token(node.id, hash_token(token)):
+            raise Conflict(f"node {node.name}: a token was already issued for this boot; "
+                           "boot the node into the maintenance image again to get a new one")
+        self.store.update_node(node.id, agent_last_seen=self.c.clock())
+        self.store.record_event(node, "agent", f"agent called home (boot {body.get('boot', '?')}) "
+                                f"and received its token")
+        if node.state == State.INSPECTING and node.step != Step.WAIT_INSPECTION:
+            deadline = self.c.clock() + self.c.settings.timeouts_inspection
+            self.store.set_step(node, Step.WAIT_INSPECTION, deadline, expect_state=State.INSPECTING,
+                                message="agent authenticated")
+        LOG.info("node %s: agent looked up by %s, token issued", node.name, mac)
+        return {"node": {"id": node.id, "name": node.name}, "token": token,
+                "heartbeat_interval": self.c.settings.agent_heartbeat_interval}
+
+    def authenticate(self, token: str | None) -> Node:
+        if not token:
+            raise Unauthorized("agent call without a token: look up first (POST /v1/agent/lookup)")
+        # Looked up by hash: the token itself is never stored or compared.
+        node = self.store.node_by_token_hash(hash_token(token))
+        if node is None:
+            raise Unauthorized("invalid agent token")
+        return node
+
+    def report_inspection(self, node: Node, body: dict[str, Any]) -> dict[str, Any]:
+        inventory = body.get("inventory")
+        if not isinstance(inventory, dict):
+            raise InvalidInput("inspection report needs an 'inventory' object")
+        for key, kind in _INVENTORY_KEYS.items():
+            if not isinstance(inventory.get(key), kind):
+                raise InvalidInput(f"inventory.{key} must be a {kind.__name__}")
+        self.store.update_node(node.id, inspection=inventory, agent_last_seen=self.c.clock())
+        if node.state == State.INSPECTING:
+            mem = inventory["memory"].get("total_mib")
+            summary = (f"{inventory['cpu'].get('count')} CPUs, {mem} MiB, "
+                       f"{len(inventory['disks'])} disks, {len(inventory['nics'])} NICs, "
+                       f"{inventory['firmware']}")
+            node = self.store.transition(node, Event.DONE, message=f"inspected: {summary}")
+        return {"state": node.state.value}
+
+    def heartbeat(self, node: Node) -> dict[str, Any]:
+        self.store.update_node(node.id, agent_last_seen=self.c.clock())
+        pending = self.store.pending_commands(node)
+        for cmd in pending:
+            self.store.set_command_status(cmd["id"], "sent")
+        return {"commands": pending, "heartbeat_interval": self.c.settings.agent_heartbeat_interval}
+
+    def command_result(self, node: Node, command_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        cmd = self.store.command(command_id)
+        if cmd["node_id"] != node.id:
+            raise NotFound(f"no command {command_id!r} for node {node.name}")
+        status = body.get("status")
+        if status not in ("running", "done", "failed"):
+            raise InvalidInput("status must be running, done or failed")
+        self.store.set_command_status(command_id, status, body.get("result"))
+        self.store.record_event(node, "command", f"agent: {cmd['kind']} {command_id} {status}")
+        return self.store.command(command_id)
+
+    def queue_command(self, node: Node, kind: str) -> dict[str, Any]:
+        if kind not in COMMANDS:
+            raise InvalidInput(f"unknown agent command {kind!r}: use one of {', '.join(COMMANDS)}")
+        if node.state not in (State.INSPECTING, State.READY) or not self.store.token_hash(node.id):
+            raise Conflict(f"node {node.name} has no agent running")
+        command = self.store.add_command(node, str(uuid.uuid4()), kind)
+        self.store.record_event(node, "command", f"queued {kind} {command['id']} for the agent")
+        return command

@@ -1,0 +1,119 @@
+"""The conductor: a worker pool, one lock per node so two operations never touch a
+node at once, the deadline reaper, and resumption of in-progress work after a restart."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+from ..config import Settings
+from ..errors import InvalidTransition, NodeBusy
+from ..models import BmcCredentials, Node
+from ..power import PowerManager
+from ..secrets import SecretBox
+from ..states import STEP_LABELS, Event
+from ..store import Store
+
+LOG = logging.getLogger(__name__)
+
+
+class Conductor:
+    def __init__(self, settings: Settings, store: Store, power: PowerManager, box: SecretBox,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.store = store
+        self.power = power
+        self.box = box
+        self.clock = clock
+        self._pool = ThreadPoolExecutor(max_workers=settings.server_workers,
+                                        thread_name_prefix="worker")
+        self._locks: dict[int, threading.Lock] = {}
+        self._busy: dict[int, str] = {}
+        self._locks_guard = threading.Lock()
+        self._stop = threading.Event()
+        self._reaper: threading.Thread | None = None
+        self.resumers: list[Callable[[Node], None]] = []
+
+    # -- locking --------------------------------------------------------------
+    def _lock_for(self, node_id: int) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(node_id, threading.Lock())
+
+    @contextmanager
+    def node_lock(self, node: Node, what: str) -> Iterator[None]:
+        """Exclusive access to one node, refused at once (NodeBusy) if someone holds it."""
+        lock = self._lock_for(node.id)
+        if not lock.acquire(blocking=False):
+            raise NodeBusy(node=node.name, what=self._busy.get(node.id, "another operation"))
+        self._busy[node.id] = what
+        try:
+            yield
+        finally:
+            self._busy.pop(node.id, None)
+            lock.release()
+
+    def submit(self, node: Node, what: str, fn: Callable[[Node], None]) -> Future[None]:
+        """Run fn(node) on a worker, holding the node's lock."""
+        def run() -> None:
+            try:
+                with self.node_lock(node, what):
+                    fn(self.store.get_node(str(node.id)))
+            except NodeBusy as exc:
+                LOG.warning("node %s: %s skipped: %s", node.name, what, exc)
+            except Exception:
+                LOG.exception("node %s: %s crashed", node.name, what)
+        return self._pool.submit(run)
+
+    def bmc(self, node: Node) -> BmcCredentials:
+        return BmcCredentials(address=node.bmc_address, port=node.bmc_port,
+                              username=node.bmc_username,
+                              password=self.box.open(self.store.sealed_password(node.id)),
+                              cipher_suite=node.cipher_suite)
+
+    # -- deadlines and restarts ----------------------------------------------
+    def start(self) -> None:
+        for node in self.store.in_progress():
+            self.store.record_event(node, "resume", f"daemon started: resuming {node.state} at step {node.step}")
+            LOG.info("node %s: resuming %s at step %s", node.name, node.state, node.step)
+            for resume in self.resumers:
+                resume(node)
+        self._reaper = threading.Thread(target=self._reap_loop, name="deadlines", daemon=True)
+        self._reaper.start()
+
+    def _reap_loop(self) -> None:
+        while not self._stop.wait(self.settings.timeouts_deadline_check):
+            try:
+                self.reap_deadlines()
+            except Exception:
+                LOG.exception("deadline check failed")
+
+    def reap_deadlines(self) -> list[str]:
+        """Fail every in-progress node whose step deadline has passed; their names."""
+        failed = []
+        now = self.clock()
+        for node in self.store.in_progress():
+            if node.deadline is None or node.deadline > now:
+                continue
+            lock = self._lock_for(node.id)
+            if not lock.acquire(blocking=False):
+                continue  # a worker is on it; its own timeouts end the step
+            try:
+                label = STEP_LABELS.get(node.step, str(node.step)) if node.step else "work"
+                reason = f"step {node.step} ({label}) timed out at its deadline"
+                self.store.transition(node, Event.FAIL, error=reason)
+                failed.append(node.name)
+            except InvalidTransition:
+                pass  # it finished between our read and our write
+            finally:
+                lock.release()
+        return failed
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._reaper:
+            self._reaper.join(timeout=5)

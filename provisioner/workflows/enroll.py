@@ -1,0 +1,59 @@
+"""Enrollment: validate everything, prove the BMC answers to the credentials, then
+record the node (password sealed), tell DHCP, and start inspection. Bad input changes
+nothing."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+from ..errors import Conflict, InvalidInput
+from ..models import BmcCredentials, Node, normalize_mac, parse_bmc_address, validate_name
+from ..secrets import Secret
+from .engine import Conductor
+from .inspect import InspectionFlow
+
+LOG = logging.getLogger(__name__)
+
+
+class EnrollService:
+    def __init__(self, conductor: Conductor, inspection: InspectionFlow,
+                 on_nodes_changed: Callable[[], None]) -> None:
+        self.c = conductor
+        self.inspection = inspection
+        self.on_nodes_changed = on_nodes_changed
+
+    def enroll(self, body: dict[str, Any]) -> Node:
+        mac = normalize_mac(str(body.get("mac", "")))
+        rack = validate_name(str(body.get("rack") or ""), "rack name")
+        name = validate_name(str(body.get("name") or f"node-{mac.replace(':', '')[-6:]}"), "node name")
+        bmc_doc = body.get("bmc")
+        if not isinstance(bmc_doc, dict):
+            raise InvalidInput("bmc must be an object with address, username and password")
+        address, port = parse_bmc_address(str(bmc_doc.get("address", "")))
+        if "port" in bmc_doc and bmc_doc["port"] is not None:
+            port = int(bmc_doc["port"])
+        username = str(bmc_doc.get("username") or "")
+        password = str(bmc_doc.get("password") or "")
+        if not username or not password:
+            raise InvalidInput("the BMC username and password are required")
+        suite = int(bmc_doc.get("cipher_suite") or self.c.settings.power_cipher_suite)
+        if suite not in (3, 17):
+            raise InvalidInput(f"IPMI cipher suite {suite} is not supported: use 3 or 17")
+        # Refuse before storing anything if the MAC or the name is taken...
+        existing = self.c.store.find_node_by_mac(mac)
+        if existing is not None:
+            raise Conflict(f"MAC {mac} is already enrolled as node {existing.name}")
+        if any(n.name == name for n in self.c.store.list_nodes()):
+            raise Conflict(f"a node named {name} already exists")
+        # ...and if the BMC does not answer to these credentials.
+        bmc = BmcCredentials(address, port, username, Secret(password), suite)
+        self.c.power.probe(bmc)
+        node = self.c.store.create_node(name=name, mac=mac, rack=rack, bmc_address=address,
+                                        bmc_port=port, bmc_username=username,
+                                        bmc_password_sealed=self.c.box.seal(bmc.password),
+                                        cipher_suite=suite)
+        self.on_nodes_changed()
+        if body.get("inspect", True):
+            node = self.inspection.start(node)
+        return node

@@ -1,0 +1,50 @@
+"""Power on/off/cycle/status for a target: a node (name or MAC) or a whole rack, the
+nodes of a rack in parallel, each under its node lock."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ..errors import NodeBusy, NotFound, PowerError
+from ..models import Node, PowerAction
+from .engine import Conductor
+
+LOG = logging.getLogger(__name__)
+
+
+def resolve_target(conductor: Conductor, target: str) -> list[Node]:
+    """Nodes named by `target`: a node name, id or MAC first, then a rack."""
+    try:
+        return [conductor.store.get_node(target)]
+    except NotFound:
+        pass
+    nodes = conductor.store.list_nodes(rack=target)
+    if not nodes:
+        raise NotFound(f"no node or rack named {target!r}: see 'provisioner nodes'")
+    return nodes
+
+
+class PowerService:
+    def __init__(self, conductor: Conductor) -> None:
+        self.c = conductor
+
+    def _one(self, node: Node, action: PowerAction) -> dict[str, Any]:
+        bmc = self.c.bmc(node)
+        try:
+            with self.c.node_lock(node, f"power {action}"):
+                state = self.c.power.apply(bmc, action)
+                self.c.store.update_node(node.id, power_state=state.value)
+                if action != PowerAction.STATUS:
+                    self.c.store.record_event(node, "power",
+                                              f"power {action} via IPMI {bmc.endpoint}: now {state}")
+                return {"node": node.name, "power_state": state.value, "ok": True}
+        except (PowerError, NodeBusy) as exc:
+            LOG.error("node %s: power %s failed: %s", node.name, action, exc)
+            return {"node": node.name, "ok": False, "error": str(exc)}
+
+    def apply(self, target: str, action: PowerAction) -> list[dict[str, Any]]:
+        nodes = resolve_target(self.c, target)
+        with ThreadPoolExecutor(max_workers=min(len(nodes), 16)) as pool:
+            return list(pool.map(lambda n: self._one(n, action), nodes))
