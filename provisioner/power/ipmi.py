@@ -58,8 +58,11 @@ class _Command(ipmi_command.Command):
         self._ipv6support = None
         self.certverify = None
         self.kwargs: dict[str, Any] = {}
-        self.ipmi_session = session_cls(bmc=bmc.address, userid=bmc.username,
-                                        password=bmc.password.reveal(), port=bmc.port)
+        # Credentials go in as bytes: pyghmi registers a logging-in session under the
+        # credentials it was given but removes it under their bytes form, so with str
+        # credentials the second command to a BMC finds the stale entry and waits forever.
+        self.ipmi_session = session_cls(bmc=bmc.address, userid=bmc.username.encode(),
+                                        password=bmc.password.reveal().encode(), port=bmc.port)
 
 
 class IpmiPowerDriver:

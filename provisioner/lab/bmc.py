@@ -1,0 +1,61 @@
+"""A virtual BMC per lab domain: virtualbmc's vbmcd inside the lab namespace, answering
+IPMI on the namespace's loopback and driving libvirt."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from ..errors import LabError
+from . import system
+
+
+class VirtualBmcs:
+    def __init__(self, netns: str, state_dir: Path, log_file: Path) -> None:
+        self.netns = netns
+        self.dir = state_dir
+        self.conf = state_dir / "virtualbmc.conf"
+        self.pid_file = state_dir / "vbmcd.pid"
+        self.log_file = log_file
+        self.env = {"VIRTUALBMC_CONFIG": str(self.conf)}
+
+    def _tool(self, name: str) -> str:
+        path = shutil.which(name)
+        if path is None:
+            raise LabError(f"{name} not found: install virtualbmc ('make setup')")
+        return path
+
+    def start(self) -> None:
+        (self.dir / "domains").mkdir(parents=True, exist_ok=True)
+        self.conf.write_text(
+            "[default]\n"
+            f"config_dir = {self.dir / 'domains'}\n"
+            f"pid_file = {self.pid_file}\n"
+            "server_port = 50891\n"
+            "[log]\n"
+            f"logfile = {self.log_file}\n"
+            "debug = true\n")
+        system.run([self._tool("vbmcd")], netns=self.netns, env=self.env)
+        system.wait_for(lambda: bool(self.pids()), 20, "vbmcd to start")
+
+    def add(self, domain: str, port: int, username: str, password: str) -> None:
+        vbmc = self._tool("vbmc")
+        system.run([vbmc, "add", domain, "--port", str(port), "--address", "127.0.0.1",
+                    "--username", username, "--password", password,
+                    "--libvirt-uri", "qemu:///system"], netns=self.netns, env=self.env)
+        system.run([vbmc, "start", domain], netns=self.netns, env=self.env)
+
+    def pids(self) -> list[int]:
+        """vbmcd's processes (it forks one per BMC; its pid file says 0 after daemonizing)."""
+        found = []
+        for pid in system.netns_pids(self.netns):
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"vbmcd" in cmdline:
+                found.append(pid)
+        return found
+
+    def stop(self) -> None:
+        system.stop_pids(self.pids())

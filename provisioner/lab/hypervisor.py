@@ -1,0 +1,106 @@
+"""libvirtd and virtlogd started inside the lab namespace (so the domains' taps land on
+the lab bridge), and the lab's domains defined through libvirt-python."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import libvirt
+
+from ..errors import LabError
+from . import system
+
+LOG = logging.getLogger(__name__)
+URI = "qemu:///system"
+SOCKET = Path("/run/libvirt/libvirt-sock")
+PIDFILE = Path("/run/libvirtd.pid")
+
+_STATE_NAMES = {libvirt.VIR_DOMAIN_RUNNING: "running", libvirt.VIR_DOMAIN_SHUTOFF: "shut off",
+                libvirt.VIR_DOMAIN_PAUSED: "paused", libvirt.VIR_DOMAIN_SHUTDOWN: "shutting down",
+                libvirt.VIR_DOMAIN_CRASHED: "crashed", libvirt.VIR_DOMAIN_BLOCKED: "blocked"}
+
+# libvirt prints every error on stderr by default; ours are translated instead.
+libvirt.registerErrorHandler(lambda ctx, err: None, None)
+
+
+def start_daemons(netns: str) -> None:
+    """Start libvirtd and virtlogd in `netns`, unless ours already run there."""
+    ours = set(system.netns_pids(netns))
+    for binary, pidfile in (("virtlogd", Path("/run/virtlogd.pid")), ("libvirtd", PIDFILE)):
+        pid = _pid(pidfile)
+        if pid and system.pid_alive(pid):
+            if pid in ours:
+                continue
+            raise LabError(f"{binary} (pid {pid}) already runs outside the lab namespace: "
+                           f"stop it first (the lab's domains must be started from inside {netns})")
+        system.run([binary, "-d"], netns=netns)
+    system.wait_for(SOCKET.exists, 30, "libvirtd's socket")
+
+
+def _pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def connect() -> libvirt.virConnect:
+    try:
+        return libvirt.open(URI)
+    except libvirt.libvirtError as exc:
+        raise LabError(f"cannot connect to libvirtd ({URI}): {exc}") from exc
+
+
+def create_disk(path: Path, size_gib: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    system.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), f"{size_gib}G"])
+
+
+def define(conn: libvirt.virConnect, xml: str) -> None:
+    try:
+        conn.defineXML(xml)
+    except libvirt.libvirtError as exc:
+        raise LabError(f"libvirt refused a lab domain: {exc}") from exc
+
+
+def remove(conn: libvirt.virConnect, name: str) -> None:
+    try:
+        dom = conn.lookupByName(name)
+    except libvirt.libvirtError:
+        return
+    try:
+        if dom.isActive():
+            dom.destroy()
+        dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
+    except libvirt.libvirtError as exc:
+        raise LabError(f"cannot remove lab domain {name}: {exc}") from exc
+    Path(f"/var/log/libvirt/qemu/{name}.log").unlink(missing_ok=True)
+
+
+def domain_facts(conn: libvirt.virConnect, name: str) -> dict[str, Any]:
+    """What libvirt itself says of a domain: state, memory, vCPUs, MAC, disk size."""
+    try:
+        dom = conn.lookupByName(name)
+        state, _reason = dom.state()
+        info = dom.info()
+        disk_bytes = None
+        try:
+            disk_bytes = dom.blockInfo("vda")[0]
+        except libvirt.libvirtError:
+            disk_bytes = None
+        return {"state": _STATE_NAMES.get(state, str(state)), "memory_mib": info[1] // 1024,
+                "vcpus": info[3], "disk_bytes": disk_bytes}
+    except libvirt.libvirtError as exc:
+        raise LabError(f"no lab domain {name}: {exc}") from exc
+
+
+def is_running(conn: libvirt.virConnect, name: str) -> bool:
+    return domain_facts(conn, name)["state"] == "running"
+
+
+def qemu_version() -> str:
+    out = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True, text=True).stdout
+    return out.splitlines()[0] if out else "unknown"

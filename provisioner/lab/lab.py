@@ -1,0 +1,277 @@
+"""`provisioner lab up|status|down`: bring the whole virtual lab up, report on it, and
+take it down leaving nothing behind (namespace, processes, domains, disks, files)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from ..client import Client
+from ..errors import LabError, ProvisionerError
+from . import hypervisor, system
+from .bmc import VirtualBmcs
+
+LOG = logging.getLogger(__name__)
+REPO = Path(__file__).resolve().parents[2]
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+@dataclass
+class LabConfig:
+    """Where and how big the lab is; every field has a default that works here."""
+
+    netns: str = "provlab"
+    bridge: str = "provbr0"
+    address: str = "10.99.0.1"
+    prefix: int = 24
+    dhcp_range: str = "10.99.0.100,10.99.0.199"
+    state_dir: Path = Path("/var/lib/provisioner-lab")
+    socket: Path = Path("/run/provisioner/api.sock")
+    artifacts_dir: Path = REPO / "build/boot"
+    bmc_base_port: int = 6230
+    bmc_user: str = "admin"
+    http_port: int = 8080
+
+
+@dataclass
+class LabNode:
+    name: str
+    mac: str
+    rack: str
+    bmc_port: int
+    memory_mib: int
+    vcpus: int
+    disk_gib: int
+    uefi: bool
+
+
+@dataclass
+class LabState:
+    nodes: list[LabNode] = field(default_factory=list)
+    daemon_pid: int | None = None
+    created_at: float = 0.0
+
+
+class Lab:
+    def __init__(self, config: LabConfig | None = None) -> None:
+        self.cfg = config or LabConfig()
+        self.dir = self.cfg.state_dir
+        self.state_file = self.dir / "lab.json"
+        self.bmcs = VirtualBmcs(self.cfg.netns, self.dir / "bmc", self.dir / "logs/vbmcd.log")
+        self._jinja = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+                                         undefined=jinja2.StrictUndefined, autoescape=True)
+
+    # -- state ----------------------------------------------------------------
+    def load(self) -> LabState | None:
+        if not self.state_file.exists():
+            return None
+        doc = json.loads(self.state_file.read_text())
+        return LabState(nodes=[LabNode(**n) for n in doc["nodes"]], daemon_pid=doc.get("daemon_pid"),
+                        created_at=doc.get("created_at", 0.0))
+
+    def save(self, state: LabState) -> None:
+        self.state_file.write_text(json.dumps(asdict(state), indent=1) + "\n")
+
+    @property
+    def inventory_file(self) -> Path:
+        return self.dir / "inventory.yaml"
+
+    def console_log(self, name: str) -> Path:
+        return self.dir / "logs" / f"{name}.console.log"
+
+    def client(self) -> Client:
+        return Client(f"unix://{self.cfg.socket}", timeout=30)
+
+    # -- up -------------------------------------------------------------------
+    def up(self, nodes: int = 2, racks: int = 2, memory_mib: int = 2048, vcpus: int = 2,
+           disk_gib: int = 20, uefi: bool = False, progress: Any = None) -> LabState:
+        say = progress or (lambda msg: None)
+        if os.geteuid() != 0:
+            raise LabError("the lab needs root (network namespaces, libvirtd)")
+        if self.load() is not None or system.netns_exists(self.cfg.netns):
+            raise LabError("the lab is already up: 'provisioner lab down' first")
+        if not 1 <= nodes <= 50 or not 1 <= racks <= nodes:
+            raise LabError("the lab needs 1-50 nodes and between 1 and that many racks")
+        try:
+            return self._up(nodes, racks, memory_mib, vcpus, disk_gib, uefi, say)
+        except BaseException:
+            say("lab up failed: removing what it created")
+            self.down()
+            raise
+
+    def _up(self, nodes: int, racks: int, memory_mib: int, vcpus: int, disk_gib: int, uefi: bool,
+            say: Any) -> LabState:
+        cfg = self.cfg
+        for sub in ("disks", "logs", "bmc", "passwords", "data"):
+            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o755)
+        state = LabState(created_at=time.time())
+        self.save(state)
+        say("building the maintenance image (cached when nothing changed)")
+        build = subprocess.run([sys.executable, str(REPO / "images/maintenance/build.py"),
+                                "--out", str(cfg.artifacts_dir / "maintenance")], capture_output=True, text=True)
+        if build.returncode != 0:
+            raise LabError(f"maintenance image build failed: {build.stderr.strip()}")
+        say(build.stdout.strip())
+        say(f"network namespace {cfg.netns}, bridge {cfg.bridge} {cfg.address}/{cfg.prefix}")
+        system.run(["ip", "netns", "add", cfg.netns])
+        system.run(["ip", "link", "set", "lo", "up"], netns=cfg.netns)
+        system.run(["ip", "link", "add", cfg.bridge, "type", "bridge", "stp_state", "0",
+                    "forward_delay", "0"], netns=cfg.netns)
+        system.run(["ip", "addr", "add", f"{cfg.address}/{cfg.prefix}", "dev", cfg.bridge], netns=cfg.netns)
+        system.run(["ip", "link", "set", cfg.bridge, "up"], netns=cfg.netns)
+        say("libvirtd and virtlogd inside the namespace")
+        hypervisor.start_daemons(cfg.netns)
+        conn = hypervisor.connect()
+        self.bmcs.start()
+        inventory = []
+        for i in range(nodes):
+            rack_no = i % racks + 1
+            node = LabNode(name=f"lab-r{rack_no}-n{i // racks + 1}", mac=f"52:54:00:99:{rack_no:02x}:{i + 1:02x}",
+                           rack=f"rack-{rack_no}", bmc_port=cfg.bmc_base_port + i, memory_mib=memory_mib,
+                           vcpus=vcpus, disk_gib=disk_gib, uefi=uefi)
+            disk = self.dir / "disks" / f"{node.name}.qcow2"
+            hypervisor.create_disk(disk, disk_gib)
+            xml = self._jinja.get_template("domain.xml.j2").render(
+                name=node.name, memory_mib=memory_mib, vcpus=vcpus, uefi=uefi, disk=disk,
+                disk_serial=f"LABDISK{i + 1:04d}", mac=node.mac, bridge=cfg.bridge,
+                console_log=self.console_log(node.name), serial=f"LAB{i + 1:06d}")
+            hypervisor.define(conn, xml)
+            password = secrets.token_urlsafe(12)
+            pw_file = self.dir / "passwords" / node.name
+            pw_file.write_text(password + "\n")
+            os.chmod(pw_file, 0o600)
+            self.bmcs.add(node.name, node.bmc_port, cfg.bmc_user, password)
+            state.nodes.append(node)
+            self.save(state)
+            inventory.append({"name": node.name, "mac": node.mac, "rack": node.rack, "bmc": {
+                "address": f"127.0.0.1:{node.bmc_port}", "username": cfg.bmc_user,
+                "password_file": str(pw_file), "cipher_suite": 3}})
+            say(f"node {node.name} {node.mac} {node.rack}, BMC 127.0.0.1:{node.bmc_port} (IPMI suite 3)")
+        conn.close()
+        self._write_inventory(inventory)
+        say("provisioner daemon inside the namespace")
+        state.daemon_pid = self._start_daemon()
+        self.save(state)
+        return state
+
+    def _write_inventory(self, nodes: list[dict[str, Any]]) -> None:
+        import yaml
+        header = ("# The lab's machines, for 'provisioner enroll --from'. Their BMCs listen on the\n"
+                  "# lab namespace's loopback, where the daemon runs. virtualbmc speaks IPMI\n"
+                  "# cipher suite 3 only (see LAB.md), hence cipher_suite: 3.\n")
+        self.inventory_file.write_text(header + yaml.safe_dump({"nodes": nodes}, sort_keys=False))
+
+    def config_file(self) -> Path:
+        cfg = self.cfg
+        path = self.dir / "provisioner.toml"
+        path.write_text(
+            "# provisioner settings for the virtual lab (written by 'provisioner lab up')\n"
+            "[server]\n"
+            f'data_dir = "{self.dir / "data"}"\n'
+            f'socket = "{cfg.socket}"\n'
+            f"http_port = {cfg.http_port}\n"
+            "[boot]\n"
+            f'artifacts_dir = "{cfg.artifacts_dir}"\n'
+            "[dhcp]\n"
+            f'interface = "{cfg.bridge}"\n'
+            f'range = "{cfg.dhcp_range}"\n'
+            "[power]\n"
+            "min_interval = 0.5\n"
+            "[timeouts]\n"
+            "agent_boot = 900\n")
+        return path
+
+    def _start_daemon(self) -> int:
+        log = (self.dir / "logs/provisioner.log").open("ab")
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.cfg.netns, sys.executable, "-m", "provisioner",
+             "--config", str(self.config_file()), "serve"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        client = self.client()
+
+        def healthy() -> bool:
+            if proc.poll() is not None:
+                raise LabError(f"the lab daemon exited with {proc.returncode}: see "
+                               f"{self.dir / 'logs/provisioner.log'}")
+            try:
+                client.get("/v1/health")
+                return True
+            except ProvisionerError:
+                return False
+
+        system.wait_for(healthy, 30, "the lab daemon to answer")
+        return proc.pid
+
+    def restart_daemon(self) -> int:
+        """Start the daemon again (after a crash or a kill -9), same config and data."""
+        state = self.load()
+        if state is None:
+            raise LabError("the lab is not up")
+        state.daemon_pid = self._start_daemon()
+        self.save(state)
+        return state.daemon_pid
+
+    # -- status ---------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        state = self.load()
+        if state is None:
+            return {"up": False}
+        doc: dict[str, Any] = {"up": True, "namespace": self.cfg.netns,
+                               "bridge": f"{self.cfg.bridge} {self.cfg.address}/{self.cfg.prefix}",
+                               "inventory": str(self.inventory_file), "state_dir": str(self.dir),
+                               "daemon_pid": state.daemon_pid,
+                               "daemon": "running" if state.daemon_pid and system.pid_alive(state.daemon_pid)
+                               else "stopped",
+                               "vbmcd": "running" if self.bmcs.pids() else "stopped", "nodes": []}
+        try:
+            conn = hypervisor.connect()
+        except LabError:
+            conn = None
+        for node in state.nodes:
+            facts: dict[str, Any] = {"state": "unknown"}
+            if conn is not None:
+                try:
+                    facts = hypervisor.domain_facts(conn, node.name)
+                except LabError:
+                    facts = {"state": "missing"}
+            doc["nodes"].append({**asdict(node), "domain": facts["state"],
+                                 "bmc": f"127.0.0.1:{node.bmc_port}",
+                                 "console_log": str(self.console_log(node.name))})
+        if conn is not None:
+            conn.close()
+        return doc
+
+    # -- down -----------------------------------------------------------------
+    def down(self) -> None:
+        """Remove everything the lab made; safe to run on a half-built or absent lab."""
+        state = self.load() or LabState()
+        if state.daemon_pid and system.pid_alive(state.daemon_pid):
+            system.stop_pids([state.daemon_pid])
+        self.bmcs.stop()
+        names = [n.name for n in state.nodes]
+        if names and hypervisor.SOCKET.exists():
+            try:
+                conn = hypervisor.connect()
+                for name in names:
+                    hypervisor.remove(conn, name)
+                conn.close()
+            except LabError as exc:
+                LOG.warning("lab down: %s", exc)
+        system.stop_pids(system.netns_pids(self.cfg.netns))
+        if system.netns_exists(self.cfg.netns):
+            system.run(["ip", "netns", "del", self.cfg.netns], check=False)
+        if self.cfg.socket.exists():
+            self.cfg.socket.unlink()
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -1,0 +1,75 @@
+"""Small wrappers for the system commands the lab drives (ip, qemu-img, vbmc), each
+failure turned into one LabError line."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from ..errors import LabError
+
+
+def run(cmd: Sequence[str], *, netns: str | None = None, env: Mapping[str, str] | None = None,
+        check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    full = (["ip", "netns", "exec", netns] if netns else []) + list(cmd)
+    try:
+        proc = subprocess.run(full, capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, **(env or {})})
+    except FileNotFoundError as exc:
+        raise LabError(f"{full[0]} is not installed: run 'make setup'") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise LabError(f"{' '.join(full)} did not finish in {timeout:.0f}s") from exc
+    if check and proc.returncode != 0:
+        raise LabError(f"{' '.join(full)} failed: {(proc.stderr or proc.stdout).strip()}")
+    return proc
+
+
+def netns_exists(name: str) -> bool:
+    return Path(f"/run/netns/{name}").exists()
+
+
+def netns_pids(name: str) -> list[int]:
+    if not netns_exists(name):
+        return []
+    out = run(["ip", "netns", "pids", name], check=False).stdout
+    return [int(p) for p in out.split() if p.isdigit()]
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def stop_pids(pids: Sequence[int], grace: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL what is still alive after `grace` seconds."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    end = time.monotonic() + grace
+    while time.monotonic() < end and any(pid_alive(p) for p in pids):
+        time.sleep(0.1)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def wait_for(predicate: "callable", timeout: float, what: str) -> None:  # type: ignore[valid-type]
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise LabError(f"timed out after {timeout:.0f}s waiting for {what}")
