@@ -47,7 +47,7 @@ class Daemon:
             raise ConfigError(f"cannot serve TFTP on {self.settings.server_listen}:"
                               f"{self.settings.server_tftp_port} (port in use or not permitted)")
         if self.svc.dhcp is not None:
-            self.svc.dhcp.start((n.mac, n.name) for n in self.svc.store.list_nodes())
+            self.svc.dhcp.start((n.id, n.mac, n.name) for n in self.svc.store.list_nodes())
         self.svc.conductor.start()
         LOG.info("provisioner serving: http %s:%d, tftp %s:%d, socket %s, data %s",
                  self.settings.server_listen, self.http.port, self.settings.server_listen,

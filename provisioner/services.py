@@ -74,7 +74,7 @@ class Services:
 
         def nodes_changed() -> None:
             if dhcp is not None:
-                dhcp.reload((n.mac, n.name) for n in store.list_nodes())
+                dhcp.reload((n.id, n.mac, n.name) for n in store.list_nodes())
 
         svc = cls(settings=settings, store=store, box=box, conductor=conductor, inspection=inspection,
                   enroll=EnrollService(conductor, inspection, nodes_changed),

@@ -4,6 +4,7 @@ change, and its log read back for counters and for discovered MACs."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import re
@@ -27,6 +28,31 @@ LOG = logging.getLogger(__name__)
 _LINE_RE = re.compile(
     r"(?P<kind>DHCP[A-Z]+)\((?P<iface>[^)]*)\) (?:(?P<ip>[0-9.]+) )?(?P<mac>[0-9a-f]{2}(?::[0-9a-f]{2}){5})"
     r"(?: (?P<rest>.*))?$")
+
+
+HostEntry = tuple[int, str, str]  # node id, MAC, name
+
+
+def assign_addresses(node_ids: list[int], start: str, end: str) -> dict[int, str]:
+    """A fixed address per node from the DHCP range, stable while the node exists.
+
+    dnsmasq does not reserve an address it has offered, so two machines that ask at the
+    same moment can be offered the same one; a fixed address per enrolled MAC avoids that.
+    Node n prefers start + n - 1 and takes the next free one if that is held."""
+    first, last = ipaddress.IPv4Address(start), ipaddress.IPv4Address(end)
+    size = int(last) - int(first) + 1
+    if size < len(node_ids):
+        raise ConfigError(f"DHCP range {start}-{end} has {size} addresses for {len(node_ids)} nodes: "
+                          "widen dhcp.range")
+    taken: set[int] = set()
+    out = {}
+    for node_id in sorted(node_ids):
+        offset = (node_id - 1) % size
+        while offset in taken:
+            offset = (offset + 1) % size
+        taken.add(offset)
+        out[node_id] = str(first + offset)
+    return out
 
 
 def parse_log_line(line: str) -> tuple[str, str, str | None, str] | None:
@@ -66,14 +92,22 @@ class DhcpService:
             lease_time=s.dhcp_lease_time, hosts_file=self.hosts_file,
             unknown_macs=s.dhcp_unknown_macs, uefi_loader="snponly.efi")
 
-    def write_hosts(self, nodes: Iterable[tuple[str, str]]) -> None:
-        """Atomically rewrite the enrolled hosts file from (mac, name) pairs."""
+    def hosts_lines(self, nodes: Iterable[HostEntry]) -> list[str]:
+        entries = sorted(nodes)
+        if self.settings.dhcp_mode == "proxy":
+            return [f"{mac},set:enrolled,{name}\n" for _id, mac, name in entries]
+        start, _, end = self.settings.dhcp_range.partition(",")
+        addresses = assign_addresses([e[0] for e in entries], start.strip(), end.strip())
+        return [f"{mac},set:enrolled,{addresses[node_id]},{name}\n" for node_id, mac, name in entries]
+
+    def write_hosts(self, nodes: Iterable[HostEntry]) -> None:
+        """Atomically rewrite the enrolled hosts file from (id, mac, name) entries."""
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.hosts_file.with_suffix(".tmp")
-        tmp.write_text("".join(f"{mac},set:enrolled,{name}\n" for mac, name in sorted(nodes)))
+        tmp.write_text("".join(self.hosts_lines(nodes)))
         os.replace(tmp, self.hosts_file)
 
-    def reload(self, nodes: Iterable[tuple[str, str]]) -> None:
+    def reload(self, nodes: Iterable[HostEntry]) -> None:
         self.write_hosts(nodes)
         with self._lock:
             if self._proc and self._proc.poll() is None:
@@ -81,7 +115,7 @@ class DhcpService:
                 LOG.info("dhcp: reloaded enrolled hosts")
 
     # -- process supervision --------------------------------------------------
-    def start(self, nodes: Iterable[tuple[str, str]]) -> None:
+    def start(self, nodes: Iterable[HostEntry]) -> None:
         binary = shutil.which(self.settings.dhcp_dnsmasq)
         if binary is None:
             raise ConfigError(f"dnsmasq not found ({self.settings.dhcp_dnsmasq}): "

@@ -32,10 +32,16 @@ class TftpService:
         self._access_log = access_log
         self._log_lock = threading.Lock()
         empty_root.mkdir(parents=True, exist_ok=True)
-        self._server = tftpy.TftpServer(str(empty_root), dyn_file_func=self._open)
+        self._root = empty_root
+        self._server = self._new_server()
+        self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         # tftpy logs every packet at INFO; keep its warnings only.
         logging.getLogger("tftpy").setLevel(logging.WARNING)
+
+    def _new_server(self) -> tftpy.TftpServer:
+        # flock=False: tftpy would lock the file by name, and rendered scripts have none.
+        return tftpy.TftpServer(str(self._root), dyn_file_func=self._open, flock=False)
 
     def _log(self, client: str, name: str, outcome: str) -> None:
         with self._log_lock, self._access_log.open("a") as fh:
@@ -67,10 +73,19 @@ class TftpService:
         self._thread.start()
 
     def _serve(self) -> None:
-        try:
-            self._server.listen(self.listen, self.port)
-        except Exception:  # tftpy raises bare exceptions; the daemon must say why it stopped
-            LOG.exception("tftp server on %s:%d stopped", self.listen, self.port)
+        # tftpy runs every transfer in this one loop; an exception in any of them ends
+        # listen(), so a failed transfer must not take the service down: start again.
+        while not self._stopping.is_set():
+            try:
+                self._server.listen(self.listen, self.port)
+                return
+            except Exception:
+                if self._stopping.is_set():
+                    return
+                LOG.exception("tftp server on %s:%d failed; restarting it", self.listen, self.port)
+                self.counters.add("tftp:restarts")
+                self._server = self._new_server()
+                self._stopping.wait(0.5)
 
     def wait_listening(self, timeout: float = 5.0) -> bool:
         """True once the socket is bound (tftpy binds inside listen())."""
@@ -83,6 +98,7 @@ class TftpService:
         return False
 
     def stop(self) -> None:
+        self._stopping.set()
         self._server.stop(now=True)
         if self._thread:
             self._thread.join(timeout=5)
