@@ -1,0 +1,54 @@
+# provisioner: two commands matter. `make demo` and `make test` set up what they need.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+LAB_INVENTORY := /var/lib/provisioner-lab/inventory.yaml
+
+.PHONY: setup demo test test-unit test-functional test-lab maintenance-image bench lab-down clean
+
+setup: $(VENV)/.installed
+	@.ci/install-debian-packages
+
+$(VENV)/.installed: pyproject.toml
+	@.ci/install-debian-packages
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[test]"
+	touch $@
+
+maintenance-image: setup
+	$(SUDO) $(PY) images/maintenance/build.py --out build/boot/maintenance
+
+# The main job in the virtual lab: lab up, enroll every node, show them ready.
+demo: maintenance-image
+	$(SUDO) $(BIN)/provisioner lab down
+	$(SUDO) $(BIN)/provisioner lab up --nodes 2 --racks 2
+	$(SUDO) $(BIN)/provisioner enroll --from $(LAB_INVENTORY)
+	@echo
+	$(SUDO) $(BIN)/provisioner nodes
+	@echo
+	@echo "The lab stays up: try 'sudo $(BIN)/provisioner show lab-r1-n1', 'provisioner power off rack-1';"
+	@echo "'sudo $(BIN)/provisioner lab down' removes it."
+
+test: setup
+	$(MAKE) test-unit test-functional test-lab
+
+test-unit: setup
+	$(PY) -m pytest -q tests/unit
+
+test-functional: setup
+	$(SUDO) $(PY) -m pytest -q tests/functional
+
+test-lab: maintenance-image
+	$(SUDO) $(PY) -m pytest -q tests/lab
+
+bench: maintenance-image
+	$(SUDO) $(PY) bench/run.py
+
+lab-down: setup
+	$(SUDO) $(BIN)/provisioner lab down
+
+clean:
+	rm -rf build $(VENV) *.egg-info

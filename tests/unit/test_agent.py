@@ -1,0 +1,71 @@
+from pathlib import Path
+
+from provisioner.agent import inventory
+from provisioner.agent.main import Agent, kernel_args
+
+
+def fake_tree(root: Path) -> Path:
+    (root / "proc").mkdir(parents=True)
+    cpu = "processor\t: {i}\nmodel name\t: Test CPU\nphysical id\t: 0\ncore id\t: {i}\nflags\t: fpu vmx\n"
+    (root / "proc/cpuinfo").write_text("\n".join(cpu.format(i=i) for i in range(4)))
+    (root / "proc/meminfo").write_text("MemTotal:        4009148 kB\n")
+    disk = root / "sys/block/vda"
+    (disk / "device").mkdir(parents=True)
+    (disk / "queue").mkdir()
+    (disk / "size").write_text("41943040\n")
+    (disk / "serial").write_text("DISK42\n")
+    (disk / "queue/rotational").write_text("0\n")
+    (root / "sys/block/loop0").mkdir()
+    nic = root / "sys/class/net/eth0"
+    (nic / "device").mkdir(parents=True)
+    (nic / "address").write_text("52:54:00:00:00:01\n")
+    (nic / "carrier").write_text("1\n")
+    (nic / "speed").write_text("-1\n")
+    (root / "sys/class/net/lo").mkdir()
+    dmi = root / "sys/class/dmi/id"
+    dmi.mkdir(parents=True)
+    (dmi / "sys_vendor").write_text("ACME\n")
+    (dmi / "product_serial").write_text("SN1\n")
+    return root
+
+
+def test_inventory_from_a_recorded_tree(tmp_path):
+    inv = inventory.collect(fake_tree(tmp_path), dmidecode=[])
+    assert inv["cpu"]["count"] == 4 and inv["cpu"]["virtualization"] is True
+    assert inv["memory"]["total_mib"] == 3915 and inv["memory"]["source"] == "kernel"
+    assert inv["disks"] == [{"name": "vda", "size_bytes": 20 * 1024 ** 3, "model": None, "vendor": None,
+                             "serial": "DISK42", "rotational": False, "removable": False}]
+    assert [n["mac"] for n in inv["nics"]] == ["52:54:00:00:00:01"]
+    assert inv["nics"][0]["carrier"] is True and inv["nics"][0]["speed_mbps"] is None
+    assert inv["dmi"] == {"sys_vendor": "ACME", "product_serial": "SN1"}
+    assert inv["firmware"] == "bios"
+
+
+def test_kernel_command_line():
+    args = kernel_args("console=ttyS0 provisioner.api=http://10.0.0.1:8080 provisioner.mac=aa quiet")
+    assert args == {"api": "http://10.0.0.1:8080", "mac": "aa"}
+
+
+class FakeApi:
+    def __init__(self, commands):
+        self.token = None
+        self.calls = []
+        self.commands = commands
+
+    def call(self, path, body, max_wait=30.0):
+        self.calls.append((path, body))
+        if path == "/v1/agent/heartbeat":
+            return {"commands": self.commands, "heartbeat_interval": 5}
+        return {}
+
+
+def test_commands_run_once_per_id_even_across_agent_restarts(tmp_path):
+    acted = []
+    cmds = [{"id": "c1", "kind": "reboot"}, {"id": "c1", "kind": "reboot"}, {"id": "c2", "kind": "format"}]
+    agent = Agent(FakeApi(cmds), "aa", "1", tmp_path, collect=dict, act=acted.append)
+    agent.heartbeat_once()
+    again = Agent(FakeApi([{"id": "c1", "kind": "reboot"}]), "aa", "1", tmp_path, collect=dict, act=acted.append)
+    again.heartbeat_once()
+    assert acted == ["reboot"]
+    results = [b["status"] for p, b in agent.api.calls if p.startswith("/v1/agent/commands/")]
+    assert results == ["done", "done", "failed"]
