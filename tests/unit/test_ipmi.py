@@ -4,7 +4,7 @@ from pyghmi import exceptions as pyghmi_exc
 
 from provisioner.errors import BmcAuthError, BmcProtocolError, BmcUnreachable
 from provisioner.models import BmcCredentials
-from provisioner.power.ipmi import IpmiPowerDriver, _Sha1Session
+from provisioner.power.ipmi import IpmiPowerDriver
 from provisioner.secrets import Secret
 
 
@@ -26,10 +26,3 @@ def test_pyghmi_errors_map_to_ours():
     assert isinstance(drv._translate(creds(3), pyghmi_exc.IpmiException("timeout")), BmcUnreachable)
     other = drv._translate(creds(3), pyghmi_exc.IpmiException("Node busy"))
     assert isinstance(other, BmcProtocolError) and "Node busy" in str(other)
-
-
-def test_suite_3_sessions_propose_sha1_from_the_start():
-    session = object.__new__(_Sha1Session)
-    session.maxtimeout = 2  # _initsession reads it; normally set by __init__
-    session._initsession()
-    assert session.attemptedhash == 1
