@@ -77,7 +77,9 @@ class TftpService:
         # listen(), so a failed transfer must not take the service down: start again.
         while not self._stopping.is_set():
             try:
-                self._server.listen(self.listen, self.port)
+                # A 2 s tick (5 retries, so a slow client still gets 10 s) lets stop()
+                # take effect quickly: tftpy checks its shutdown flag once per tick.
+                self._server.listen(self.listen, self.port, timeout=2, retries=5)
                 return
             except Exception:
                 if self._stopping.is_set():

@@ -8,11 +8,13 @@ import sys
 from typing import Any, Iterable, Sequence, TextIO
 
 
-def print_json(doc: Any, out: TextIO = sys.stdout) -> None:
+def print_json(doc: Any, out: TextIO | None = None) -> None:
+    out = out or sys.stdout
     out.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], out: TextIO = sys.stdout) -> None:
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], out: TextIO | None = None) -> None:
+    out = out or sys.stdout
     cells = [[("" if c is None else str(c)) for c in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in cells:
@@ -47,7 +49,8 @@ def timestamp(ts: float | None) -> str:
     return datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def node_detail(n: dict[str, Any], out: TextIO = sys.stdout) -> None:
+def node_detail(n: dict[str, Any], out: TextIO | None = None) -> None:
+    out = out or sys.stdout
     bmc = n["bmc"]
     pairs = [
         ("name", n["name"]), ("id", n["id"]), ("mac", n["mac"]), ("rack", n["rack"]),
@@ -79,8 +82,8 @@ def node_detail(n: dict[str, Any], out: TextIO = sys.stdout) -> None:
 class Progress:
     """One line per change of a node's state or step, with the time since the start."""
 
-    def __init__(self, out: TextIO = sys.stderr) -> None:
-        self.out = out
+    def __init__(self, out: TextIO | None = None) -> None:
+        self.out = out or sys.stderr
         self.seen: dict[str, tuple[str, str | None]] = {}
 
     def update(self, nodes: Iterable[dict[str, Any]], elapsed: float) -> None:

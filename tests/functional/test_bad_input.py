@@ -1,0 +1,97 @@
+"""Bad input: each case is one clear line and leaves everything as it was."""
+
+import pytest
+
+from provisioner.daemon import Daemon
+
+from .conftest import Running, settings_for
+
+
+def assert_nothing_enrolled(running):
+    assert running.client.get("/v1/nodes")["nodes"] == []
+
+
+def one_line(err):
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def test_malformed_mac_is_a_usage_error(running):
+    code, _, err = running.cli(*running.enroll_args("52:54:00:zz:00:01"))
+    assert code == 2 and "malformed MAC" in one_line(err)
+    assert_nothing_enrolled(running)
+
+
+def test_duplicate_mac_changes_nothing(running):
+    assert running.cli(*running.enroll_args("52:54:00:00:00:01", "10.0.0.9", "rack-1", "--name", "a",
+                                            "--no-inspect"))[0] == 0
+    code, _, err = running.cli(*running.enroll_args("52-54-00-00-00-01", "10.0.0.8", "rack-2", "--name", "b"))
+    assert code == 1 and "already enrolled as node a" in one_line(err)
+    nodes = running.client.get("/v1/nodes")["nodes"]
+    assert [(n["name"], n["rack"], n["bmc"]["address"]) for n in nodes] == [("a", "rack-1", "10.0.0.9")]
+
+
+def test_unknown_node_or_rack(running):
+    for argv in (["show", "nope"], ["events", "nope"], ["power", "on", "rack-9"], ["nodes", "--rack", "rack-9"],
+                 ["delete", "nope"]):
+        code, _, err = running.cli(*argv)
+        assert code == 1 and "no " in one_line(err) and "nope" in err or "rack-9" in err
+
+
+def test_wrong_bmc_password_refuses_enrollment(running):
+    running.password_file.write_text("wrong\n")  # the fake driver refuses this one
+    code, _, err = running.cli(*running.enroll_args("52:54:00:00:00:02"))
+    assert code == 1 and "refused the credentials" in one_line(err)
+    assert_nothing_enrolled(running)
+
+
+def test_unreachable_bmc_over_real_ipmi(workdir):
+    from .conftest import free_port
+    import socket
+    daemon = Daemon(settings_for(workdir, power_driver="ipmi"))
+    daemon.start()
+    try:
+        running = Running(daemon, workdir)
+        dead = free_port(socket.SOCK_DGRAM)
+        code, _, err = running.cli(*running.enroll_args("52:54:00:00:00:03", f"127.0.0.1:{dead}"))
+        assert code == 1 and "did not answer" in one_line(err)
+        assert_nothing_enrolled(running)
+    finally:
+        daemon.stop()
+
+
+def test_password_file_problems(running, workdir):
+    code, _, err = running.cli("enroll", "52:54:00:00:00:04", "--bmc", "10.0.0.9", "--bmc-user", "admin",
+                               "--bmc-password-file", str(workdir / "absent"), "--rack", "rack-1")
+    assert code == 2 and "cannot read BMC password file" in one_line(err)
+    code, _, err = running.cli("enroll", "52:54:00:00:00:04", "--rack", "rack-1")
+    assert code == 2 and "--bmc" in one_line(err)
+    assert_nothing_enrolled(running)
+
+
+def test_daemon_not_running_is_one_line(workdir):
+    from provisioner import cli
+    import io
+    from contextlib import redirect_stderr
+    err = io.StringIO()
+    with redirect_stderr(err):
+        code = cli.main(["--api", f"unix://{workdir}/absent.sock", "nodes"])
+    assert code == 1 and "is 'provisioner serve' running?" in one_line(err.getvalue())
+
+
+@pytest.mark.parametrize("body, words", [
+    ("not json", "not valid JSON"),
+    ('{"mac": "52:54:00:00:00:05", "rack": "rack-1"}', "bmc must be an object"),
+    ('{"mac": "52:54:00:00:00:05", "rack": "Rack 1", "bmc": {}}', "invalid rack name"),
+    ('{"mac": "52:54:00:00:00:05", "rack": "rack-1", "bmc": {"address": "x", "username": "u", '
+     '"password": "p", "cipher_suite": 2}}', "cipher suite 2"),
+])
+def test_api_validation(running, body, words):
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", running.daemon.http.port)
+    token = running.settings.operator_token_file.read_text().strip()
+    conn.request("POST", "/v1/nodes", body=body, headers={"Authorization": f"Bearer {token}"})
+    resp = conn.getresponse()
+    assert resp.status == 400 and words in resp.read().decode()
+    assert_nothing_enrolled(running)
