@@ -1,0 +1,110 @@
+"""End to end in the virtual lab: real libvirtd/qemu, virtualbmc, dnsmasq, TFTP, HTTP and
+the agent in the maintenance image, network-booted. Each check reads a part's own record."""
+
+import re
+import signal
+import os
+import time
+
+import libvirt
+import pytest
+
+from provisioner.lab import hypervisor
+
+ENROLLED = ("lab-r1-n1", "lab-r2-n1")  # two racks; lab-r1-n2 stays unenrolled
+STRANGER = "lab-r1-n2"
+
+
+def test_enroll_two_machines_in_two_racks_by_mac(lab):
+    started = time.monotonic()
+    for name in ENROLLED:
+        code, _, err = lab.cli(*lab.enroll_args(name), "--no-wait")
+        assert code == 0, err
+    nodes = {name: lab.wait(name, lambda d: d["state"] in ("ready", "inspect-failed")) for name in ENROLLED}
+    print(f"\n2 lab nodes enrolled to ready in {time.monotonic() - started:.0f}s")
+    conn = hypervisor.connect()
+    dnsmasq, tftp, http, vbmc = (lab.log("dnsmasq.log"), lab.log("tftp.log"), lab.log("http-access.log"),
+                                 (lab.lab.dir / "logs/vbmcd.log").read_text())
+    for name, node in nodes.items():
+        assert node["state"] == "ready", node["last_error"]
+        mac = lab.inventory[name]["mac"]
+        # Power-on came through IPMI to libvirt: vbmc's record, and the domain runs.
+        assert re.search(rf"Power on called for domain {name}", vbmc)
+        assert re.search(rf"Set boot device called for {name} with boot device network", vbmc)
+        facts = hypervisor.domain_facts(conn, name)
+        assert facts["state"] == "running"
+        # DHCP came from our dnsmasq; the loader script from our TFTP; kernel and initramfs over HTTP.
+        ack = re.search(rf"DHCPACK\(provbr0\) (\S+) {mac}", dnsmasq)
+        assert ack, f"no DHCPACK for {mac}"
+        ip = ack.group(1)
+        assert f"{ip} RRQ boot.ipxe sent" in tftp
+        assert re.search(rf"^{re.escape(ip)} GET /boot/maintenance/vmlinuz 200 \d+", http, re.M)
+        assert re.search(rf"^{re.escape(ip)} GET /boot/maintenance/initrd.img 200 \d+", http, re.M)
+        # The agent authenticated with its token (the daemon's history of the node).
+        events = lab.client.get(f"/v1/nodes/{name}/events")["events"]
+        assert any("received its token" in (e["message"] or "") for e in events)
+        # The inspection matches the domain definition.
+        inv = node["inspection"]
+        assert inv["memory"]["total_mib"] == facts["memory_mib"] == 2048
+        assert inv["cpu"]["count"] == facts["vcpus"] == 2
+        vda = next(d for d in inv["disks"] if d["name"] == "vda")
+        assert vda["size_bytes"] == facts["disk_bytes"] == 20 * 1024 ** 3
+        assert mac in [n["mac"] for n in inv["nics"]]
+        assert inv["dmi"]["sys_vendor"] == "provisioner-lab" and inv["firmware"] == "bios"
+    conn.close()
+    code, out, _ = lab.cli("nodes")
+    assert code == 0 and all(re.search(rf"{n}\s.*\sready\s", out) for n in ENROLLED)
+
+
+def test_power_off_a_rack_shuts_its_domains_off(lab):
+    code, out, err = lab.cli("power", "off", "rack-1")
+    assert code == 0, err
+    conn = hypervisor.connect()
+    assert hypervisor.domain_facts(conn, "lab-r1-n1")["state"] == "shut off"
+    assert hypervisor.domain_facts(conn, "lab-r2-n1")["state"] == "running"  # rack-2 untouched
+    conn.close()
+    assert lab.client.get("/v1/nodes/lab-r1-n1")["power_state"] == "off"
+
+
+def test_wrong_password_and_unreachable_bmc_against_virtualbmc(lab, tmp_path):
+    wrong = tmp_path / "wrong"
+    wrong.write_text("not-the-password\n")
+    code, _, err = lab.cli(*lab.enroll_args(STRANGER, password_file=str(wrong)))
+    assert code == 1 and "refused the credentials" in err and len(err.strip().splitlines()) == 1
+    code, _, err = lab.cli(*lab.enroll_args(STRANGER, port="127.0.0.1:6299"))
+    assert code == 1 and "did not answer" in err
+    assert STRANGER not in [n["name"] for n in lab.client.get("/v1/nodes")["nodes"]]
+
+
+def test_a_mac_that_pxe_boots_but_was_never_enrolled_gets_nothing(lab):
+    mac = lab.inventory[STRANGER]["mac"]
+    conn = hypervisor.connect()
+    dom = conn.lookupByName(STRANGER)
+    dom.create()
+    try:
+        end = time.monotonic() + 180
+        while not re.search(rf"DHCPDISCOVER\(provbr0\) {mac} ignored", lab.log("dnsmasq.log")):
+            assert time.monotonic() < end, "the unenrolled machine never asked for DHCP"
+            time.sleep(1)
+    finally:
+        dom.destroy()
+        conn.close()
+    assert not re.search(rf"DHCP(OFFER|ACK)\(provbr0\) \S+ {mac}", lab.log("dnsmasq.log"))
+    assert mac not in [n["mac"] for n in lab.client.get("/v1/nodes")["nodes"]]
+
+
+def test_kill9_the_daemon_while_a_node_inspects(lab):
+    code, _, err = lab.cli("inspect", "lab-r2-n1", "--no-wait")
+    assert code == 0, err
+    lab.wait("lab-r2-n1", lambda d: d["step"] in ("wait-agent", "wait-inspection") or d["state"] != "inspecting",
+             timeout=120)
+    os.kill(lab.lab.load().daemon_pid, signal.SIGKILL)
+    time.sleep(1)
+    lab.lab.restart_daemon()
+    node = lab.wait("lab-r2-n1", lambda d: d["state"] != "inspecting")
+    assert node["state"] == "ready", node["last_error"]
+    events = lab.client.get("/v1/nodes/lab-r2-n1/events")["events"]
+    assert any(e["event"] == "resume" for e in events)
+    assert node["boot_count"] == 2
+    code, out, _ = lab.cli("nodes")
+    assert re.search(r"lab-r2-n1\s.*\sready\s", out)
