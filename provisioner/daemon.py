@@ -10,6 +10,7 @@ from types import FrameType
 
 from .api.http import HttpService
 from .api.routes import artifact_paths, build_router
+from .boot.accesslog import AccessLog
 from .boot.tftp import TftpService
 from .config import Settings
 from .errors import ConfigError
@@ -26,13 +27,14 @@ class Daemon:
         s = settings
         try:
             self.http = HttpService(build_router(self.svc), listen=s.server_listen, port=s.server_http_port,
-                                    socket_path=s.server_socket, access_log=s.log_dir / "http-access.log")
+                                    socket_path=s.server_socket,
+                                    access_log=AccessLog(s.log_dir / "http-access.log"))
         except OSError as exc:
             raise ConfigError(f"cannot serve HTTP on {s.server_listen}:{s.server_http_port}: {exc}") from exc
         self.tftp = TftpService(
             ipxe_dir=s.boot_ipxe_dir, empty_root=s.data_dir / "tftp-root",
             render_script=lambda: self.svc.renderer.render("boot.ipxe.j2", http_port=self.http.port),
-            counters=self.svc.counters, access_log=s.log_dir / "tftp.log", listen=s.server_listen,
+            counters=self.svc.counters, access_log=AccessLog(s.log_dir / "tftp.log"), listen=s.server_listen,
             port=s.server_tftp_port)
         self._stopped = threading.Event()
 

@@ -18,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
 
+from ..boot.accesslog import AccessLog
 from ..errors import InvalidInput, NotFound, ProvisionerError
 
 LOG = logging.getLogger(__name__)
@@ -227,10 +228,8 @@ class HttpService:
     """Runs the router on a TCP port and, when given, on a unix socket."""
 
     def __init__(self, router: Router, *, listen: str, port: int, socket_path: Path | None,
-                 access_log: Path) -> None:
-        self._log_lock = threading.Lock()
-        self._access_log = access_log
-        handler = type("Handler", (_Handler,), {"router": router, "access_log": self._write_log})
+                 access_log: AccessLog) -> None:
+        handler = type("Handler", (_Handler,), {"router": router, "access_log": access_log.write})
         self.tcp = _TcpHTTPServer((listen, port), handler)
         self.unix: _UnixHTTPServer | None = None
         if socket_path is not None:
@@ -250,10 +249,6 @@ class HttpService:
     @property
     def port(self) -> int:
         return int(self.tcp.server_address[1])
-
-    def _write_log(self, line: str) -> None:
-        with self._log_lock, self._access_log.open("a") as fh:
-            fh.write(line + "\n")
 
     def start(self) -> None:
         for server, name in ((self.tcp, "http"), (self.unix, "http-unix")):

@@ -12,6 +12,7 @@ from typing import IO, Callable
 
 import tftpy
 
+from .accesslog import AccessLog
 from .counters import Counters
 
 LOG = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ SCRIPT = "boot.ipxe"
 
 class TftpService:
     def __init__(self, *, ipxe_dir: Path, empty_root: Path, render_script: Callable[[], str],
-                 counters: Counters, access_log: Path, listen: str = "0.0.0.0",
+                 counters: Counters, access_log: AccessLog, listen: str = "0.0.0.0",
                  port: int = 69) -> None:
         self.ipxe_dir = ipxe_dir
         self.listen = listen
@@ -30,7 +31,6 @@ class TftpService:
         self.counters = counters
         self._render_script = render_script
         self._access_log = access_log
-        self._log_lock = threading.Lock()
         empty_root.mkdir(parents=True, exist_ok=True)
         self._root = empty_root
         self._server = self._new_server()
@@ -44,8 +44,7 @@ class TftpService:
         return tftpy.TftpServer(str(self._root), dyn_file_func=self._open, flock=False)
 
     def _log(self, client: str, name: str, outcome: str) -> None:
-        with self._log_lock, self._access_log.open("a") as fh:
-            fh.write(f"{client} RRQ {name} {outcome}\n")
+        self._access_log.write(f"{client} RRQ {name} {outcome}")
 
     def _open(self, name: str, raddress: str = "", rport: int = 0) -> IO[bytes] | None:
         key = name.lstrip("/")
