@@ -90,7 +90,8 @@ class DhcpService:
             interface=s.dhcp_interface, mode=s.dhcp_mode, proxy_subnet=s.dhcp_proxy_subnet,
             range_start=start.strip(), range_end=end.strip(), netmask=s.dhcp_netmask,
             lease_time=s.dhcp_lease_time, hosts_file=self.hosts_file,
-            unknown_macs=s.dhcp_unknown_macs, uefi_loader="snponly.efi")
+            unknown_macs=s.dhcp_unknown_macs, uefi_loader="snponly.efi",
+            router_advertisements=s.dhcp_router_advertisements)
 
     def hosts_lines(self, nodes: Iterable[HostEntry]) -> list[str]:
         entries = sorted(nodes)

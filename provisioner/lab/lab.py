@@ -35,6 +35,7 @@ class LabConfig:
     bridge: str = "provbr0"
     address: str = "10.99.0.1"
     prefix: int = 24
+    address6: str = "fd99::1/64"  # for router advertisements (see dhcp.router_advertisements)
     dhcp_range: str = "10.99.0.100,10.99.0.199"
     state_dir: Path = Path("/var/lib/provisioner-lab")
     socket: Path = Path("/run/provisioner/api.sock")
@@ -130,6 +131,7 @@ class Lab:
         system.run(["ip", "link", "add", cfg.bridge, "type", "bridge", "stp_state", "0",
                     "forward_delay", "0"], netns=cfg.netns)
         system.run(["ip", "addr", "add", f"{cfg.address}/{cfg.prefix}", "dev", cfg.bridge], netns=cfg.netns)
+        system.run(["ip", "-6", "addr", "add", cfg.address6, "dev", cfg.bridge, "nodad"], netns=cfg.netns)
         system.run(["ip", "link", "set", cfg.bridge, "up"], netns=cfg.netns)
         say("libvirtd and virtlogd inside the namespace")
         hypervisor.start_daemons(cfg.netns)
@@ -187,6 +189,7 @@ class Lab:
             "[dhcp]\n"
             f'interface = "{cfg.bridge}"\n'
             f'range = "{cfg.dhcp_range}"\n'
+            "router_advertisements = true\n"
             "[power]\n"
             "min_interval = 0.5\n"
             "[timeouts]\n"

@@ -42,9 +42,10 @@ def test_a_cipher_suite_the_bmc_does_not_honour_is_named(loopback_bmc):
         IpmiPowerDriver().get_power(BmcCredentials("127.0.0.1", port, user, Secret(password), 17))
 
 
-@pytest.mark.parametrize("mode", ["server", "proxy"])
-def test_dnsmasq_accepts_the_rendered_config(tmp_path, mode):
-    settings = config.Settings(server_data_dir=tmp_path, dhcp_mode=mode, dhcp_interface="lo")
+@pytest.mark.parametrize("mode, ra", [("server", False), ("proxy", False), ("server", True)])
+def test_dnsmasq_accepts_the_rendered_config(tmp_path, mode, ra):
+    settings = config.Settings(server_data_dir=tmp_path, dhcp_mode=mode, dhcp_interface="lo",
+                               dhcp_router_advertisements=ra)
     svc = DhcpService(settings, Renderer(), Counters())
     svc.conf_file.parent.mkdir(parents=True)
     svc.conf_file.write_text(svc.render_config())

@@ -60,3 +60,11 @@ def test_unknown_macs_are_recorded_only_in_discover_mode(tmp_path):
                           Counters(), on_unknown_mac=seen.append)
         svc._observe(line)
         assert seen == expected and svc.counters.snapshot() == {"dhcp:ignored": 1}
+
+
+def test_router_advertisements_are_opt_in_and_need_an_interface(tmp_path):
+    assert "enable-ra" not in service(tmp_path, dhcp_interface="br0").render_config()
+    text = service(tmp_path, dhcp_interface="br0", dhcp_router_advertisements=True).render_config()
+    assert "enable-ra" in text and "dhcp-range=::,constructor:br0,ra-only" in text
+    with pytest.raises(ConfigError, match="needs dhcp.interface"):
+        config.validate(config.Settings(dhcp_router_advertisements=True))
