@@ -111,10 +111,8 @@ class Settings:
 _FIELDS = {f.name: f for f in fields(Settings)}
 
 
-def _coerce(name: str, raw: Any) -> Any:
-    default = _FIELDS[name].default
-    if default is dataclasses.MISSING:
-        default = _FIELDS[name].default_factory()  # type: ignore[misc]
+def _coerce(name: str, raw: Any, defaults: Settings) -> Any:
+    default: Any = getattr(defaults, name)
     try:
         if isinstance(default, bool):
             if isinstance(raw, bool):
@@ -182,7 +180,8 @@ def load(
     for key, raw in (overrides or {}).items():
         if raw is not None:
             values[_key_to_field(key)] = raw
-    settings = Settings(**{name: _coerce(name, raw) for name, raw in values.items()})
+    defaults = Settings()
+    settings = Settings(**{name: _coerce(name, raw, defaults) for name, raw in values.items()})
     validate(settings)
     return settings
 

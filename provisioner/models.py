@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from .errors import InvalidInput
@@ -15,31 +15,22 @@ _MAC_RE = re.compile(r"^[0-9a-f]{2}([:-]?)[0-9a-f]{2}(\1[0-9a-f]{2}){4}$")
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
-class PowerState(str, Enum):
+class PowerState(StrEnum):
     ON = "on"
     OFF = "off"
     UNKNOWN = "unknown"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class PowerAction(str, Enum):
+class PowerAction(StrEnum):
     ON = "on"
     OFF = "off"
     CYCLE = "cycle"
     STATUS = "status"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class BootDevice(str, Enum):
+class BootDevice(StrEnum):
     NETWORK = "network"
     DISK = "disk"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 def normalize_mac(text: str) -> str:

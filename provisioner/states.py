@@ -3,26 +3,20 @@ in-progress state fails into which failed state. Pure: no I/O."""
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class State(str, Enum):
+class State(StrEnum):
     ENROLLED = "enrolled"
     INSPECTING = "inspecting"
     READY = "ready"
     INSPECT_FAILED = "inspect-failed"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class Event(str, Enum):
+class Event(StrEnum):
     INSPECT = "inspect"
     DONE = "done"
     FAIL = "fail"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 # Stable states wait for an operator; in-progress states have a target and a deadline.
@@ -42,16 +36,13 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
 DELETABLE = STABLE
 
 
-class Step(str, Enum):
+class Step(StrEnum):
     """The steps of an in-progress state, in order; each has its own deadline."""
 
     SET_BOOT_DEVICE = "set-boot-device"
     POWER_ON = "power-on"
     WAIT_AGENT = "wait-agent"
     WAIT_INSPECTION = "wait-inspection"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 INSPECT_STEPS = (Step.SET_BOOT_DEVICE, Step.POWER_ON, Step.WAIT_AGENT, Step.WAIT_INSPECTION)

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from ..errors import LabError
 
@@ -66,7 +66,7 @@ def stop_pids(pids: Sequence[int], grace: float = 10.0) -> None:
             pass
 
 
-def wait_for(predicate: "callable", timeout: float, what: str) -> None:  # type: ignore[valid-type]
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if predicate():

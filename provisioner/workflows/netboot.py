@@ -4,6 +4,7 @@ operation expects it, its own disk otherwise (no endless PXE loops)."""
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
 from ..errors import NotFound
 from ..models import normalize_mac
@@ -14,7 +15,7 @@ LOG = logging.getLogger(__name__)
 
 
 class NetbootService:
-    def __init__(self, conductor: Conductor, render: "callable") -> None:  # type: ignore[valid-type]
+    def __init__(self, conductor: Conductor, render: Callable[..., str]) -> None:
         self.c = conductor
         self._render = render
 
@@ -32,8 +33,8 @@ class NetbootService:
                                       self.c.clock() + self.c.settings.timeouts_agent_boot,
                                       expect_state=State.INSPECTING, message="node rebooted")
             self.c.store.record_event(node, "netboot", f"network boot {boot_id}: maintenance image")
-            return str(self._render("maintenance.ipxe.j2", node=node, boot_id=boot_id,
+            return self._render("maintenance.ipxe.j2", node=node, boot_id=boot_id,
                                     base_url=base_url,
-                                    kernel_args=self.c.settings.boot_kernel_args))
+                                    kernel_args=self.c.settings.boot_kernel_args)
         self.c.store.record_event(node, "netboot", "network boot: sent to its own disk")
-        return str(self._render("localboot.ipxe.j2", node=node))
+        return self._render("localboot.ipxe.j2", node=node)
