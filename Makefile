@@ -27,8 +27,6 @@ demo: maintenance-image
 	$(SUDO) $(BIN)/provisioner lab up --nodes 2 --racks 2
 	$(SUDO) $(BIN)/provisioner enroll --from $(LAB_INVENTORY)
 	@echo
-	$(SUDO) $(BIN)/provisioner nodes
-	@echo
 	@echo "The lab stays up: try 'sudo $(BIN)/provisioner show lab-r1-n1', 'provisioner power off rack-1';"
 	@echo "'sudo $(BIN)/provisioner lab down' removes it."
 

@@ -48,12 +48,21 @@ class LabHandle:
         return (self.data / "logs" / name).read_text()
 
 
-@pytest.fixture(scope="module")
-def lab():
+def _lab(**kwargs):
     lab = Lab()
     lab.down()  # a previous run killed mid-way must not be in the way
     try:
-        lab.up(nodes=3, racks=2, memory_mib=2048, vcpus=2, disk_gib=20)
+        lab.up(**kwargs)
         yield LabHandle(lab)
     finally:
         lab.down()
+
+
+@pytest.fixture(scope="module")
+def lab():
+    yield from _lab(nodes=3, racks=2, memory_mib=2048, vcpus=2, disk_gib=20)
+
+
+@pytest.fixture(scope="module")
+def uefi_lab():
+    yield from _lab(nodes=1, racks=1, memory_mib=2048, vcpus=2, disk_gib=20, uefi=True)
