@@ -1,4 +1,5 @@
-"""A UEFI (OVMF) lab node goes through the same chain and reports UEFI firmware."""
+"""A UEFI (OVMF) lab node with no iPXE option ROM: the firmware's own PXE client takes
+the loader branch (snponly.efi over TFTP), iPXE then takes the script branch, once."""
 
 import re
 
@@ -11,6 +12,11 @@ def test_a_uefi_node_enrolls_to_ready(uefi_lab):
     assert node["state"] == "ready" and node["inspection"]["firmware"] == "uefi"
     mac = uefi_lab.inventory[name]["mac"]
     ip = re.search(rf"DHCPACK\(provbr0\) (\S+) {mac}", uefi_lab.log("dnsmasq.log")).group(1)
-    assert f"{ip} RRQ boot.ipxe sent" in uefi_lab.log("tftp.log")
+    tftp = [line.split(None, 1)[1] for line in uefi_lab.log("tftp.log").splitlines()]
+    loader = [i for i, line in enumerate(tftp) if line == f"{ip} RRQ snponly.efi sent"]
+    script = [i for i, line in enumerate(tftp) if line == f"{ip} RRQ boot.ipxe sent"]
+    # OVMF asks for the loader's size, then the loader; iPXE then gets the script, and
+    # never the loader again (no chainload loop).
+    assert 1 <= len(loader) <= 2 and len(script) == 1 and script[0] > loader[-1]
     console = uefi_lab.lab.console_log(name).read_text(errors="replace")
     assert "mounting efivarfs" not in console  # the maintenance image mounts efivars on UEFI
