@@ -43,7 +43,6 @@ class Daemon:
             if not path.is_file():
                 LOG.warning("boot artifact %s is missing: nodes cannot boot the maintenance image "
                             "until it is built ('make maintenance-image')", path)
-        self.http.start()
         self.tftp.start()
         if not self.tftp.wait_listening():
             raise ConfigError(f"cannot serve TFTP on {self.settings.server_listen}:"
@@ -51,6 +50,9 @@ class Daemon:
         if self.svc.dhcp is not None:
             self.svc.dhcp.start((n.id, n.mac, n.name) for n in self.svc.store.list_nodes())
         self.svc.conductor.start()
+        # The API goes last: once it answers, restarts have been resumed and every
+        # server is up, so "healthy" means fully started.
+        self.http.start()
         LOG.info("provisioner serving: http %s:%d, tftp %s:%d, socket %s, data %s",
                  self.settings.server_listen, self.http.port, self.settings.server_listen,
                  self.settings.server_tftp_port, self.settings.server_socket, self.settings.data_dir)

@@ -123,8 +123,9 @@ def build_router(svc: Services) -> Router:
         Route("GET", "/v1/discovered", lambda r: {"discovered": svc.store.discovered()}, "operator",
               "Unknown MACs seen by DHCP (dhcp.unknown_macs = discover)"),
         Route("GET", "/v1/stats", lambda r: {"counters": svc.counters.snapshot(),
+                                             "dhcp_pid": svc.dhcp.pid if svc.dhcp else None,
                                              "dhcp_restarts": svc.dhcp.restarts if svc.dhcp else 0},
-              "operator", "What the boot servers handed out"),
+              "operator", "What the boot servers handed out, and the DHCP child's health"),
     ]
     # -- agents ---------------------------------------------------------------
     agents = [

@@ -93,6 +93,21 @@ def test_a_mac_that_pxe_boots_but_was_never_enrolled_gets_nothing(lab):
     assert mac not in [n["mac"] for n in lab.client.get("/v1/nodes")["nodes"]]
 
 
+def test_dnsmasq_is_restarted_when_it_dies(lab):
+    before = lab.client.get("/v1/stats")
+    assert before["dhcp_pid"]
+    os.kill(before["dhcp_pid"], signal.SIGKILL)
+    end = time.monotonic() + 30
+    while True:
+        after = lab.client.get("/v1/stats")
+        if after["dhcp_pid"] not in (None, before["dhcp_pid"]):
+            break
+        assert time.monotonic() < end, "dnsmasq was not restarted"
+        time.sleep(0.2)
+    assert after["dhcp_restarts"] == before["dhcp_restarts"] + 1
+    # The next test network-boots a node through the restarted dnsmasq.
+
+
 def test_kill9_the_daemon_while_a_node_inspects(lab):
     code, _, err = lab.cli("inspect", "lab-r2-n1", "--no-wait")
     assert code == 0, err
@@ -106,5 +121,7 @@ def test_kill9_the_daemon_while_a_node_inspects(lab):
     events = lab.client.get("/v1/nodes/lab-r2-n1/events")["events"]
     assert any(e["event"] == "resume" for e in events)
     assert node["boot_count"] == 2
+    mac = lab.inventory["lab-r2-n1"]["mac"]
+    assert len(re.findall(rf"DHCPACK\(provbr0\) \S+ {mac}", lab.log("dnsmasq.log"))) >= 2
     code, out, _ = lab.cli("nodes")
     assert re.search(r"lab-r2-n1\s.*\sready\s", out)
