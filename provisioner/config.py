@@ -104,9 +104,6 @@ class Settings:
     def operator_token_file(self) -> Path:
         return self.client_token_file or self.server_data_dir / "operator.token"
 
-    def replace(self, **changes: Any) -> "Settings":
-        return dataclasses.replace(self, **changes)
-
 
 _FIELDS = {f.name: f for f in fields(Settings)}
 

@@ -56,12 +56,6 @@ class Unauthorized(ProvisionerError):
     exit_code = 1
 
 
-class Forbidden(ProvisionerError):
-    message = "forbidden"
-    http_status = 403
-    exit_code = 1
-
-
 # -- configuration -------------------------------------------------------------
 class ConfigError(ProvisionerError):
     message = "configuration error"
@@ -95,11 +89,6 @@ class PowerStateMismatch(PowerError):
 
 
 # -- boot / images / daemon ----------------------------------------------------
-class ArtifactMissing(ProvisionerError):
-    message = "boot artifact %(path)s is missing: build it with 'make maintenance-image'"
-    http_status = 503
-
-
 class DaemonUnavailable(ProvisionerError):
     message = "cannot reach the provisioner daemon at %(url)s: is 'provisioner serve' running?"
     exit_code = 1
@@ -108,7 +97,3 @@ class DaemonUnavailable(ProvisionerError):
 class LabError(ProvisionerError):
     message = "lab error"
 
-
-class Timeout(ProvisionerError):
-    message = "timed out"
-    retryable = True

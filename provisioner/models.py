@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -111,7 +111,6 @@ class Node:
     inspection: dict[str, Any] | None = None
     created_at: float = 0.0
     updated_at: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def public(self) -> dict[str, Any]:
         """The API representation: everything but secrets."""

@@ -4,7 +4,6 @@ the lab bridge), and the lab's domains defined through libvirt-python."""
 from __future__ import annotations
 
 import logging
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -95,12 +94,3 @@ def domain_facts(conn: libvirt.virConnect, name: str) -> dict[str, Any]:
                 "vcpus": info[3], "disk_bytes": disk_bytes}
     except libvirt.libvirtError as exc:
         raise LabError(f"no lab domain {name}: {exc}") from exc
-
-
-def is_running(conn: libvirt.virConnect, name: str) -> bool:
-    return domain_facts(conn, name)["state"] == "running"
-
-
-def qemu_version() -> str:
-    out = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True, text=True).stdout
-    return out.splitlines()[0] if out else "unknown"

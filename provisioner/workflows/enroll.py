@@ -16,6 +16,13 @@ from .inspect import InspectionFlow
 LOG = logging.getLogger(__name__)
 
 
+def _integer(value: Any, what: str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"{what} must be a number, not {value!r}") from exc
+
+
 class EnrollService:
     def __init__(self, conductor: Conductor, inspection: InspectionFlow,
                  on_nodes_changed: Callable[[], None]) -> None:
@@ -31,13 +38,13 @@ class EnrollService:
         if not isinstance(bmc_doc, dict):
             raise InvalidInput("bmc must be an object with address, username and password")
         address, port = parse_bmc_address(str(bmc_doc.get("address", "")))
-        if "port" in bmc_doc and bmc_doc["port"] is not None:
-            port = int(bmc_doc["port"])
+        if bmc_doc.get("port") is not None:
+            port = _integer(bmc_doc["port"], "bmc.port")
         username = str(bmc_doc.get("username") or "")
         password = str(bmc_doc.get("password") or "")
         if not username or not password:
             raise InvalidInput("the BMC username and password are required")
-        suite = int(bmc_doc.get("cipher_suite") or self.c.settings.power_cipher_suite)
+        suite = _integer(bmc_doc.get("cipher_suite") or self.c.settings.power_cipher_suite, "bmc.cipher_suite")
         if suite not in (3, 17):
             raise InvalidInput(f"IPMI cipher suite {suite} is not supported: use 3 or 17")
         # Refuse before storing anything if the MAC or the name is taken...
