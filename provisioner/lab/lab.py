@@ -190,6 +190,7 @@ class Lab:
             f'interface = "{cfg.bridge}"\n'
             f'range = "{cfg.dhcp_range}"\n'
             "router_advertisements = true\n"
+            'unknown_macs = "discover"\n'
             "[power]\n"
             "min_interval = 0.5\n"
             "[timeouts]\n"
