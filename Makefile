@@ -34,6 +34,7 @@ test: setup
 	$(MAKE) test-unit test-functional test-lab
 
 test-unit: setup
+	$(PY) -m mypy
 	$(PY) -m pytest -q tests/unit
 
 test-functional: setup

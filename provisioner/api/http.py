@@ -206,7 +206,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return 0
             self.wfile.flush()
             try:
-                return self.connection.sendfile(fh, offset=start, count=count)
+                return int(self.connection.sendfile(fh, offset=start, count=count))
             except (BrokenPipeError, ConnectionResetError):
                 self.close_connection = True
                 return 0

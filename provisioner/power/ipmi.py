@@ -35,7 +35,7 @@ _UNREACHABLE_MARKERS = ("timeout", "session failed to initialize", "no longer co
                         "unable to transmit", "connection refused")
 
 
-class _Sha1Session(ipmi_session.Session):
+class _Sha1Session(ipmi_session.Session):  # type: ignore[misc]  # pyghmi is untyped
     """A pyghmi session that proposes cipher suite 3 (SHA-1) instead of starting at 17."""
 
     def _initsession(self) -> None:
@@ -43,7 +43,7 @@ class _Sha1Session(ipmi_session.Session):
         self.attemptedhash = 1
 
 
-class _Command(ipmi_command.Command):
+class _Command(ipmi_command.Command):  # type: ignore[misc]  # pyghmi is untyped
     """pyghmi's Command built on a session class chosen by cipher suite."""
 
     def __init__(self, bmc: BmcCredentials, session_cls: type[ipmi_session.Session]) -> None:
