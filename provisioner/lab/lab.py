@@ -198,11 +198,11 @@ class Lab:
         return path
 
     def _start_daemon(self) -> int:
-        log = (self.dir / "logs/provisioner.log").open("ab")
-        proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.cfg.netns, sys.executable, "-m", "provisioner",
-             "--config", str(self.config_file()), "serve"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        with (self.dir / "logs/provisioner.log").open("ab") as log:  # the child keeps its own copy
+            proc = subprocess.Popen(
+                ["ip", "netns", "exec", self.cfg.netns, sys.executable, "-m", "provisioner",
+                 "--config", str(self.config_file()), "serve"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
         client = self.client()
 
         def healthy() -> bool:

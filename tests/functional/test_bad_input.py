@@ -36,7 +36,9 @@ def test_unknown_node_or_rack(running):
     for argv in (["show", "nope"], ["events", "nope"], ["power", "on", "rack-9"], ["nodes", "--rack", "rack-9"],
                  ["delete", "nope"]):
         code, _, err = running.cli(*argv)
-        assert code == 1 and "no " in one_line(err) and "nope" in err or "rack-9" in err
+        line = one_line(err)
+        assert code == 1, argv
+        assert "no " in line and ("nope" in line or "rack-9" in line), line
 
 
 def test_wrong_bmc_password_refuses_enrollment(running):
