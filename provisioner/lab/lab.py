@@ -276,6 +276,9 @@ class Lab:
         system.stop_pids(system.netns_pids(self.cfg.netns))
         if system.netns_exists(self.cfg.netns):
             system.run(["ip", "netns", "del", self.cfg.netns], check=False)
-        if self.cfg.socket.exists():
-            self.cfg.socket.unlink()
+        self.cfg.socket.unlink(missing_ok=True)
+        try:
+            self.cfg.socket.parent.rmdir()  # the daemon made it for its socket
+        except OSError:
+            pass  # not empty or not there: not ours to remove
         shutil.rmtree(self.dir, ignore_errors=True)
