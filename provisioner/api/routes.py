@@ -150,7 +150,7 @@ def build_router(svc: Services) -> Router:
         host = req.headers.get("host", "")
         if not _HOST_RE.match(host):
             raise InvalidInput("boot script request without a usable Host header")
-        text = svc.netboot.script(name[:-5].replace("-", ":"), f"http://{host}")
+        text = svc.netboot.script(name[:-5], f"http://{host}")
         return Response.text(text)
 
     def artifact(req: Request) -> Response:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import IO, Callable
 
@@ -90,7 +91,6 @@ class TftpService:
 
     def wait_listening(self, timeout: float = 5.0) -> bool:
         """True once the socket is bound (tftpy binds inside listen())."""
-        import time
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if getattr(self._server, "sock", None) is not None:

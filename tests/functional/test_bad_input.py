@@ -1,10 +1,12 @@
 """Bad input: each case is one clear line and leaves everything as it was."""
 
+import socket
+
 import pytest
 
 from provisioner.daemon import Daemon
 
-from .conftest import Running, settings_for
+from .conftest import Running, free_port, settings_for
 
 
 def assert_nothing_enrolled(running):
@@ -49,8 +51,6 @@ def test_wrong_bmc_password_refuses_enrollment(running):
 
 
 def test_unreachable_bmc_over_real_ipmi(workdir):
-    from .conftest import free_port
-    import socket
     daemon = Daemon(settings_for(workdir, power_driver="ipmi"))
     daemon.start()
     try:
