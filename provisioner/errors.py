@@ -94,6 +94,22 @@ class DaemonUnavailable(ProvisionerError):
     exit_code = 1
 
 
+class ImageRefused(InvalidInput):
+    """An image failed inspection at import: nothing was stored."""
+
+    message = "image refused"
+
+
+class ImageInUse(Conflict):
+    message = "image %(image)s is in use by %(users)s"
+
+
+class DeployError(ProvisionerError):
+    """Laying a host image down failed on the node."""
+
+    message = "deploy failed"
+
+
 class LabError(ProvisionerError):
     message = "lab error"
 

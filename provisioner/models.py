@@ -111,6 +111,14 @@ class Node:
     inspection: dict[str, Any] | None = None
     created_at: float = 0.0
     updated_at: float = 0.0
+    image_sha256: str | None = None
+    previous_image_sha256: str | None = None
+    host_last_seen: float | None = None
+    host_facts: dict[str, Any] | None = None
+    host_key: str | None = None
+    host_lost: bool = False
+    job_id: int | None = None
+    upgrade_domain: int | None = None
 
     def public(self) -> dict[str, Any]:
         """The API representation: everything but secrets."""
@@ -132,4 +140,10 @@ class Node:
             "inspection": self.inspection,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
+            "image_sha256": self.image_sha256,
+            "previous_image_sha256": self.previous_image_sha256,
+            "host": {"last_seen": self.host_last_seen, "lost": self.host_lost,
+                     "facts": self.host_facts, "ssh_host_key": self.host_key},
+            "job_id": self.job_id,
+            "upgrade_domain": self.upgrade_domain,
         }

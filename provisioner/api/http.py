@@ -16,7 +16,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, BinaryIO, Callable, cast
 
 from ..boot.accesslog import AccessLog
 from ..errors import InvalidInput, NotFound, ProvisionerError
@@ -36,6 +36,8 @@ class Request:
     local: bool  # came over the unix socket
     params: dict[str, str] = field(default_factory=dict)
     node: Any = None  # the node an agent token authenticated
+    stream: BinaryIO | None = None  # the unread body, for routes that stream it
+    length: int = 0
 
     def json(self) -> dict[str, Any]:
         if not self.body:
@@ -56,6 +58,7 @@ class Response:
     content_type: str = "application/json"
     file: Path | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    on_sent: Callable[[int], None] | None = None  # told how many bytes of `file` went out
 
     @classmethod
     def of_json(cls, doc: Any, status: int = 200) -> "Response":
@@ -77,6 +80,7 @@ class Route:
     auth: str  # "operator" | "agent" | "none"
     summary: str
     body: dict[str, Any] | None = None  # JSON schema of the request body, for OpenAPI
+    stream: bool = False  # the handler reads a large body itself (uploads)
 
     @property
     def pattern(self) -> re.Pattern[str]:
@@ -92,6 +96,10 @@ class Router:
     def add(self, route: Route) -> None:
         self.routes.append(route)
         self._compiled.append((route.pattern, route))
+
+    def streams(self, method: str, path: str) -> bool:
+        return any(route.stream and route.method == method and pattern.match(path)
+                   for pattern, route in self._compiled)
 
     def dispatch(self, req: Request) -> Response:
         allowed: list[str] = []
@@ -150,13 +158,18 @@ class _Handler(BaseHTTPRequestHandler):
         raw_path = url.path
         try:
             length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY:
+            streaming = self.router.streams(self.command, raw_path)
+            if streaming:
+                # Whatever the handler leaves unread cannot be told apart from a next request.
+                self.close_connection = True
+            elif length > MAX_BODY:
                 raise InvalidInput(f"request body over {MAX_BODY} bytes")
-            body = self.rfile.read(length) if length else b""
+            body = self.rfile.read(length) if length and not streaming else b""
             req = Request(method=self.command, path=raw_path,
                           query=dict(urllib.parse.parse_qsl(url.query)),
                           headers={k.lower(): v for k, v in self.headers.items()}, body=body,
-                          client=self.address_string(), local=not isinstance(self.client_address, tuple))
+                          client=self.address_string(), local=not isinstance(self.client_address, tuple),
+                          stream=cast(BinaryIO, self.rfile) if streaming else None, length=length)
             response = self.router.dispatch(req)
         except ProvisionerError as exc:
             response = error_response(exc.http_status, type(exc).__name__, str(exc))
@@ -179,7 +192,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(response.body)
                 return len(response.body)
             return 0
-        return self._send_file(response.file)
+        sent = self._send_file(response.file)
+        if response.on_sent is not None:
+            response.on_sent(sent)
+        return sent
 
     def _send_file(self, path: Path) -> int:
         with path.open("rb") as fh:

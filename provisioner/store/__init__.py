@@ -12,74 +12,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from . import states
-from .errors import Conflict, InvalidTransition, NotFound
-from .models import Node
-from .states import Event, State, Step
+from .. import states
+from ..errors import Conflict, InvalidTransition, NotFound
+from ..models import Node
+from ..states import Event, State, Step
+from .images import ImageRows
+from .jobs import JobRows
+from .base import SqlBase
 
 LOG = logging.getLogger(__name__)
-
-# Each entry moves the schema one version up; never edit a released one, append.
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE nodes (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        name TEXT NOT NULL UNIQUE,
-        mac TEXT NOT NULL UNIQUE,
-        rack TEXT NOT NULL,
-        bmc_address TEXT NOT NULL,
-        bmc_port INTEGER NOT NULL,
-        bmc_username TEXT NOT NULL,
-        bmc_password_sealed TEXT NOT NULL,
-        cipher_suite INTEGER NOT NULL,
-        state TEXT NOT NULL,
-        step TEXT,
-        target_state TEXT,
-        deadline REAL,
-        last_error TEXT,
-        power_state TEXT NOT NULL DEFAULT 'unknown',
-        agent_token_hash TEXT,
-        agent_last_seen REAL,
-        boot_count INTEGER NOT NULL DEFAULT 0,
-        inspection TEXT,
-        created_at REAL NOT NULL,
-        updated_at REAL NOT NULL
-    );
-    CREATE INDEX nodes_rack ON nodes (rack);
-    CREATE INDEX nodes_token ON nodes (agent_token_hash);
-    CREATE TABLE events (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        node_id INTEGER NOT NULL REFERENCES nodes (id) ON DELETE CASCADE,
-        ts REAL NOT NULL,
-        event TEXT NOT NULL,
-        from_state TEXT,
-        to_state TEXT,
-        step TEXT,
-        message TEXT
-    );
-    CREATE INDEX events_node ON events (node_id, id);
-    CREATE TABLE commands (
-        id TEXT PRIMARY KEY,
-        node_id INTEGER NOT NULL REFERENCES nodes (id) ON DELETE CASCADE,
-        kind TEXT NOT NULL,
-        status TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        updated_at REAL NOT NULL,
-        result TEXT
-    );
-    CREATE TABLE discovered (
-        mac TEXT PRIMARY KEY,
-        first_seen REAL NOT NULL,
-        last_seen REAL NOT NULL,
-        seen_count INTEGER NOT NULL
-    );
-    """,
-)
 
 _NODE_COLUMNS = (
     "id, name, mac, rack, bmc_address, bmc_port, bmc_username, cipher_suite, state, step, "
     "target_state, deadline, last_error, power_state, agent_last_seen, boot_count, inspection, "
-    "created_at, updated_at"
+    "created_at, updated_at, image_sha256, previous_image_sha256, host_last_seen, host_facts, "
+    "host_key, host_lost, job_id, upgrade_domain"
 )
 
 
@@ -94,55 +41,16 @@ def _node(row: sqlite3.Row) -> Node:
         agent_last_seen=row["agent_last_seen"], boot_count=row["boot_count"],
         inspection=json.loads(row["inspection"]) if row["inspection"] else None,
         created_at=row["created_at"], updated_at=row["updated_at"],
+        image_sha256=row["image_sha256"], previous_image_sha256=row["previous_image_sha256"],
+        host_last_seen=row["host_last_seen"],
+        host_facts=json.loads(row["host_facts"]) if row["host_facts"] else None,
+        host_key=row["host_key"], host_lost=bool(row["host_lost"]), job_id=row["job_id"],
+        upgrade_domain=row["upgrade_domain"],
     )
 
 
-class Store:
+class Store(ImageRows, JobRows, SqlBase):
     """Thread-safe access to the database; every write is one transaction."""
-
-    def __init__(self, path: Path | str) -> None:
-        self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self.migrate()
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-
-    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
-
-    # -- schema ---------------------------------------------------------------
-    def schema_version(self) -> int:
-        return int(self._query("PRAGMA user_version")[0][0])
-
-    def migrate(self) -> None:
-        with self._lock:
-            current = self.schema_version()
-            for version, script in enumerate(MIGRATIONS, start=1):
-                if version <= current:
-                    continue
-                LOG.info("database %s: migrating schema to version %d", self.path, version)
-                self._db.executescript(f"BEGIN IMMEDIATE; {script}; PRAGMA user_version = {version}; COMMIT;")
 
     # -- nodes ----------------------------------------------------------------
     def create_node(self, *, name: str, mac: str, rack: str, bmc_address: str, bmc_port: int,
@@ -206,11 +114,14 @@ class Store:
         LOG.info("node %s: deleted", node.name)
 
     def update_node(self, node_id: int, **values: Any) -> None:
-        allowed = {"power_state", "agent_last_seen", "inspection", "agent_token_hash", "boot_count"}
+        allowed = {"power_state", "agent_last_seen", "inspection", "agent_token_hash", "boot_count",
+                   "image_sha256", "previous_image_sha256", "host_token_hash", "host_last_seen",
+                   "host_facts", "host_key", "host_lost", "upgrade_domain"}
         if not values or set(values) - allowed:
             raise ValueError(f"cannot update {sorted(set(values) - allowed)}")
-        if "inspection" in values and values["inspection"] is not None:
-            values["inspection"] = json.dumps(values["inspection"], sort_keys=True)
+        for key in ("inspection", "host_facts"):
+            if key in values and values[key] is not None:
+                values[key] = json.dumps(values[key], sort_keys=True)
         cols = ", ".join(f"{k} = ?" for k in values)
         with self._tx() as db:
             db.execute(f"UPDATE nodes SET {cols}, updated_at = ? WHERE id = ?",
@@ -223,6 +134,15 @@ class Store:
     def node_by_token_hash(self, token_hash: str) -> Node | None:
         rows = self._query(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE agent_token_hash = ?", (token_hash,))
         return _node(rows[0]) if rows else None
+
+    def node_by_host_token_hash(self, token_hash: str) -> Node | None:
+        rows = self._query(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE host_token_hash = ?", (token_hash,))
+        return _node(rows[0]) if rows else None
+
+    def nodes_with_image(self, sha256: str) -> list[str]:
+        rows = self._query("SELECT name FROM nodes WHERE image_sha256 = ? OR previous_image_sha256 = ? "
+                           "ORDER BY name", (sha256, sha256))
+        return [r[0] for r in rows]
 
     def issue_token(self, node_id: int, token_hash: str) -> bool:
         """Store a token hash only if none is set for this boot; False if one already is."""
@@ -299,11 +219,14 @@ class Store:
         return [_node(r) for r in rows]
 
     # -- agent commands -------------------------------------------------------
-    def add_command(self, node: Node, command_id: str, kind: str) -> dict[str, Any]:
+    def add_command(self, node: Node, command_id: str, kind: str,
+                    args_sealed: str | None = None) -> dict[str, Any]:
+        """Queue a command; its arguments are stored sealed (they may carry credentials)."""
         now = time.time()
         with self._tx() as db:
-            db.execute("INSERT INTO commands (id, node_id, kind, status, created_at, updated_at) "
-                       "VALUES (?, ?, ?, 'pending', ?, ?)", (command_id, node.id, kind, now, now))
+            db.execute("INSERT INTO commands (id, node_id, kind, status, created_at, updated_at, "
+                       "args_sealed) VALUES (?, ?, ?, 'pending', ?, ?, ?)",
+                       (command_id, node.id, kind, now, now, args_sealed))
         return self.command(command_id)
 
     def command(self, command_id: str) -> dict[str, Any]:
@@ -316,7 +239,7 @@ class Store:
         return out
 
     def pending_commands(self, node: Node) -> list[dict[str, Any]]:
-        rows = self._query("SELECT id, kind FROM commands WHERE node_id = ? AND status IN "
+        rows = self._query("SELECT id, kind, args_sealed FROM commands WHERE node_id = ? AND status IN "
                            "('pending', 'sent') ORDER BY created_at", (node.id,))
         return [dict(r) for r in rows]
 

@@ -1,0 +1,87 @@
+"""Rows of jobs (reimage and rollback runs over many nodes) and their nodes. A job
+claims its nodes: while it runs, no other command may touch them."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from ..errors import NodeBusy, NotFound
+from ..states import IN_PROGRESS
+from .base import SqlBase
+
+JOB_ENDED = ("done", "failed", "aborted", "stopped")
+
+
+class JobRows(SqlBase):
+    def create_job(self, kind: str, target: str, options: dict[str, Any],
+                   members: list[tuple[int, int]]) -> int:
+        """Create a job over (node id, batch) pairs and claim the nodes, all or none."""
+        now = time.time()
+        with self._tx() as db:
+            busy_states = tuple(s.value for s in IN_PROGRESS)
+            for node_id, _ in members:
+                row = db.execute("SELECT name, state, job_id FROM nodes WHERE id = ?", (node_id,)).fetchone()
+                if row is None:
+                    raise NotFound(f"node {node_id} was deleted")
+                if row["job_id"] is not None:
+                    raise NodeBusy(node=row["name"], what=f"it is part of job {row['job_id']}")
+                if row["state"] in busy_states:
+                    raise NodeBusy(node=row["name"], what=f"it is {row['state']}")
+            cur = db.execute("INSERT INTO jobs (kind, target, options, status, created_at, updated_at) "
+                             "VALUES (?, ?, ?, 'running', ?, ?)",
+                             (kind, target, json.dumps(options, sort_keys=True), now, now))
+            job_id = int(cur.lastrowid or 0)
+            for node_id, batch in members:
+                db.execute("INSERT INTO job_nodes (job_id, node_id, batch, status) VALUES (?, ?, ?, 'pending')",
+                           (job_id, node_id, batch))
+                db.execute("UPDATE nodes SET job_id = ? WHERE id = ?", (job_id, node_id))
+        return job_id
+
+    def job(self, job_id: int) -> dict[str, Any]:
+        rows = self._query("SELECT id, kind, target, options, status, abort, created_at, updated_at, ended_at "
+                           "FROM jobs WHERE id = ?", (job_id,))
+        if not rows:
+            raise NotFound(f"no job {job_id}")
+        doc = dict(rows[0])
+        doc["options"] = json.loads(doc["options"])
+        doc["abort"] = bool(doc["abort"])
+        members = self._query(
+            "SELECT j.node_id, n.name, n.rack, n.state, n.step, n.last_error, j.batch, j.status, j.message, "
+            "j.bytes, j.started_at, j.ended_at FROM job_nodes j JOIN nodes n ON n.id = j.node_id "
+            "WHERE j.job_id = ? ORDER BY j.batch, n.name", (job_id,))
+        doc["nodes"] = [dict(r) for r in members]
+        return doc
+
+    def jobs(self, running_only: bool = False) -> list[dict[str, Any]]:
+        where = "WHERE status = 'running'" if running_only else ""
+        rows = self._query(f"SELECT id FROM jobs {where} ORDER BY id")
+        return [self.job(int(r[0])) for r in rows]
+
+    def set_job_node(self, job_id: int, node_id: int, status: str, message: str | None = None,
+                     transferred: int | None = None) -> None:
+        now = time.time()
+        with self._tx() as db:
+            db.execute(
+                "UPDATE job_nodes SET status = ?, message = COALESCE(?, message), bytes = COALESCE(?, bytes), "
+                "started_at = CASE WHEN ? = 'running' AND started_at IS NULL THEN ? ELSE started_at END, "
+                "ended_at = CASE WHEN ? IN ('done', 'failed', 'skipped') THEN ? ELSE ended_at END "
+                "WHERE job_id = ? AND node_id = ?",
+                (status, message, transferred, status, now, status, now, job_id, node_id))
+            db.execute("UPDATE jobs SET updated_at = ? WHERE id = ?", (now, job_id))
+
+    def request_abort(self, job_id: int) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET abort = 1, updated_at = ? WHERE id = ? AND status = 'running'",
+                       (time.time(), job_id))
+
+    def end_job(self, job_id: int, status: str) -> None:
+        """Close the job and release its nodes."""
+        now = time.time()
+        with self._tx() as db:
+            db.execute("UPDATE job_nodes SET status = 'skipped', ended_at = ? "
+                       "WHERE job_id = ? AND status = 'pending'", (now, job_id))
+            db.execute("UPDATE jobs SET status = ?, updated_at = ?, ended_at = ? WHERE id = ?",
+                       (status, now, now, job_id))
+            db.execute("UPDATE nodes SET job_id = NULL WHERE job_id = ?", (job_id,))

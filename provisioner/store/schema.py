@@ -1,0 +1,108 @@
+"""The database schema as a list of migrations."""
+
+from __future__ import annotations
+
+# Each entry moves the schema one version up; never edit a released one, append.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE nodes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE,
+        mac TEXT NOT NULL UNIQUE,
+        rack TEXT NOT NULL,
+        bmc_address TEXT NOT NULL,
+        bmc_port INTEGER NOT NULL,
+        bmc_username TEXT NOT NULL,
+        bmc_password_sealed TEXT NOT NULL,
+        cipher_suite INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        step TEXT,
+        target_state TEXT,
+        deadline REAL,
+        last_error TEXT,
+        power_state TEXT NOT NULL DEFAULT 'unknown',
+        agent_token_hash TEXT,
+        agent_last_seen REAL,
+        boot_count INTEGER NOT NULL DEFAULT 0,
+        inspection TEXT,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX nodes_rack ON nodes (rack);
+    CREATE INDEX nodes_token ON nodes (agent_token_hash);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        node_id INTEGER NOT NULL REFERENCES nodes (id) ON DELETE CASCADE,
+        ts REAL NOT NULL,
+        event TEXT NOT NULL,
+        from_state TEXT,
+        to_state TEXT,
+        step TEXT,
+        message TEXT
+    );
+    CREATE INDEX events_node ON events (node_id, id);
+    CREATE TABLE commands (
+        id TEXT PRIMARY KEY,
+        node_id INTEGER NOT NULL REFERENCES nodes (id) ON DELETE CASCADE,
+        kind TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        result TEXT
+    );
+    CREATE TABLE discovered (
+        mac TEXT PRIMARY KEY,
+        first_seen REAL NOT NULL,
+        last_seen REAL NOT NULL,
+        seen_count INTEGER NOT NULL
+    );
+    """,
+    """
+    CREATE TABLE images (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL,
+        version TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        format TEXT NOT NULL,
+        virtual_size INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        source TEXT,
+        created_at REAL NOT NULL,
+        UNIQUE (name, version)
+    );
+    CREATE INDEX images_sha ON images (sha256);
+    ALTER TABLE nodes ADD COLUMN image_sha256 TEXT;
+    ALTER TABLE nodes ADD COLUMN previous_image_sha256 TEXT;
+    ALTER TABLE nodes ADD COLUMN host_token_hash TEXT;
+    ALTER TABLE nodes ADD COLUMN host_last_seen REAL;
+    ALTER TABLE nodes ADD COLUMN host_facts TEXT;
+    ALTER TABLE nodes ADD COLUMN host_key TEXT;
+    ALTER TABLE nodes ADD COLUMN host_lost INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE nodes ADD COLUMN job_id INTEGER;
+    ALTER TABLE nodes ADD COLUMN upgrade_domain INTEGER;
+    CREATE INDEX nodes_host_token ON nodes (host_token_hash);
+    ALTER TABLE commands ADD COLUMN args_sealed TEXT;
+    CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL,
+        target TEXT NOT NULL,
+        options TEXT NOT NULL,
+        status TEXT NOT NULL,
+        abort INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        ended_at REAL
+    );
+    CREATE TABLE job_nodes (
+        job_id INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        node_id INTEGER NOT NULL REFERENCES nodes (id) ON DELETE CASCADE,
+        batch INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        message TEXT,
+        bytes INTEGER,
+        started_at REAL,
+        ended_at REAL,
+        PRIMARY KEY (job_id, node_id)
+    );
+    """,
+)
