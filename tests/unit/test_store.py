@@ -4,7 +4,8 @@ import pytest
 
 from provisioner.errors import Conflict, InvalidTransition, NotFound
 from provisioner.states import Event, State, Step
-from provisioner.store import MIGRATIONS, Store
+from provisioner.store import Store
+from provisioner.store.schema import MIGRATIONS
 
 
 def make(store, mac="52:54:00:00:00:01", name="n1", rack="rack-1"):
