@@ -77,9 +77,15 @@ class Settings:
     timeouts_agent_boot: float = 900.0
     timeouts_inspection: float = 300.0
     timeouts_deadline_check: float = 2.0
+    timeouts_deploy_stall: float = 300.0  # writing an image: longest silence from the agent
+    timeouts_host_boot: float = 600.0  # from the switch to the disk to the host agent's first call
+    # [reimage]
+    reimage_upgrade_domains: int = 2  # nodes of a rack are spread over this many, by name order
     # [agent]
     agent_heartbeat_interval: float = 10.0
     agent_lost_after: float = 60.0
+    agent_host_heartbeat_interval: float = 10.0
+    agent_host_lost_after: float = 45.0  # a host agent silent this long is marked lost
     # [client] (the CLI)
     client_api: str = ""  # http://host:8080 or unix:///path; default: the server socket
     client_token_file: Path | None = None

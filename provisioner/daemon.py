@@ -50,6 +50,7 @@ class Daemon:
         if self.svc.dhcp is not None:
             self.svc.dhcp.start((n.id, n.mac, n.name) for n in self.svc.store.list_nodes())
         self.svc.conductor.start()
+        self.svc.jobs.resume()
         # The API goes last: once it answers, restarts have been resumed and every
         # server is up, so "healthy" means fully started.
         self.http.start()

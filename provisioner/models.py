@@ -119,6 +119,8 @@ class Node:
     host_lost: bool = False
     job_id: int | None = None
     upgrade_domain: int | None = None
+    deploy_sha256: str | None = None
+    deploy_no_transfer: bool = False
 
     def public(self) -> dict[str, Any]:
         """The API representation: everything but secrets."""
@@ -146,4 +148,5 @@ class Node:
                      "facts": self.host_facts, "ssh_host_key": self.host_key},
             "job_id": self.job_id,
             "upgrade_domain": self.upgrade_domain,
+            "deploy_sha256": self.deploy_sha256,
         }

@@ -12,13 +12,16 @@ from .boot.counters import Counters
 from .boot.dhcp import DhcpService
 from .boot.render import Renderer
 from .config import Settings
+from .images import Catalog
 from .power import PowerDriver, PowerManager, make_driver
 from .secrets import SecretBox
 from .store import Store
 from .workflows.agent import AgentService
+from .workflows.deploy import DeployFlow
 from .workflows.engine import Conductor
 from .workflows.enroll import EnrollService
 from .workflows.inspect import InspectionFlow
+from .workflows.jobs import JobRunner
 from .workflows.netboot import NetbootService
 from .workflows.power import PowerService
 
@@ -51,6 +54,9 @@ class Services:
     renderer: Renderer
     dhcp: DhcpService | None
     operator_token: str
+    catalog: Catalog
+    deploy: DeployFlow
+    jobs: JobRunner
 
     def nodes_changed(self) -> None:
         self.enroll.on_nodes_changed()
@@ -76,9 +82,14 @@ class Services:
             if dhcp is not None:
                 dhcp.reload((n.id, n.mac, n.name) for n in store.list_nodes())
 
+        catalog = Catalog(settings.data_dir / "images", store)
+        deploy = DeployFlow(conductor, catalog)
+        agents = AgentService(conductor)
+        agents.deploy = deploy
         svc = cls(settings=settings, store=store, box=box, conductor=conductor, inspection=inspection,
                   enroll=EnrollService(conductor, inspection, nodes_changed),
-                  agents=AgentService(conductor), netboot=NetbootService(conductor, renderer.render),
+                  agents=agents, netboot=NetbootService(conductor, renderer.render),
                   power=PowerService(conductor), counters=counters, renderer=renderer, dhcp=dhcp,
-                  operator_token=_operator_token(settings.operator_token_file))
+                  operator_token=_operator_token(settings.operator_token_file),
+                  catalog=catalog, deploy=deploy, jobs=JobRunner(conductor, deploy, catalog))
         return svc

@@ -11,18 +11,25 @@ class State(StrEnum):
     INSPECTING = "inspecting"
     READY = "ready"
     INSPECT_FAILED = "inspect-failed"
+    DEPLOYING = "deploying"
+    ACTIVE = "active"
+    DEPLOY_FAILED = "deploy-failed"
 
 
 class Event(StrEnum):
     INSPECT = "inspect"
+    DEPLOY = "deploy"
     DONE = "done"
     FAIL = "fail"
 
 
 # Stable states wait for an operator; in-progress states have a target and a deadline.
-STABLE = frozenset({State.ENROLLED, State.READY, State.INSPECT_FAILED})
-IN_PROGRESS: dict[State, State] = {State.INSPECTING: State.READY}  # state -> target
-FAILED_STATES = frozenset({State.INSPECT_FAILED})
+STABLE = frozenset({State.ENROLLED, State.READY, State.INSPECT_FAILED, State.ACTIVE, State.DEPLOY_FAILED})
+IN_PROGRESS: dict[State, State] = {State.INSPECTING: State.READY,  # state -> target
+                                   State.DEPLOYING: State.ACTIVE}
+FAILED_STATES = frozenset({State.INSPECT_FAILED, State.DEPLOY_FAILED})
+# States a deploy (reimage, rollback) may start from.
+DEPLOYABLE = frozenset({State.READY, State.ACTIVE, State.DEPLOY_FAILED})
 
 TRANSITIONS: dict[tuple[State, Event], State] = {
     (State.ENROLLED, Event.INSPECT): State.INSPECTING,
@@ -30,6 +37,13 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     (State.INSPECT_FAILED, Event.INSPECT): State.INSPECTING,
     (State.INSPECTING, Event.DONE): State.READY,
     (State.INSPECTING, Event.FAIL): State.INSPECT_FAILED,
+    (State.READY, Event.DEPLOY): State.DEPLOYING,
+    (State.ACTIVE, Event.DEPLOY): State.DEPLOYING,
+    (State.DEPLOY_FAILED, Event.DEPLOY): State.DEPLOYING,
+    (State.DEPLOYING, Event.DONE): State.ACTIVE,
+    (State.DEPLOYING, Event.FAIL): State.DEPLOY_FAILED,
+    (State.ACTIVE, Event.INSPECT): State.INSPECTING,
+    (State.DEPLOY_FAILED, Event.INSPECT): State.INSPECTING,
 }
 
 # States from which a node may be deleted (never in the middle of work).
@@ -43,17 +57,25 @@ class Step(StrEnum):
     POWER_ON = "power-on"
     WAIT_AGENT = "wait-agent"
     WAIT_INSPECTION = "wait-inspection"
+    WRITE_IMAGE = "write-image"
+    BOOT_DISK = "boot-from-disk"
+    WAIT_HOST = "wait-host"
 
 
 INSPECT_STEPS = (Step.SET_BOOT_DEVICE, Step.POWER_ON, Step.WAIT_AGENT, Step.WAIT_INSPECTION)
-# Steps a worker drives; the others advance when the agent calls the API.
-ACTIVE_STEPS = frozenset({Step.SET_BOOT_DEVICE, Step.POWER_ON})
+DEPLOY_STEPS = (Step.SET_BOOT_DEVICE, Step.POWER_ON, Step.WAIT_AGENT, Step.WRITE_IMAGE, Step.BOOT_DISK,
+                Step.WAIT_HOST)
+# Steps a worker drives; the others advance when an agent calls the API.
+ACTIVE_STEPS = frozenset({Step.SET_BOOT_DEVICE, Step.POWER_ON, Step.BOOT_DISK})
 
 STEP_LABELS = {
     Step.SET_BOOT_DEVICE: "setting one-time network boot",
     Step.POWER_ON: "powering on",
     Step.WAIT_AGENT: "waiting for the agent to boot",
     Step.WAIT_INSPECTION: "inspecting hardware",
+    Step.WRITE_IMAGE: "laying the image down",
+    Step.BOOT_DISK: "switching to boot from disk",
+    Step.WAIT_HOST: "waiting for the host agent",
 }
 
 

@@ -17,7 +17,6 @@ import argparse
 import hashlib
 import json
 import os
-import re
 import shutil
 import stat
 import subprocess
@@ -26,125 +25,11 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-AGENT_FILES = sorted([REPO / "provisioner/__init__.py", *(REPO / "provisioner/agent").glob("*.py")])
-PYTHON = "/usr/bin/python3.11"
-STDLIB = Path("/usr/lib/python3.11")
-
-
-class BuildError(Exception):
-    pass
-
-
-def run(*cmd: str, **kw: object) -> str:
-    try:
-        return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw).stdout  # type: ignore[call-overload]
-    except FileNotFoundError as exc:
-        raise BuildError(f"{cmd[0]} is not installed (run 'make setup')") from exc
-    except subprocess.CalledProcessError as exc:
-        raise BuildError(f"{' '.join(cmd)} failed: {exc.stderr.strip()}") from exc
-
-
-def kernel_version() -> str:
-    versions = [p.name for p in Path("/lib/modules").iterdir() if Path(f"/boot/vmlinuz-{p.name}").exists()]
-    if not versions:
-        raise BuildError("no kernel with modules found: install Debian's linux-image-amd64 ('make setup')")
-    return sorted(versions, key=lambda v: [int(x) if x.isdigit() else x for x in re.split(r"[.-]", v)])[-1]
-
-
-def package_versions(packages: list[str]) -> dict[str, str]:
-    out = {}
-    for pkg in packages:
-        try:
-            out[pkg] = run("dpkg-query", "-W", "-f", "${Version}", pkg)
-        except BuildError as exc:
-            raise BuildError(f"Debian package {pkg} is not installed ('make setup')") from exc
-    return out
-
-
-def cache_key(recipe: dict, kver: str, versions: dict[str, str]) -> str:
-    h = hashlib.sha256()
-    for path in [HERE / "recipe.json", HERE / "init", HERE / "udhcpc.script", Path(__file__), *AGENT_FILES]:
-        h.update(path.relative_to(REPO).as_posix().encode() + b"\0" + path.read_bytes())
-    h.update(json.dumps({"kernel": kver, "packages": versions}, sort_keys=True).encode())
-    return h.hexdigest()
-
-
-def copy_file(src: Path, root: Path, dest: str | None = None) -> None:
-    target = root / (dest or str(src)).lstrip("/")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(src.resolve(), target)
-
-
-def shared_libs(paths: list[Path]) -> set[str]:
-    libs: set[str] = set()
-    for path in paths:
-        proc = subprocess.run(["ldd", str(path)], capture_output=True, text=True)
-        if proc.returncode != 0:
-            continue  # static binaries
-        for line in proc.stdout.splitlines():
-            match = re.search(r"(?:=>\s*)?(/\S+)\s+\(0x", line)
-            if match:
-                libs.add(match.group(1))
-    return libs
-
-
-FINDER = r"""
-import json, modulefinder, pkgutil, sys
-repo, extras = sys.argv[1], json.loads(sys.argv[2])
-finder = modulefinder.ModuleFinder(path=[repo] + sys.path[1:])
-finder.import_hook("provisioner.agent.main")
-finder.import_hook("provisioner.agent.__main__")
-finder.import_hook("runpy")
-for name in extras:
-    if name.endswith(".*"):
-        pkg = __import__(name[:-2], fromlist=["_"])
-        finder.import_hook(name[:-2])
-        for mod in pkgutil.iter_modules(pkg.__path__):
-            finder.import_hook(name[:-2] + "." + mod.name)
-    else:
-        finder.import_hook(name)
-print(json.dumps(sorted({m.__file__ for m in finder.modules.values() if m.__file__})))
-"""
-
-
-def python_files(extras: list[str]) -> list[Path]:
-    files = json.loads(run(PYTHON, "-I", "-S", "-c", FINDER, str(REPO), json.dumps(extras)))
-    return [Path(f) for f in files if f.startswith(str(STDLIB) + "/")]
-
-
-def kernel_modules(kver: str, names: list[str]) -> list[str]:
-    """Relative paths of the modules and everything they depend on."""
-    base = Path("/lib/modules") / kver
-    deps: dict[str, list[str]] = {}
-    for line in (base / "modules.dep").read_text().splitlines():
-        mod, _, rest = line.partition(":")
-        deps[mod] = rest.split()
-    by_name = {Path(m).name.split(".ko")[0].replace("-", "_"): m for m in deps}
-    wanted: set[str] = set()
-    todo = []
-    for name in names:
-        rel = by_name.get(name.replace("-", "_"))
-        if rel is None:
-            continue  # built into this kernel, or not built for it
-        todo.append(rel)
-    while todo:
-        rel = todo.pop()
-        if rel not in wanted:
-            wanted.add(rel)
-            todo.extend(deps.get(rel, []))
-    return sorted(wanted)
-
-
-def normalize_tree(root: Path, epoch: int) -> None:
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames:
-            path = Path(dirpath) / name
-            if not path.is_symlink():
-                os.chmod(path, 0o755)
-        for name in [*dirnames, *filenames]:
-            os.utime(Path(dirpath) / name, (epoch, epoch), follow_symlinks=False)
-    os.utime(root, (epoch, epoch))
+sys.path.insert(0, str(HERE.parent))
+from rootfs import (REPO, BuildError, add_binaries, add_libs, add_modules, add_python,  # noqa: E402
+                    copy_file,
+                    cache_key, check_agent, cpio_archive, kernel_version, normalize_tree,
+                    package_versions, run)
 
 
 def build(out: Path, force: bool = False) -> dict:
@@ -153,7 +38,8 @@ def build(out: Path, force: bool = False) -> dict:
     recipe = json.loads((HERE / "recipe.json").read_text())
     kver = kernel_version()
     versions = package_versions(recipe["packages"] + [f"linux-image-{kver}"])
-    key = cache_key(recipe, kver, versions)
+    key = cache_key([HERE / "recipe.json", HERE / "init", HERE / "udhcpc.script", Path(__file__)],
+                    kver, versions)
     manifest_path = out / "manifest.json"
     if not force and manifest_path.exists():
         old = json.loads(manifest_path.read_text())
@@ -175,45 +61,16 @@ def build(out: Path, force: bool = False) -> dict:
         os.chmod(root / "etc/udhcpc.script", 0o755)
         (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
         (root / "etc/group").write_text("root:x:0:\n")
-        # Binaries and the shared libraries they need.
-        elf: list[Path] = []
-        for src, dest in recipe["binaries"].items():
-            if not Path(src).exists():
-                raise BuildError(f"{src} is missing ('make setup' installs its package)")
-            copy_file(Path(src), root, dest)
-            elf.append(Path(src))
-        # The standard-library modules the agent imports, and their C extensions.
-        for path in python_files(recipe["python_extra_modules"]):
-            copy_file(path, root)
-            if path.suffix == ".so":
-                elf.append(path)
-        (root / "usr/lib/python3.11/lib-dynload").mkdir(parents=True, exist_ok=True)
-        for lib in shared_libs(elf):
-            copy_file(Path(lib), root)
-        # The agent.
-        for path in AGENT_FILES:
-            copy_file(path, root, "/opt/provisioner/" + path.relative_to(REPO).as_posix())
-        run(PYTHON, "-I", "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash",
-            "-s", str(root), "-p", "/", str(root / "usr/lib/python3.11"), str(root / "opt/provisioner"))
-        # Drivers, then a module index for the image's own modprobe.
-        mods = kernel_modules(kver, recipe["kernel_modules"])
-        mod_root = root / "lib/modules" / kver
-        for rel in mods:
-            copy_file(Path("/lib/modules") / kver / rel, root, f"/lib/modules/{kver}/{rel}")
-        for name in ("modules.order", "modules.builtin", "modules.builtin.modinfo"):
-            if (Path("/lib/modules") / kver / name).exists():
-                copy_file(Path("/lib/modules") / kver / name, root, f"/lib/modules/{kver}/{name}")
-        run("depmod", "-b", str(root), kver)
-        # Prove the agent starts on the image's own python before shipping it.
-        run("chroot", str(root), "/usr/bin/python3", "-I", "-S", "-c",
-            "import runpy, sys; sys.path.insert(0, '/opt/provisioner'); sys.argv = ['agent', '--help']; "
-            "runpy.run_module('provisioner.agent', run_name='__main__')")
+        # Binaries, the agent on Debian's python, the libraries both need, and drivers.
+        elf = add_binaries(root, recipe["binaries"])
+        elf += add_python(root, recipe["python_extra_modules"])
+        for src in recipe.get("files", []):
+            copy_file(Path(src), root)
+        add_libs(root, elf)
+        mods = add_modules(root, kver, recipe["kernel_modules"])
+        check_agent(root)
         normalize_tree(root, epoch)
-        files = subprocess.run(["find", ".", "-print0"], cwd=root, check=True, capture_output=True).stdout
-        ordered = b"\0".join(sorted(f for f in files.split(b"\0") if f)) + b"\0"
-        cpio = subprocess.run(["cpio", "--null", "--create", "--format=newc", "--reproducible",
-                               "--owner=0:0", "--quiet"], cwd=root, input=ordered, check=True,
-                              capture_output=True).stdout
+        cpio = cpio_archive(root)
         initrd = subprocess.run(["zstd", "-q", "-19", "-T1", "-c"], input=cpio, check=True,
                                 capture_output=True).stdout
         tmp_initrd = out / "initrd.img.tmp"
@@ -225,7 +82,7 @@ def build(out: Path, force: bool = False) -> dict:
         os.replace(tmp_kernel, out / "vmlinuz")
         os.replace(tmp_initrd, out / "initrd.img")
     manifest = {
-        "cache_key": key, "kernel": kver, "packages": versions, "modules": len(mods),
+        "cache_key": key, "kernel": kver, "packages": versions, "modules": mods,
         "files": {name: {"sha256": hashlib.sha256((out / name).read_bytes()).hexdigest(),
                          "bytes": (out / name).stat().st_size} for name in ("vmlinuz", "initrd.img")},
         "uncompressed_initrd_bytes": len(cpio),

@@ -14,8 +14,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from . import inventory
+from . import host, inventory
 from .api import AgentApi, AuthRejected, Refused
+from .deploy import Deployer, DeployFailed
+from .download import ChecksumMismatch, DownloadFailed
 
 LOG = logging.getLogger("agent")
 
@@ -31,21 +33,26 @@ def kernel_args(text: str) -> dict[str, str]:
 
 
 class CommandLog:
-    """Ids of commands already carried out, kept in a file so a restarted agent (same
-    boot) never runs one twice."""
+    """Commands already carried out, with what they reported, kept in a file so a
+    restarted agent (same boot) never runs one twice and can report it again."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            self.done: set[str] = set(json.loads(path.read_text()))
+            doc = json.loads(path.read_text())
+            self.results: dict[str, dict[str, Any]] = doc if isinstance(doc, dict) else {k: {} for k in doc}
         except (OSError, ValueError):
-            self.done = set()
+            self.results = {}
 
-    def add(self, command_id: str) -> None:
-        self.done.add(command_id)
+    @property
+    def done(self) -> set[str]:
+        return set(self.results)
+
+    def add(self, command_id: str, report: dict[str, Any] | None = None) -> None:
+        self.results[command_id] = report or {}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(sorted(self.done)))
+        tmp.write_text(json.dumps(self.results, sort_keys=True))
         os.replace(tmp, self.path)
 
 
@@ -58,7 +65,8 @@ class Agent:
     def __init__(self, api: AgentApi, mac: str, boot: str, state_dir: Path,
                  collect: Callable[[], dict[str, Any]] = inventory.collect,
                  act: Callable[[str], None] = system_action,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 deployer: Deployer | None = None) -> None:
         self.api = api
         self.mac = mac
         self.boot = boot
@@ -67,6 +75,7 @@ class Agent:
         self.sleep = sleep
         self.commands = CommandLog(state_dir / "commands-done.json")
         self.interval = 10.0
+        self.deployer = deployer
 
     def lookup(self) -> None:
         """Get this boot's token; a refusal (e.g. token already issued) is retried slowly,
@@ -93,7 +102,11 @@ class Agent:
         cid, kind = cmd["id"], cmd["kind"]
         if cid in self.commands.done:
             LOG.info("agent: command %s (%s) already done; reporting again", cid, kind)
-            self.api.call(f"/v1/agent/commands/{cid}", {"status": "done", "result": {"repeat": True}})
+            report = self.commands.results[cid] or {"status": "done", "result": {"repeat": True}}
+            self.api.call(f"/v1/agent/commands/{cid}", report)
+            return
+        if kind == "deploy":
+            self.deploy(cid, cmd.get("args") or {})
             return
         if kind not in ("poweroff", "reboot"):
             self.api.call(f"/v1/agent/commands/{cid}", {"status": "failed",
@@ -105,6 +118,31 @@ class Agent:
         self.api.call(f"/v1/agent/commands/{cid}", {"status": "done", "result": {"action": kind}})
         LOG.info("agent: carrying out %s (%s)", kind, cid)
         self.act(kind)
+
+    def deploy(self, cid: str, args: dict[str, Any]) -> None:
+        """Lay the host down; report progress while it runs, then the outcome (kept, so
+        it can be reported again if the daemon missed it)."""
+        last = [0.0]
+
+        def progress(doc: dict[str, Any]) -> None:
+            if time.monotonic() - last[0] >= 3.0 or doc.get("phase") != "writing":
+                last[0] = time.monotonic()
+                try:
+                    self.api.call(f"/v1/agent/commands/{cid}", {"status": "running", "result": doc}, max_wait=5)
+                except (Refused, AuthRejected):
+                    pass
+
+        deployer = self.deployer or Deployer(self.api.base_url, self.api.token)
+        deployer.token = self.api.token
+        LOG.info("agent: deploy %s: base %s", cid, str(args.get("image", {}).get("sha256", "?"))[:16])
+        try:
+            result = deployer.run(args, progress)
+            report: dict[str, Any] = {"status": "done", "result": result}
+        except (DeployFailed, ChecksumMismatch, DownloadFailed, KeyError) as exc:
+            LOG.error("agent: deploy %s failed: %s", cid, exc)
+            report = {"status": "failed", "result": {"error": str(exc)}}
+        self.commands.add(cid, report)
+        self.api.call(f"/v1/agent/commands/{cid}", report)
 
     def heartbeat_once(self) -> None:
         doc = self.api.call("/v1/agent/heartbeat", {})
@@ -137,9 +175,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-actions", action="store_true",
                         help="report power commands without carrying them out (tests)")
     parser.add_argument("--once", action="store_true", help="stop after the first heartbeat")
+    parser.add_argument("--host", action="store_true", help="run as the host agent of a deployed host")
+    parser.add_argument("--config", default=str(host.DISK / "node/agent.json"),
+                        help="the host agent's credential file (--host)")
+    parser.add_argument("--disk", help="deploy onto this block device instead of the first disk")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format="%(asctime)s provisioner-agent: %(message)s")
+    if args.host:
+        return host.main(Path(args.config), once=args.once)
     try:
         karg = kernel_args(Path(args.cmdline).read_text())
     except OSError:
@@ -152,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     agent = Agent(AgentApi(api_url), mac.lower(), karg.get("boot", "?"), Path(args.state_dir),
                   collect=lambda: inventory.collect(Path(args.root)),
                   act=(lambda kind: LOG.info("agent: would %s (--no-actions)", kind))
-                  if args.no_actions else system_action)
+                  if args.no_actions else system_action,
+                  deployer=Deployer(api_url, None, disk_path=args.disk,
+                                    netconf={k: karg[k] for k in ("ip", "netmask", "gateway") if k in karg}))
     agent.run(once=args.once)
     return 0

@@ -12,6 +12,7 @@ from .. import __version__
 from ..errors import InvalidInput, NotFound, Unauthorized
 from ..models import PowerAction
 from ..services import Services
+from .fleet import fleet_routes
 from .http import Request, Response, Route, Router
 from .openapi import openapi_document
 from .views import node_view
@@ -46,6 +47,9 @@ def build_router(svc: Services) -> Router:
             if not token or not hmac.compare_digest(token, svc.operator_token):
                 raise Unauthorized("the operator API needs 'Authorization: Bearer <token>' "
                                    f"(the token is in {settings.operator_token_file} on the daemon's host)")
+            return
+        if kind == "host":
+            req.node = svc.agents.authenticate_host(req.headers.get("x-agent-token"))
             return
         req.node = svc.agents.authenticate(req.headers.get("x-agent-token"))
 
@@ -170,7 +174,7 @@ def build_router(svc: Services) -> Router:
         Route("GET", "/boot/{script}", boot_script, "none",
               "Per-node iPXE script by MAC (aa-bb-cc-dd-ee-ff.ipxe)"),
     ]
-    for route in ops + agents + boot:
+    for route in ops + fleet_routes(svc) + agents + boot:
         router.add(route)
     return router
 

@@ -68,6 +68,12 @@ class Catalog:
         name, version = parse_ref(ref)
         return Image.of(self.store.image(name, version))
 
+    def image_by_sha(self, sha256: str) -> Image:
+        rows = self.store.images_by_sha(sha256)
+        if not rows:
+            raise NotFound(f"no image with sha256 {sha256} in the catalog (was it removed?)")
+        return Image.of(rows[-1])
+
     def import_stream(self, reader: BinaryIO, length: int, *, name: str, version: str | None,
                       fmt: str, source: str) -> tuple[Image, bool]:
         """Store an upload; (the image, whether its bytes were new to the catalog)."""

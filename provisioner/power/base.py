@@ -15,5 +15,5 @@ class PowerDriver(Protocol):
     def set_power(self, bmc: BmcCredentials, state: PowerState) -> None: ...
 
     def set_boot_device(self, bmc: BmcCredentials, device: BootDevice) -> None:
-        """Boot from `device` on the next boot only."""
+        """Boot from the network on the next boot only; from the disk from now on."""
         ...

@@ -116,6 +116,9 @@ class IpmiPowerDriver:
         self._run(bmc, lambda c: c.set_power(state.value, wait=False))
 
     def set_boot_device(self, bmc: BmcCredentials, device: BootDevice) -> None:
-        LOG.info("BMC %s: one-time boot from %s", bmc.endpoint, device)
+        # The network once (a failed maintenance boot falls back to the disk); the disk
+        # for good, so a deployed host reboots into itself with the provisioner away.
+        persist = device == BootDevice.DISK
+        LOG.info("BMC %s: %s boot from %s", bmc.endpoint, "persistent" if persist else "one-time", device)
         target = "network" if device == BootDevice.NETWORK else "hd"
-        self._run(bmc, lambda c: c.set_bootdev(target, persist=False))
+        self._run(bmc, lambda c: c.set_bootdev(target, persist=persist))

@@ -26,7 +26,7 @@ _NODE_COLUMNS = (
     "id, name, mac, rack, bmc_address, bmc_port, bmc_username, cipher_suite, state, step, "
     "target_state, deadline, last_error, power_state, agent_last_seen, boot_count, inspection, "
     "created_at, updated_at, image_sha256, previous_image_sha256, host_last_seen, host_facts, "
-    "host_key, host_lost, job_id, upgrade_domain"
+    "host_key, host_lost, job_id, upgrade_domain, deploy_sha256, deploy_no_transfer"
 )
 
 
@@ -45,7 +45,8 @@ def _node(row: sqlite3.Row) -> Node:
         host_last_seen=row["host_last_seen"],
         host_facts=json.loads(row["host_facts"]) if row["host_facts"] else None,
         host_key=row["host_key"], host_lost=bool(row["host_lost"]), job_id=row["job_id"],
-        upgrade_domain=row["upgrade_domain"],
+        upgrade_domain=row["upgrade_domain"], deploy_sha256=row["deploy_sha256"],
+        deploy_no_transfer=bool(row["deploy_no_transfer"]),
     )
 
 
@@ -116,7 +117,8 @@ class Store(ImageRows, JobRows, SqlBase):
     def update_node(self, node_id: int, **values: Any) -> None:
         allowed = {"power_state", "agent_last_seen", "inspection", "agent_token_hash", "boot_count",
                    "image_sha256", "previous_image_sha256", "host_token_hash", "host_last_seen",
-                   "host_facts", "host_key", "host_lost", "upgrade_domain"}
+                   "host_facts", "host_key", "host_lost", "upgrade_domain", "deploy_sha256",
+                   "deploy_no_transfer"}
         if not values or set(values) - allowed:
             raise ValueError(f"cannot update {sorted(set(values) - allowed)}")
         for key in ("inspection", "host_facts"):
@@ -199,6 +201,11 @@ class Store(ImageRows, JobRows, SqlBase):
                 (node.id, time.time(), expect_state.value, expect_state.value, step.value, message))
         LOG.info("node %s: %s: %s", node.name, expect_state, step)
         return self.get_node(str(node.id))
+
+    def extend_deadline(self, node: Node, deadline: float) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE nodes SET deadline = MAX(COALESCE(deadline, 0), ?) WHERE id = ? AND step = ?",
+                       (deadline, node.id, node.step.value if node.step else None))
 
     def record_event(self, node: Node, event: str, message: str) -> None:
         with self._tx() as db:

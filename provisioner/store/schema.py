@@ -80,6 +80,8 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE nodes ADD COLUMN host_lost INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE nodes ADD COLUMN job_id INTEGER;
     ALTER TABLE nodes ADD COLUMN upgrade_domain INTEGER;
+    ALTER TABLE nodes ADD COLUMN deploy_sha256 TEXT;
+    ALTER TABLE nodes ADD COLUMN deploy_no_transfer INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX nodes_host_token ON nodes (host_token_hash);
     ALTER TABLE commands ADD COLUMN args_sealed TEXT;
     CREATE TABLE jobs (

@@ -7,14 +7,18 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
+import json
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import Conflict, InvalidInput, NotFound, Unauthorized
 from ..models import Node, normalize_mac
 from ..states import Event, State, Step
 from ..store import Store
 from .engine import Conductor
+
+if TYPE_CHECKING:
+    from .deploy import DeployFlow
 
 LOG = logging.getLogger(__name__)
 
@@ -26,9 +30,14 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+# Deploying nodes boot the maintenance agent at these steps (a reboot mid-write repeats it).
+_DEPLOY_AGENT_STEPS = (Step.SET_BOOT_DEVICE, Step.POWER_ON, Step.WAIT_AGENT, Step.WRITE_IMAGE)
+
+
 class AgentService:
     def __init__(self, conductor: Conductor) -> None:
         self.c = conductor
+        self.deploy: DeployFlow | None = None
 
     @property
     def store(self) -> Store:
@@ -39,8 +48,9 @@ class AgentService:
         node = self.store.find_node_by_mac(mac)
         if node is None:
             raise NotFound(f"MAC {mac} is not enrolled")
-        if node.state not in (State.INSPECTING, State.READY):
-            raise Conflict(f"node {node.name} is {node.state} and expects no agent")
+        deploying = node.state == State.DEPLOYING and node.step in _DEPLOY_AGENT_STEPS
+        if node.state not in (State.INSPECTING, State.READY) and not deploying:
+            raise Conflict(f"node {node.name} is {node.state} and expects no maintenance agent")
         token = secrets.token_urlsafe(32)
         if not self.store.issue_token(node.id, hash_token(token)):
             raise Conflict(f"node {node.name}: a token was already issued for this boot; "
@@ -52,6 +62,8 @@ class AgentService:
             deadline = self.c.clock() + self.c.settings.timeouts_inspection
             self.store.set_step(node, Step.WAIT_INSPECTION, deadline, expect_state=State.INSPECTING,
                                 message="agent authenticated")
+        if deploying and self.deploy is not None:
+            self.deploy.agent_ready(self.store.get_node(str(node.id)))
         LOG.info("node %s: agent looked up by %s, token issued", node.name, mac)
         return {"node": {"id": node.id, "name": node.name}, "token": token,
                 "heartbeat_interval": self.c.settings.agent_heartbeat_interval}
@@ -83,9 +95,13 @@ class AgentService:
 
     def heartbeat(self, node: Node) -> dict[str, Any]:
         self.store.update_node(node.id, agent_last_seen=self.c.clock())
-        pending = self.store.pending_commands(node)
-        for cmd in pending:
+        pending = []
+        for cmd in self.store.pending_commands(node):
             self.store.set_command_status(cmd["id"], "sent")
+            sealed = cmd.pop("args_sealed", None)
+            if sealed:
+                cmd["args"] = json.loads(self.c.box.open(sealed).reveal())
+            pending.append(cmd)
         return {"commands": pending, "heartbeat_interval": self.c.settings.agent_heartbeat_interval}
 
     def command_result(self, node: Node, command_id: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -95,9 +111,41 @@ class AgentService:
         status = body.get("status")
         if status not in ("running", "done", "failed"):
             raise InvalidInput("status must be running, done or failed")
-        self.store.set_command_status(command_id, status, body.get("result"))
-        self.store.record_event(node, "command", f"agent: {cmd['kind']} {command_id} {status}")
+        if cmd["status"] == "superseded":
+            return cmd
+        raw = body.get("result")
+        result: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        if status != "running" or cmd["status"] != "running":
+            self.store.record_event(node, "command", f"agent: {cmd['kind']} {command_id} {status}"
+                                    + (f": {result.get('error')}" if status == "failed" else ""))
+        self.store.set_command_status(command_id, status, result)
+        if cmd["kind"] == "deploy" and self.deploy is not None:
+            node = self.store.get_node(str(node.id))
+            if status == "running":
+                self.deploy.progress(node, result)
+            else:
+                self.deploy.written(node, status == "done", result)
         return self.store.command(command_id)
+
+    # -- the host agent -------------------------------------------------------
+    def authenticate_host(self, token: str | None) -> Node:
+        if not token:
+            raise Unauthorized("host agent call without a token")
+        node = self.store.node_by_host_token_hash(hash_token(token))
+        if node is None:
+            raise Unauthorized("invalid host agent token (the node was reimaged since?)")
+        return node
+
+    def host_heartbeat(self, node: Node, body: dict[str, Any]) -> dict[str, Any]:
+        facts = body.get("facts")
+        if not isinstance(facts, dict):
+            raise InvalidInput("a host heartbeat needs a 'facts' object")
+        if node.host_lost:
+            self.store.record_event(node, "host", "host agent is back")
+        self.store.update_node(node.id, host_last_seen=self.c.clock(), host_facts=facts, host_lost=0)
+        if self.deploy is not None:
+            self.deploy.host_reported(node, facts)
+        return {"heartbeat_interval": self.c.settings.agent_host_heartbeat_interval}
 
     def queue_command(self, node: Node, kind: str) -> dict[str, Any]:
         if kind not in COMMANDS:

@@ -37,6 +37,7 @@ class Conductor:
         self._stop = threading.Event()
         self._reaper: threading.Thread | None = None
         self.resumers: list[Callable[[Node], None]] = []
+        self.periodic: list[Callable[[], None]] = []  # run with each deadline check
 
     # -- locking --------------------------------------------------------------
     def _lock_for(self, node_id: int) -> threading.Lock:
@@ -44,8 +45,12 @@ class Conductor:
             return self._locks.setdefault(node_id, threading.Lock())
 
     @contextmanager
-    def node_lock(self, node: Node, what: str) -> Iterator[None]:
-        """Exclusive access to one node, refused at once (NodeBusy) if someone holds it."""
+    def node_lock(self, node: Node, what: str, job: int | None = None) -> Iterator[None]:
+        """Exclusive access to one node, refused at once (NodeBusy) if someone holds it
+        or a job other than `job` has claimed it."""
+        claimed = self.store.get_node(str(node.id)).job_id
+        if claimed is not None and claimed != job:
+            raise NodeBusy(node=node.name, what=f"it is part of job {claimed} (see 'provisioner job {claimed}')")
         lock = self._lock_for(node.id)
         if not lock.acquire(blocking=False):
             raise NodeBusy(node=node.name, what=self._busy.get(node.id, "another operation"))
@@ -56,11 +61,12 @@ class Conductor:
             self._busy.pop(node.id, None)
             lock.release()
 
-    def submit(self, node: Node, what: str, fn: Callable[[Node], None]) -> Future[None]:
-        """Run fn(node) on a worker, holding the node's lock."""
+    def submit(self, node: Node, what: str, fn: Callable[[Node], None],
+               job: int | None = None) -> Future[None]:
+        """Run fn(node) on a worker, holding the node's lock (as part of `job`, if given)."""
         def run() -> None:
             try:
-                with self.node_lock(node, what):
+                with self.node_lock(node, what, job=job):
                     fn(self.store.get_node(str(node.id)))
             except NodeBusy as exc:
                 LOG.warning("node %s: %s skipped: %s", node.name, what, exc)
@@ -86,10 +92,11 @@ class Conductor:
 
     def _reap_loop(self) -> None:
         while not self._stop.wait(self.settings.timeouts_deadline_check):
-            try:
-                self.reap_deadlines()
-            except Exception:
-                LOG.exception("deadline check failed")
+            for check in [self.reap_deadlines, *self.periodic]:
+                try:
+                    check()
+                except Exception:
+                    LOG.exception("periodic check %s failed", getattr(check, "__name__", check))
 
     def reap_deadlines(self) -> list[str]:
         """Fail every in-progress node whose step deadline has passed; their names."""

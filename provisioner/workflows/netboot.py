@@ -24,7 +24,9 @@ class NetbootService:
         node = self.c.store.find_node_by_mac(mac)
         if node is None:
             raise NotFound(f"MAC {mac} is not enrolled")
-        if node.state in (State.INSPECTING, State.READY):
+        deploying = node.state == State.DEPLOYING and node.step in (
+            Step.SET_BOOT_DEVICE, Step.POWER_ON, Step.WAIT_AGENT, Step.WRITE_IMAGE)
+        if node.state in (State.INSPECTING, State.READY) or deploying:
             boot_id = node.boot_count + 1
             # A new boot into the maintenance image: the old token dies with the old boot.
             self.c.store.update_node(node.id, agent_token_hash=None, boot_count=boot_id)

@@ -15,7 +15,12 @@ LOG = logging.getLogger(__name__)
 
 
 def resolve_target(conductor: Conductor, target: str) -> list[Node]:
-    """Nodes named by `target`: a node name, id or MAC first, then a rack."""
+    """Nodes named by `target`: a node name, id or MAC first, then a rack, or `all`."""
+    if target == "all":
+        nodes = conductor.store.list_nodes()
+        if not nodes:
+            raise NotFound("no nodes enrolled yet")
+        return nodes
     try:
         return [conductor.store.get_node(target)]
     except NotFound:

@@ -1,0 +1,102 @@
+"""Resumable image download: stream over HTTP into a .part file, hashing as it goes;
+after a broken connection ask for the rest with a Range request; verify the sha256
+before the file may be used, and throw it away if it does not match."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Callable
+
+LOG = logging.getLogger("agent")
+CHUNK = 1 << 20
+
+
+class ChecksumMismatch(Exception):
+    pass
+
+
+class DownloadFailed(Exception):
+    pass
+
+
+def _hash_existing(path: Path, digest: "hashlib._Hash") -> int:
+    done = 0
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(CHUNK), b""):
+            digest.update(chunk)
+            done += len(chunk)
+    return done
+
+
+def fetch(url: str, dest: Path, *, sha256: str, size: int, token: str | None,
+          progress: Callable[[int, int], None] = lambda done, total: None,
+          attempts: int = 20, timeout: float = 30.0, sleep: Callable[[float], None] = time.sleep) -> int:
+    """Download url to dest (verified); the number of bytes transferred by this call."""
+    part = dest.with_name(dest.name + ".part")
+    digest = hashlib.sha256()
+    done = _hash_existing(part, digest) if part.exists() else 0
+    if done > size:
+        part.unlink()
+        digest, done = hashlib.sha256(), 0
+    if done:
+        LOG.info("agent: resuming %s at byte %d of %d", dest.name, done, size)
+    transferred = 0
+    failures = 0
+    with part.open("ab") as out:
+        while done < size:
+            headers = {"Range": f"bytes={done}-"} if done else {}
+            if token:
+                headers["X-Agent-Token"] = token
+            try:
+                with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
+                                            timeout=timeout) as resp:
+                    if done and resp.status != 206:
+                        raise DownloadFailed(f"server ignored the Range request (HTTP {resp.status})")
+                    last = time.monotonic()
+                    while True:
+                        chunk = resp.read(CHUNK)
+                        if not chunk:
+                            break
+                        out.write(chunk)
+                        digest.update(chunk)
+                        done += len(chunk)
+                        transferred += len(chunk)
+                        if time.monotonic() - last >= 2.0:
+                            progress(done, size)
+                            last = time.monotonic()
+            except urllib.error.HTTPError as exc:
+                if 400 <= exc.code < 500:
+                    raise DownloadFailed(f"{url}: HTTP {exc.code}") from exc
+                failures += 1
+            except (OSError, urllib.error.URLError) as exc:
+                failures += 1
+                LOG.warning("agent: download of %s broke at byte %d (%s)", dest.name, done, exc)
+            if done < size:
+                if failures >= attempts:
+                    raise DownloadFailed(f"{url}: gave up after {failures} broken connections at byte {done}")
+                out.flush()
+                sleep(min(2.0 * failures, 15.0))
+        out.flush()
+        os.fsync(out.fileno())
+    progress(done, size)
+    if done != size:
+        raise DownloadFailed(f"got {done} bytes, expected {size}")
+    actual = digest.hexdigest()
+    if actual != sha256:
+        part.unlink()
+        raise ChecksumMismatch(f"checksum mismatch: the image's sha256 is {actual}, expected {sha256}; "
+                               "the download was discarded")
+    os.replace(part, dest)
+    return transferred
+
+
+def verify(path: Path, sha256: str) -> bool:
+    digest = hashlib.sha256()
+    _hash_existing(path, digest)
+    return digest.hexdigest() == sha256

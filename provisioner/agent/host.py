@@ -1,0 +1,106 @@
+"""The host agent: runs on a deployed host, authenticates with the credential the deploy
+wrote to the data partition, and heartbeats with the host's facts (cores, memory, free
+disk, what it can run guests with)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from . import inventory
+from .api import AgentApi, AuthRejected, Refused
+
+LOG = logging.getLogger("agent")
+DISK = Path("/var/lib/provisioner/disk")
+
+
+def _first_line(cmd: list[str]) -> str | None:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.splitlines()[0].strip() if out.strip() else None
+
+
+def _running(name: str) -> bool:
+    for pid in Path("/proc").iterdir():
+        if pid.name.isdigit():
+            try:
+                if (pid / "comm").read_text().strip() == name:
+                    return True
+            except OSError:
+                continue
+    return False
+
+
+def facts(root: Path = Path("/"), disk: Path = DISK) -> dict[str, Any]:
+    cpu = inventory.cpu_info(root)
+    mem = inventory.memory_info(root)
+    free = {}
+    for label, path in (("root", root), ("data", disk)):
+        try:
+            st = os.statvfs(path)
+            free[label] = st.f_bavail * st.f_frsize
+        except OSError:
+            continue
+    state: dict[str, str] = {}
+    try:
+        for line in (disk / "state").read_text().splitlines():
+            key, _, value = line.partition("=")
+            state[key] = value
+    except OSError:
+        pass
+    return {
+        "cpu": cpu, "memory": mem, "disk_free_bytes": free,
+        "hypervisor": {"kvm": Path("/dev/kvm").exists(),
+                       "qemu": _first_line(["qemu-system-x86_64", "--version"]),
+                       "libvirtd": _running("libvirtd")},
+        "base_sha256": state.get("base"),
+        "kernel": os.uname().release,
+        "uptime_s": float((root / "proc/uptime").read_text().split()[0]) if (root / "proc/uptime").exists() else None,
+    }
+
+
+class HostAgent:
+    def __init__(self, api: AgentApi, collect: Callable[[], dict[str, Any]] = facts,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.api = api
+        self.collect = collect
+        self.sleep = sleep
+        self.interval = 10.0
+
+    def heartbeat_once(self) -> dict[str, Any]:
+        doc: dict[str, Any] = self.api.call("/v1/host/heartbeat", {"facts": self.collect()})
+        self.interval = float(doc.get("heartbeat_interval", self.interval))
+        return doc
+
+    def run(self, once: bool = False) -> None:
+        while True:
+            try:
+                self.heartbeat_once()
+            except (AuthRejected, Refused) as exc:
+                # A reimage replaces the credential; until then there is nothing to do but wait.
+                LOG.error("host agent: refused (%s); trying again in 30s", exc)
+                self.sleep(30)
+                continue
+            if once:
+                return
+            self.sleep(self.interval)
+
+
+def main(config: Path, once: bool = False) -> int:
+    try:
+        conf = json.loads(config.read_text())
+    except (OSError, ValueError) as exc:
+        LOG.error("host agent: cannot read %s: %s", config, exc)
+        return 2
+    api = AgentApi(conf["api"])
+    api.token = conf["token"]
+    LOG.info("host agent: reporting to %s", conf["api"])
+    HostAgent(api).run(once=once)
+    return 0

@@ -1,0 +1,189 @@
+"""Deploy: boot the node into the maintenance image, have its agent lay the base image
+and a fresh differencing layer down, switch the node to boot from its disk over IPMI,
+and wait for the host agent. Rollback is the same deploy with a base the disk already
+holds and `no_transfer`: the agent refuses to download anything."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+import uuid
+from typing import Any
+
+from ..errors import InvalidTransition, PowerError
+from ..images import Catalog, Image
+from ..models import BootDevice, Node, PowerAction
+from ..secrets import Secret
+from ..sshkeys import new_keypair, operator_key
+from ..states import ACTIVE_STEPS, Event, State, Step
+from .agent import hash_token
+from .engine import Conductor
+
+LOG = logging.getLogger(__name__)
+
+
+class DeployFlow:
+    def __init__(self, conductor: Conductor, catalog: Catalog) -> None:
+        self.c = conductor
+        self.catalog = catalog
+        conductor.resumers.append(self.resume)
+        conductor.periodic.append(self.mark_lost_hosts)
+
+    def _deadline(self, step: Step) -> float:
+        s = self.c.settings
+        seconds: float = {
+            Step.SET_BOOT_DEVICE: s.timeouts_power_on,
+            Step.POWER_ON: s.timeouts_power_on,
+            Step.WAIT_AGENT: s.timeouts_agent_boot,
+            Step.WRITE_IMAGE: s.timeouts_deploy_stall,
+            Step.BOOT_DISK: s.timeouts_power_on,
+            Step.WAIT_HOST: s.timeouts_host_boot,
+        }[step]
+        return self.c.clock() + seconds
+
+    def mark_lost_hosts(self) -> None:
+        """An active host whose agent has been silent too long is marked lost, once."""
+        limit = self.c.clock() - self.c.settings.agent_host_lost_after
+        for node in self.c.store.list_nodes():
+            if node.state == State.ACTIVE and not node.host_lost and node.host_last_seen is not None \
+                    and node.host_last_seen < limit:
+                self.c.store.update_node(node.id, host_lost=1)
+                self.c.store.record_event(node, "host", "host agent silent: lost, last seen "
+                                          + time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(node.host_last_seen)))
+                LOG.warning("node %s: host agent silent since %s", node.name, node.host_last_seen)
+
+    # -- operator side --------------------------------------------------------
+    def start(self, node: Node, image: Image, *, job: int | None = None, no_transfer: bool = False,
+              why: str = "deploy") -> Node:
+        with self.c.node_lock(node, f"starting {why}", job=job):
+            node = self.c.store.transition(node, Event.DEPLOY, step=Step.SET_BOOT_DEVICE,
+                                           deadline=self._deadline(Step.SET_BOOT_DEVICE),
+                                           message=f"{why}: {image.ref} (sha256 {image.sha256[:16]})")
+            self.c.store.update_node(node.id, agent_token_hash=None, deploy_sha256=image.sha256,
+                                     deploy_no_transfer=int(no_transfer))
+        self.c.submit(node, f"powering on for {why}", self._power_steps, job=job)
+        return node
+
+    def resume(self, node: Node) -> None:
+        if node.state == State.DEPLOYING and node.step in ACTIVE_STEPS:
+            work = self._boot_disk if node.step == Step.BOOT_DISK else self._power_steps
+            self.c.submit(node, "resuming deploy", work, job=node.job_id)
+
+    def _fail(self, node: Node, reason: str) -> None:
+        try:
+            self.c.store.transition(node, Event.FAIL, error=reason)
+        except InvalidTransition:
+            return
+        # A half-deployed machine must not boot from its disk: leave it off.
+        try:
+            self.c.power.apply(self.c.bmc(node), PowerAction.OFF)
+        except PowerError as exc:
+            LOG.warning("node %s: could not power off after a failed deploy: %s", node.name, exc)
+
+    def _power_steps(self, node: Node) -> None:
+        if node.state != State.DEPLOYING or node.step not in (Step.SET_BOOT_DEVICE, Step.POWER_ON):
+            return
+        bmc = self.c.bmc(node)
+        try:
+            if node.step != Step.SET_BOOT_DEVICE:
+                node = self.c.store.set_step(node, Step.SET_BOOT_DEVICE, self._deadline(Step.SET_BOOT_DEVICE),
+                                             expect_state=State.DEPLOYING, message="retrying after restart")
+            self.c.power.set_boot_device(bmc, BootDevice.NETWORK)
+            node = self.c.store.set_step(node, Step.POWER_ON, self._deadline(Step.POWER_ON),
+                                         expect_state=State.DEPLOYING,
+                                         message=f"one-time network boot set via IPMI {bmc.endpoint}")
+            power = self.c.power.apply(bmc, PowerAction.CYCLE)
+            self.c.store.update_node(node.id, power_state=power.value)
+            self.c.store.set_step(node, Step.WAIT_AGENT, self._deadline(Step.WAIT_AGENT),
+                                  expect_state=State.DEPLOYING, message=f"power cycled via IPMI {bmc.endpoint}")
+        except PowerError as exc:
+            self._fail(node, f"{node.step}: {exc}")
+        except InvalidTransition as exc:
+            LOG.info("node %s: deploy stopped: %s", node.name, exc)
+
+    # -- agent side -----------------------------------------------------------
+    def agent_ready(self, node: Node) -> None:
+        """The maintenance agent authenticated: hand it the deploy command."""
+        if node.state != State.DEPLOYING or node.deploy_sha256 is None:
+            return
+        if node.step == Step.WRITE_IMAGE and self.c.store.pending_commands(node):
+            return  # the same boot asked twice; the command is already queued
+        image = self.catalog.image_by_sha(node.deploy_sha256)
+        host_token = secrets.token_urlsafe(32)
+        host_key, host_key_pub = new_keypair(f"root@{node.name}")
+        _, operator_pub = operator_key(self.c.settings.data_dir)
+        keep = [s for s in (node.image_sha256, node.previous_image_sha256)
+                if s and s != image.sha256][:1]
+        args: dict[str, Any] = {
+            "image": {"sha256": image.sha256, "format": image.format, "size": image.size,
+                      "url": f"/v1/agent/images/{image.sha256}"},
+            "keep": keep, "previous": keep[0] if keep else None,
+            "no_transfer": node.deploy_no_transfer,
+            # The address is the one this boot got; the agent adds it from its kernel arguments.
+            "node": {"name": node.name, "mac": node.mac},
+            # api None: the host agent calls the address the maintenance agent used.
+            "host_agent": {"api": None, "token": host_token},
+            "ssh": {"host_key": host_key, "host_key_pub": host_key_pub, "authorized_keys": [operator_pub]},
+            "kernel_args": self.c.settings.boot_kernel_args,
+        }
+        for old in self.c.store.pending_commands(node):
+            self.c.store.set_command_status(old["id"], "superseded")
+        command = self.c.store.add_command(node, str(uuid.uuid4()), "deploy", self.c.box.seal(Secret(json.dumps(args))))
+        self.c.store.update_node(node.id, host_token_hash=hash_token(host_token), host_key=host_key_pub)
+        self.c.store.set_step(node, Step.WRITE_IMAGE, self._deadline(Step.WRITE_IMAGE),
+                              expect_state=State.DEPLOYING,
+                              message=f"deploy command {command['id']} queued: base {image.ref}")
+
+    def progress(self, node: Node, result: dict[str, Any]) -> None:
+        """The agent is still writing: push the stall deadline on."""
+        if node.state == State.DEPLOYING and node.step == Step.WRITE_IMAGE:
+            self.c.store.extend_deadline(node, self._deadline(Step.WRITE_IMAGE))
+
+    def written(self, node: Node, ok: bool, result: dict[str, Any]) -> None:
+        if node.state != State.DEPLOYING or node.step != Step.WRITE_IMAGE:
+            return
+        if not ok:
+            self._fail(node, f"write-image: {result.get('error', 'the agent reported a failure')}")
+            return
+        sha = node.deploy_sha256
+        previous = node.previous_image_sha256
+        if node.image_sha256 and node.image_sha256 != sha:
+            previous = node.image_sha256
+        self.c.store.update_node(node.id, image_sha256=sha, previous_image_sha256=previous)
+        how = "already on disk, layer reset" if result.get("reused") else "downloaded"
+        node = self.c.store.set_step(node, Step.BOOT_DISK, self._deadline(Step.BOOT_DISK),
+                                     expect_state=State.DEPLOYING,
+                                     message=f"image laid down on {result.get('disk')}: {how}, "
+                                             f"{result.get('transferred_bytes', 0)} bytes transferred")
+        self.c.submit(node, "switching to boot from disk", self._boot_disk, job=node.job_id)
+
+    def _boot_disk(self, node: Node) -> None:
+        if node.state != State.DEPLOYING or node.step != Step.BOOT_DISK:
+            return
+        bmc = self.c.bmc(node)
+        try:
+            self.c.power.set_boot_device(bmc, BootDevice.DISK)
+            power = self.c.power.apply(bmc, PowerAction.CYCLE)
+            self.c.store.update_node(node.id, power_state=power.value)
+            self.c.store.set_step(node, Step.WAIT_HOST, self._deadline(Step.WAIT_HOST),
+                                  expect_state=State.DEPLOYING,
+                                  message=f"boot from disk set and power cycled via IPMI {bmc.endpoint}")
+        except PowerError as exc:
+            self._fail(node, f"{node.step}: {exc}")
+        except InvalidTransition as exc:
+            LOG.info("node %s: deploy stopped: %s", node.name, exc)
+
+    def host_reported(self, node: Node, facts: dict[str, Any]) -> None:
+        if node.state != State.DEPLOYING or node.step not in (Step.BOOT_DISK, Step.WAIT_HOST):
+            return
+        booted = facts.get("base_sha256")
+        if booted and booted != node.image_sha256:
+            self._fail(node, f"wait-host: the host booted base {str(booted)[:16]}, "
+                             f"expected {str(node.image_sha256)[:16]}")
+            return
+        cpu = (facts.get("cpu") or {}).get("count")
+        mem = (facts.get("memory") or {}).get("usable_mib")
+        self.c.store.transition(node, Event.DONE, message=f"host agent reported: {cpu} CPUs, {mem} MiB, "
+                                f"kvm={'yes' if (facts.get('hypervisor') or {}).get('kvm') else 'no'}")

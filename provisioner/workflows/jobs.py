@@ -1,0 +1,221 @@
+"""Jobs: reimage or roll back many nodes, upgrade domain by upgrade domain. A job claims
+its nodes, runs each batch with bounded parallelism, lets a failed node fail alone, and
+stops before the next batch when a batch's failures pass the threshold. Jobs live in the
+database, so a restarted daemon carries a running job on without starting a node twice."""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import Conflict, InvalidInput, NotFound, ProvisionerError
+from ..images import Catalog, Image
+from ..models import Node
+from ..states import DEPLOYABLE, State
+from .deploy import DeployFlow
+from .engine import Conductor
+from .power import resolve_target
+
+LOG = logging.getLogger(__name__)
+
+
+def parse_limit(text: str | int | None, total: int, default: int, what: str) -> int:
+    """N or P% of `total` (at least 1 when a percentage is given)."""
+    if text is None or text == "":
+        return default
+    raw = str(text).strip()
+    try:
+        if raw.endswith("%"):
+            pct = float(raw[:-1])
+            if not 0 <= pct <= 100:
+                raise ValueError
+            return max(1, math.floor(total * pct / 100))
+        value = int(raw)
+        if value < 0:
+            raise ValueError
+        return value
+    except ValueError as exc:
+        raise InvalidInput(f"{what} must be a count (3) or a percentage (25%), not {raw!r}") from exc
+
+
+@dataclass(frozen=True)
+class Plan:
+    kind: str
+    target: str
+    image: Image | None
+    batches: list[list[Node]]
+    max_parallel: int
+    max_unavailable: int
+    max_failures: int
+    to_previous: bool
+
+    def doc(self) -> dict[str, Any]:
+        return {"kind": self.kind, "target": self.target,
+                "image": None if self.image is None else {"ref": self.image.ref, "sha256": self.image.sha256},
+                "max_parallel": self.max_parallel, "max_unavailable": self.max_unavailable,
+                "max_failures": self.max_failures, "to_previous": self.to_previous,
+                "batches": [[n.name for n in batch] for batch in self.batches]}
+
+
+class JobRunner:
+    def __init__(self, conductor: Conductor, deploy: DeployFlow, catalog: Catalog) -> None:
+        self.c = conductor
+        self.deploy = deploy
+        self.catalog = catalog
+        self._threads: dict[int, threading.Thread] = {}
+        self.poll = 1.0
+
+    # -- planning -------------------------------------------------------------
+    def upgrade_domain(self, node: Node, rack_nodes: list[Node]) -> int:
+        if node.upgrade_domain is not None:
+            return node.upgrade_domain
+        names = sorted(n.name for n in rack_nodes)
+        return names.index(node.name) % max(1, self.c.settings.reimage_upgrade_domains)
+
+    def plan(self, kind: str, target: str, image_ref: str | None = None, *, max_parallel: Any = None,
+             max_unavailable: Any = None, max_failures: Any = None, to_previous: bool = False) -> Plan:
+        nodes = resolve_target(self.c, target)
+        wrong = [f"{n.name} ({n.state})" for n in nodes if n.state not in DEPLOYABLE]
+        if wrong:
+            raise Conflict(f"cannot {kind} {', '.join(wrong)}: a node must be ready, active or deploy-failed")
+        image: Image | None = None
+        if kind == "reimage":
+            if image_ref:
+                image = self.catalog.resolve(image_ref)
+            else:
+                current = {n.image_sha256 for n in nodes}
+                if len(current) != 1 or None in current:
+                    raise InvalidInput("say which image: --image NAME[:VERSION] "
+                                       "(the nodes do not all run the same one)")
+                image = self.catalog.image_by_sha(str(current.pop()))
+        else:
+            missing = [n.name for n in nodes if not (n.previous_image_sha256 if to_previous else n.image_sha256)]
+            if missing:
+                what = "no previous image" if to_previous else "never been deployed"
+                raise Conflict(f"cannot roll back {', '.join(missing)}: {what}")
+        total = len(nodes)
+        parallel = parse_limit(max_parallel, total, self.c.settings.server_workers, "--max-parallel") or 1
+        unavailable = parse_limit(max_unavailable, total, max(1, total // 2), "--max-unavailable") or 1
+        failures = parse_limit(max_failures, total, 0, "--max-failures")
+        racks: dict[str, list[Node]] = {}
+        for n in self.c.store.list_nodes():
+            racks.setdefault(n.rack, []).append(n)
+        domains: dict[int, list[Node]] = {}
+        for n in nodes:
+            domains.setdefault(self.upgrade_domain(n, racks[n.rack]), []).append(n)
+        batches: list[list[Node]] = []
+        for ud in sorted(domains):
+            members = sorted(domains[ud], key=lambda n: (n.rack, n.name))
+            batches += [members[i:i + unavailable] for i in range(0, len(members), unavailable)]
+        return Plan(kind, target, image, batches, parallel, unavailable, failures, to_previous)
+
+    # -- running --------------------------------------------------------------
+    def start(self, plan: Plan) -> int:
+        options = plan.doc()
+        options["image_sha256"] = plan.image.sha256 if plan.image else None
+        members = [(n.id, i) for i, batch in enumerate(plan.batches) for n in batch]
+        job_id = self.c.store.create_job(plan.kind, plan.target, options, members)
+        LOG.info("job %d: %s %s, %d nodes in %d batches", job_id, plan.kind, plan.target, len(members),
+                 len(plan.batches))
+        self._spawn(job_id)
+        return job_id
+
+    def resume(self) -> None:
+        for job in self.c.store.jobs(running_only=True):
+            LOG.info("job %d: resuming after a daemon restart", job["id"])
+            self._spawn(int(job["id"]))
+
+    def abort(self, job_id: int | None = None) -> dict[str, Any]:
+        running = self.c.store.jobs(running_only=True)
+        if job_id is None:
+            if not running:
+                raise NotFound("no job is running")
+            job_id = int(running[-1]["id"])
+        self.c.store.request_abort(job_id)
+        return self.c.store.job(job_id)
+
+    def _spawn(self, job_id: int) -> None:
+        thread = threading.Thread(target=self._run, args=(job_id,), name=f"job-{job_id}", daemon=True)
+        self._threads[job_id] = thread
+        thread.start()
+
+    def _run(self, job_id: int) -> None:
+        try:
+            status = self._batches(job_id)
+        except Exception:
+            LOG.exception("job %d crashed", job_id)
+            status = "failed"
+        self.c.store.end_job(job_id, status)
+        LOG.info("job %d: %s", job_id, status)
+
+    def _batches(self, job_id: int) -> str:
+        job = self.c.store.job(job_id)
+        options = job["options"]
+        by_batch: dict[int, list[dict[str, Any]]] = {}
+        for member in job["nodes"]:
+            by_batch.setdefault(int(member["batch"]), []).append(member)
+        for batch in sorted(by_batch):
+            if self.c.store.job(job_id)["abort"]:
+                return "aborted"
+            members = by_batch[batch]
+            with ThreadPoolExecutor(max_workers=max(1, int(options["max_parallel"])),
+                                    thread_name_prefix=f"job-{job_id}") as pool:
+                outcomes = list(pool.map(lambda m: self._one(job_id, m, options), members))
+            failed = outcomes.count("failed")
+            if failed > int(options["max_failures"]):
+                LOG.warning("job %d: batch %d had %d failures (threshold %s): stopping", job_id, batch, failed,
+                            options["max_failures"])
+                return "stopped" if batch != max(by_batch) else "failed"
+        final = [m["status"] for m in self.c.store.job(job_id)["nodes"]]
+        return "done" if all(s == "done" for s in final) else "failed"
+
+    def _one(self, job_id: int, member: dict[str, Any], options: dict[str, Any]) -> str:
+        node_id = int(member["node_id"])
+        if member["status"] in ("done", "failed", "skipped"):
+            return str(member["status"])
+        node = self.c.store.get_node(str(node_id))
+        # Pending but deploying: the daemon died between starting it and noting that.
+        if member["status"] == "pending" and node.state != State.DEPLOYING:
+            if self.c.store.job(job_id)["abort"]:
+                self.c.store.set_job_node(job_id, node_id, "skipped", "job aborted")
+                return "skipped"
+            try:
+                if options["kind"] == "rollback":
+                    sha = node.previous_image_sha256 if options["to_previous"] else node.image_sha256
+                    image = self.catalog.image_by_sha(str(sha))
+                    why = "rollback to previous" if options["to_previous"] else "rollback"
+                    self.deploy.start(node, image, job=job_id, no_transfer=True, why=why)
+                else:
+                    image = self.catalog.image_by_sha(str(options["image_sha256"]))
+                    self.deploy.start(node, image, job=job_id, why="reimage")
+                self.c.store.set_job_node(job_id, node_id, "running", f"{options['kind']} started")
+            except ProvisionerError as exc:
+                self.c.store.set_job_node(job_id, node_id, "failed", str(exc))
+                return "failed"
+        # Running (now or before a restart): wait for the node to leave deploying.
+        while True:
+            node = self.c.store.get_node(str(node_id))
+            if node.state != State.DEPLOYING:
+                break
+            time.sleep(self.poll)
+        if node.state == State.ACTIVE:
+            transferred = self._transferred(node)
+            self.c.store.set_job_node(job_id, node_id, "done", "active", transferred)
+            return "done"
+        self.c.store.set_job_node(job_id, node_id, "failed", node.last_error or f"ended {node.state}")
+        return "failed"
+
+    def _transferred(self, node: Node) -> int | None:
+        for event in reversed(self.c.store.events(node)):
+            message = event.get("message") or ""
+            if "bytes transferred" in message:
+                try:
+                    return int(message.rsplit(", ", 1)[-1].split()[0])
+                except ValueError:
+                    return None
+        return None
