@@ -7,7 +7,8 @@ import http.client
 import json
 import socket
 import urllib.parse
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 from . import errors
 from .errors import DaemonUnavailable, ProvisionerError
@@ -57,17 +58,51 @@ class Client:
             raise DaemonUnavailable(url=self.api) from exc
         finally:
             conn.close()
+        return self._decode(resp.status, raw)
+
+    @staticmethod
+    def _decode(status: int, raw: bytes) -> Any:
         try:
             doc = json.loads(raw) if raw else {}
         except ValueError:
             doc = {"error": {"type": "ProvisionerError", "message": raw.decode(errors="replace")[:200]}}
-        if resp.status >= 400:
+        if status >= 400:
             err = doc.get("error", {}) if isinstance(doc, dict) else {}
             kind = getattr(errors, str(err.get("type")), None)
             if not (isinstance(kind, type) and issubclass(kind, ProvisionerError)):
                 kind = ProvisionerError
-            raise kind(str(err.get("message") or f"HTTP {resp.status}"))
+            raise kind(str(err.get("message") or f"HTTP {status}"))
         return doc
+
+    def upload(self, path: str, file: Path, progress: Callable[[int, int], None]) -> Any:
+        """PUT a file as the body, streamed, telling progress as it goes."""
+        size = file.stat().st_size
+        headers = {"Accept": "application/json", "Content-Type": "application/octet-stream",
+                   "Content-Length": str(size)}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        conn = self._connection()
+        try:
+            conn.putrequest("PUT", path)
+            for key, value in headers.items():
+                conn.putheader(key, value)
+            conn.endheaders()
+            sent = 0
+            try:
+                with file.open("rb") as fh:
+                    for chunk in iter(lambda: fh.read(1 << 20), b""):
+                        conn.send(chunk)
+                        sent += len(chunk)
+                        progress(sent, size)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the daemon refused early; its answer says why
+            resp = conn.getresponse()
+            raw = resp.read()
+        except (OSError, http.client.HTTPException) as exc:
+            raise DaemonUnavailable(url=self.api) from exc
+        finally:
+            conn.close()
+        return self._decode(resp.status, raw)
 
     def get(self, path: str) -> Any:
         return self.request("GET", path)

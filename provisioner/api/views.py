@@ -34,5 +34,7 @@ def hardware_summary(inventory: dict[str, Any] | None) -> dict[str, Any] | None:
 def node_view(node: Node, lost_after: float) -> dict[str, Any]:
     doc = node.public()
     doc["agent"] = agent_status(node, lost_after)
+    if node.host_last_seen is not None:
+        doc["agent"] = "host lost" if node.host_lost else "host alive"
     doc["hardware"] = hardware_summary(node.inspection)
     return doc

@@ -13,7 +13,7 @@ from typing import Sequence
 from .. import __version__, config
 from ..client import Client
 from ..errors import ProvisionerError
-from . import commands
+from . import commands, fleet
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="provisioner",
         description="Bare-metal provisioning: enroll machines by MAC, power them over IPMI, "
-                    "network-boot them into a maintenance image and inspect them.")
+                    "network-boot them into a maintenance image and inspect them, lay host images down "
+                    "with a differencing layer, roll them back, reimage racks by upgrade domain.")
     parser.add_argument("--version", action="version", version=f"provisioner {__version__}")
     parser.add_argument("--config", help="TOML config file (default /etc/provisioner/provisioner.toml)")
     parser.add_argument("--api", help="daemon address: http://HOST:PORT or unix:///PATH "
@@ -70,6 +71,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", help="node name, MAC, or rack")
 
     sub.add_parser("discovered", help="unknown MACs that asked for DHCP (dhcp.unknown_macs = discover)")
+
+    p = sub.add_parser("image", help="the image catalog: import, list, show, remove")
+    img = p.add_subparsers(dest="image_command", metavar="ACTION", required=True)
+    imp = img.add_parser("import", help="import a qcow2, raw, VHD or VHDX file or URL (inspected first)")
+    imp.add_argument("source", metavar="FILE_OR_URL")
+    imp.add_argument("--name", required=True, help="catalog name, e.g. host")
+    imp.add_argument("--version", help="version label (default: the next number)")
+    imp.add_argument("--format", choices=("qcow2", "raw", "vhd", "vhdx"),
+                     help="the format the file must be (default: from its extension)")
+    img.add_parser("list", help="every image and version")
+    for name, text in (("show", "one image"), ("remove", "remove an image no node uses")):
+        one = img.add_parser(name, help=text)
+        one.add_argument("ref", metavar="NAME[:VERSION]")
+
+    p = sub.add_parser("reimage", help="lay a host image down on nodes, upgrade domain by upgrade domain")
+    p.add_argument("target", nargs="?", help="a node, a rack (rack-3) or all")
+    p.add_argument("--image", metavar="NAME[:VERSION]", help="default: the image the nodes run now")
+    p.add_argument("--max-parallel", metavar="N", help="nodes worked on at once (default 8)")
+    p.add_argument("--max-unavailable", metavar="N|P%", help="nodes down at once, per batch (default 50%%)")
+    p.add_argument("--max-failures", metavar="N|P%",
+                   help="failures a batch may have before the next batches are stopped (default 0)")
+    p.add_argument("--dry-run", action="store_true", help="show the plan only")
+    p.add_argument("--no-wait", action="store_true", help="start the job and return")
+    p.add_argument("--abort", action="store_true", help="stop the running job before its next node")
+
+    p = sub.add_parser("rollback", help="discard hosts' differencing layers: back to the pristine base")
+    p.add_argument("target", help="a node, a rack or all")
+    p.add_argument("--to-previous", action="store_true", help="back to the image before the last reimage")
+    p.add_argument("--max-parallel", metavar="N")
+    p.add_argument("--max-unavailable", metavar="N|P%")
+    p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--no-wait", action="store_true")
+
+    p = sub.add_parser("job", help="reimage and rollback jobs: all, or one in detail")
+    p.add_argument("job", nargs="?", type=int)
 
     p = sub.add_parser("lab", help="the virtual lab: namespace, libvirtd, PXE domains, virtual BMCs")
     lab = p.add_subparsers(dest="lab_command", metavar="ACTION", required=True)
@@ -127,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "lab":
             from ..lab import cli as lab_cli
             return lab_cli.run(args)
-        handler = getattr(commands, f"cmd_{args.command}")
+        handler = getattr(commands, f"cmd_{args.command}", None) or getattr(fleet, f"cmd_{args.command}")
         return int(handler(_client(settings), args))
     except ProvisionerError as exc:
         sys.stderr.write(f"error: {exc}\n")

@@ -31,14 +31,14 @@ def _gib(n: int | None) -> str:
 
 
 def node_rows(nodes: Iterable[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
-    headers = ["name", "mac", "rack", "state", "power", "cpus", "memory", "disk", "firmware", "agent"]
+    headers = ["name", "mac", "rack", "state", "power", "cpus", "memory", "disk", "image", "agent"]
     rows = []
     for n in nodes:
         hw = n.get("hardware") or {}
         state = n["state"] + (f" ({n['step']})" if n.get("step") else "")
         mem = hw.get("memory_mib")
         rows.append([n["name"], n["mac"], n["rack"], state, n.get("power_state"), hw.get("cpus"),
-                     f"{mem} MiB" if mem else "", _gib(hw.get("disk_bytes")), hw.get("firmware"),
+                     f"{mem} MiB" if mem else "", _gib(hw.get("disk_bytes")), (n.get("image_sha256") or "")[:12],
                      n.get("agent")])
     return headers, rows
 

@@ -1,0 +1,219 @@
+"""CLI commands for images, reimage, rollback and jobs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+from ..client import Client
+from ..errors import InvalidInput
+from ..models import validate_name
+from .fetch import fetch
+from .output import print_json, table, timestamp
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return ""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n = n / 1024  # type: ignore[assignment]
+    return str(n)
+
+
+class Progress:
+    """One line rewritten in place on a terminal; a line every 10% otherwise."""
+
+    def __init__(self, label: str, quiet: bool) -> None:
+        self.label = label
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self.last = -1
+        self.started = time.monotonic()
+
+    def __call__(self, done: int, total: int | None) -> None:
+        if self.quiet:
+            return
+        pct = int(done * 100 / total) if total else -1
+        if not self.tty and (pct // 10 == self.last // 10 and done != total):
+            return
+        self.last = pct
+        rate = done / max(time.monotonic() - self.started, 1e-6)
+        text = f"{self.label}: {_size(done)}" + (f" of {_size(total)} ({pct}%)" if total else "") + \
+               f", {_size(int(rate))}/s"
+        sys.stderr.write(("\r" + text + "\033[K") if self.tty else text + "\n")
+        sys.stderr.flush()
+
+    def end(self) -> None:
+        if not self.quiet and self.tty:
+            sys.stderr.write("\n")
+
+
+def cmd_image(client: Client, args: argparse.Namespace) -> int:
+    action = args.image_command
+    if action == "import":
+        validate_name(args.name, "image name")
+        source = args.source
+        if source.startswith(("http://", "https://")):
+            bar = Progress("downloading", args.json)
+            path = fetch(source, bar)
+            bar.end()
+        else:
+            path = Path(source)
+            if not path.is_file():
+                raise InvalidInput(f"{source}: no such file")
+        query = {"name": args.name, "filename": Path(urllib.parse.urlsplit(source).path).name or path.name,
+                 "source": source}
+        if args.version:
+            query["version"] = args.version
+        if args.format:
+            query["format"] = args.format
+        bar = Progress("uploading", args.json)
+        doc = client.upload("/v1/images?" + urllib.parse.urlencode(query), path, bar)
+        bar.end()
+        if args.json:
+            print_json(doc)
+        else:
+            print(f"imported {doc['ref']}: {doc['format']}, {_size(doc['size'])} "
+                  f"({_size(doc['virtual_size'])} virtual), sha256 {doc['sha256']}"
+                  + ("" if doc.get("stored_new_bytes") else " (same bytes as an image already stored)"))
+        return 0
+    if action == "list":
+        docs = client.get("/v1/images")["images"]
+        if args.json:
+            print_json(docs)
+            return 0
+        table(["name", "version", "format", "size", "virtual", "sha256", "imported", "used by"],
+              [[d["name"], d["version"], d["format"], _size(d["size"]), _size(d["virtual_size"]),
+                d["sha256"][:16], timestamp(d["created_at"]), ", ".join(d["used_by"])] for d in docs])
+        return 0
+    ref = urllib.parse.quote(args.ref, safe="")
+    if action == "show":
+        doc = client.get(f"/v1/images/{ref}")
+        if args.json:
+            print_json(doc)
+            return 0
+        for key in ("ref", "format", "sha256", "source"):
+            print(f"{key + ':':10} {doc[key]}")
+        print(f"{'size:':10} {_size(doc['size'])} ({_size(doc['virtual_size'])} virtual)")
+        print(f"{'imported:':10} {timestamp(doc['created_at'])}")
+        print(f"{'versions:':10} {', '.join(doc['versions'])}")
+        print(f"{'used by:':10} {', '.join(doc['used_by']) or '-'}")
+        return 0
+    doc = client.delete(f"/v1/images/{ref}")
+    print_json(doc) if args.json else print(f"removed {doc['removed']}")
+    return 0
+
+
+def _job_rows(job: dict[str, Any]) -> list[list[Any]]:
+    rows = []
+    for m in job["nodes"]:
+        detail = m.get("message") or ""
+        if m["status"] == "running" and m.get("step"):
+            detail = m["step"]
+        if m["status"] == "failed":
+            detail = m.get("message") or m.get("last_error") or ""
+        took = f"{m['ended_at'] - m['started_at']:.0f}s" if m.get("ended_at") and m.get("started_at") else ""
+        rows.append([m["batch"] + 1, m["name"], m["rack"], m["status"], detail,
+                     "" if m.get("bytes") is None else _size(m["bytes"]), took])
+    return rows
+
+
+def show_plan(plan: dict[str, Any]) -> None:
+    image = plan.get("image")
+    print(f"{plan['kind']} {plan['target']}" + (f" to {image['ref']} ({image['sha256'][:16]})" if image else
+                                               (" to the previous image" if plan.get("to_previous") else
+                                                " to each node's current image")))
+    print(f"  {sum(len(b) for b in plan['batches'])} nodes in {len(plan['batches'])} batches "
+          f"(upgrade domains), at most {plan['max_unavailable']} down at once, {plan['max_parallel']} in "
+          f"parallel, stop after a batch with more than {plan['max_failures']} failures")
+    for i, batch in enumerate(plan["batches"], start=1):
+        print(f"  batch {i}: {', '.join(batch)}")
+
+
+def follow(client: Client, job: dict[str, Any], as_json: bool) -> int:
+    """Print each node's progress as it changes until the job ends; exit 0 only if all came back."""
+    seen: dict[str, str] = {}
+    started = time.monotonic()
+    while True:
+        for m in job["nodes"]:
+            line = f"{m['status']} {m.get('step') or ''} {m.get('message') or ''}"
+            if not as_json and seen.get(m["name"]) != line:
+                seen[m["name"]] = line
+                what = m["step"] if m["status"] == "running" and m.get("step") else (
+                    m.get("message") or m.get("last_error") or "")
+                print(f"[{time.monotonic() - started:6.1f}s] {m['name']:<16} {m['status']:<8} {what}", flush=True)
+        if job["status"] != "running":
+            break
+        time.sleep(1.0)
+        job = client.get(f"/v1/jobs/{job['id']}")
+    if as_json:
+        print_json(job)
+    else:
+        counts: dict[str, int] = {}
+        for m in job["nodes"]:
+            counts[m["status"]] = counts.get(m["status"], 0) + 1
+        print()
+        table(["batch", "node", "rack", "result", "detail", "transferred", "took"], _job_rows(job))
+        print(f"\njob {job['id']} {job['status']}: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    return 0 if job["status"] == "done" else 1
+
+
+def _run_job(client: Client, args: argparse.Namespace, path: str, body: dict[str, Any]) -> int:
+    plan = client.post(path, {**body, "dry_run": True})
+    if not args.json:
+        show_plan(plan)
+    if args.dry_run:
+        if args.json:
+            print_json(plan)
+        return 0
+    job = client.post(path, body)
+    if not args.json:
+        print(f"job {job['id']} started ('provisioner reimage --abort' stops it between nodes)\n")
+    if args.no_wait:
+        print_json(job) if args.json else None
+        return 0
+    return follow(client, job, args.json)
+
+
+def cmd_reimage(client: Client, args: argparse.Namespace) -> int:
+    if args.abort:
+        job = client.post("/v1/jobs/abort", {})
+        print_json(job) if args.json else print(f"job {job['id']}: abort requested; nodes already being "
+                                                "reimaged finish, no new node starts")
+        return 0
+    if not args.target:
+        raise InvalidInput("say what to reimage: a node, a rack (rack-3) or all")
+    body = {"target": args.target, "image": args.image, "max_parallel": args.max_parallel,
+            "max_unavailable": args.max_unavailable, "max_failures": args.max_failures}
+    return _run_job(client, args, "/v1/reimage", body)
+
+
+def cmd_rollback(client: Client, args: argparse.Namespace) -> int:
+    body = {"target": args.target, "to_previous": args.to_previous, "max_parallel": args.max_parallel,
+            "max_unavailable": args.max_unavailable}
+    return _run_job(client, args, "/v1/rollback", body)
+
+
+def cmd_job(client: Client, args: argparse.Namespace) -> int:
+    if args.job is None:
+        jobs = client.get("/v1/jobs")["jobs"]
+        if args.json:
+            print_json(jobs)
+            return 0
+        table(["id", "kind", "target", "status", "nodes", "started", "ended"],
+              [[j["id"], j["kind"], j["target"], j["status"], len(j["nodes"]), timestamp(j["created_at"]),
+                timestamp(j["ended_at"])] for j in jobs])
+        return 0
+    job = client.get(f"/v1/jobs/{args.job}")
+    if args.json:
+        print_json(job)
+        return 0
+    print(f"job {job['id']}: {job['kind']} {job['target']}, {job['status']}")
+    table(["batch", "node", "rack", "result", "detail", "transferred", "took"], _job_rows(job))
+    return 0
