@@ -114,6 +114,7 @@ def build(out: Path, force: bool = False) -> dict:
         (etc / "hostname").write_text("provisioner-host\n")
         (etc / "nsswitch.conf").write_text("passwd: files\ngroup: files\nshadow: files\nhosts: files\n")
         (etc / "hosts").write_text("127.0.0.1 localhost\n")
+        (etc / "mtab").symlink_to("/proc/mounts")
         (etc / "ssh").mkdir(exist_ok=True)
         shutil.copy2(HERE / "etc/sshd_config", etc / "ssh/sshd_config")
         shutil.copy2(HERE / "etc/inittab", etc / "inittab")

@@ -61,6 +61,7 @@ def build(out: Path, force: bool = False) -> dict:
         os.chmod(root / "etc/udhcpc.script", 0o755)
         (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
         (root / "etc/group").write_text("root:x:0:\n")
+        (root / "etc/mtab").symlink_to("/proc/mounts")  # mke2fs asks it what is mounted
         # Binaries, the agent on Debian's python, the libraries both need, and drivers.
         elf = add_binaries(root, recipe["binaries"])
         elf += add_python(root, recipe["python_extra_modules"])

@@ -22,6 +22,10 @@ LOG = logging.getLogger("agent")
 BOOT_LABEL = "provboot"
 DATA_LABEL = "provdata"
 MBR = Path("/usr/lib/EXTLINUX/mbr.bin")
+# Full paths: the image's busybox has applets of the same names that take other options.
+MKE2FS = "/usr/sbin/mke2fs"
+SFDISK = "/usr/sbin/sfdisk"
+CHATTR = "/usr/bin/chattr"
 
 
 class DiskError(Exception):
@@ -35,7 +39,8 @@ def sh(*cmd: str, cwd: Path | None = None) -> str:
         raise DiskError(f"{cmd[0]} is not in this image") from exc
     if proc.returncode != 0:
         detail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
-        raise DiskError(f"{' '.join(cmd[:3])}: {detail[-1] if detail else f'exit {proc.returncode}'}")
+        LOG.error("agent: %s failed (exit %d): %s", " ".join(cmd), proc.returncode, " | ".join(detail)[:2000])
+        raise DiskError(f"{' '.join(cmd[:3])}: {detail[0] if detail else f'exit {proc.returncode}'}")
     return proc.stdout
 
 
@@ -85,20 +90,23 @@ def create_layout(disk: str, boot_mib: int = 128) -> None:
     """Partition and format the disk (everything on it is lost)."""
     LOG.info("agent: partitioning %s (provboot %d MiB, provdata the rest)", disk, boot_mib)
     script = f"label: dos\n,{boot_mib}MiB,L,*\n,,L\n"
-    proc = subprocess.run(["sfdisk", "--quiet", "--wipe", "always", disk], input=script,
+    proc = subprocess.run([SFDISK, "--quiet", "--wipe", "always", disk], input=script,
                           capture_output=True, text=True)
     if proc.returncode != 0:
         raise DiskError(f"sfdisk {disk}: {proc.stderr.strip()}")
     for n in (1, 2):
         _wait_for(partition(disk, n))
-    sh("mke2fs", "-q", "-F", "-t", "ext2", "-L", BOOT_LABEL, partition(disk, 1))
-    sh("mke2fs", "-q", "-F", "-t", "ext4", "-L", DATA_LABEL, "-E", "lazy_itable_init=1,lazy_journal_init=1",
+    sh(MKE2FS, "-q", "-F", "-t", "ext2", "-L", BOOT_LABEL, partition(disk, 1))
+    sh(MKE2FS, "-q", "-F", "-t", "ext4", "-L", DATA_LABEL, "-E", "lazy_itable_init=1,lazy_journal_init=1",
        partition(disk, 2))
 
 
 @contextmanager
 def mounted(device: str, where: Path, fstype: str, options: str = "rw") -> Iterator[Path]:
     where.mkdir(parents=True, exist_ok=True)
+    # Debian's ext4 driver serves ext2 too; the maintenance image loads drivers on demand.
+    for module in ("crc32c_generic", "ext4"):
+        subprocess.run(["modprobe", "-q", module], check=False)
     sh("mount", "-t", fstype, "-o", options, device, str(where))
     try:
         yield where
@@ -108,7 +116,7 @@ def mounted(device: str, where: Path, fstype: str, options: str = "rw") -> Itera
 
 
 def set_immutable(path: Path, on: bool) -> None:
-    sh("chattr", "+i" if on else "-i", str(path))
+    sh(CHATTR, "+i" if on else "-i", str(path))
 
 
 @contextmanager

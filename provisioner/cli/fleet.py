@@ -146,7 +146,7 @@ def follow(client: Client, job: dict[str, Any], as_json: bool) -> int:
             if not as_json and seen.get(m["name"]) != line:
                 seen[m["name"]] = line
                 what = m["step"] if m["status"] == "running" and m.get("step") else (
-                    m.get("message") or m.get("last_error") or "")
+                    m.get("message") or (m.get("last_error") if m["status"] == "failed" else "") or "")
                 print(f"[{time.monotonic() - started:6.1f}s] {m['name']:<16} {m['status']:<8} {what}", flush=True)
         if job["status"] != "running":
             break

@@ -194,7 +194,13 @@ class Lab:
             "[power]\n"
             "min_interval = 0.5\n"
             "[timeouts]\n"
-            "agent_boot = 900\n")
+            "agent_boot = 900\n"
+            "# A lab node's agent reports progress every few seconds; silence means it is gone.\n"
+            "deploy_stall = 60\n"
+            "host_boot = 300\n"
+            "[agent]\n"
+            "host_heartbeat_interval = 5\n"
+            "host_lost_after = 20\n")
         return path
 
     def _start_daemon(self) -> int:
