@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 LAB_INVENTORY := /var/lib/provisioner-lab/inventory.yaml
 
-.PHONY: setup demo test test-unit test-functional test-lab maintenance-image bench lab-down clean
+.PHONY: setup demo test test-unit test-functional test-lab maintenance-image host-image bench lab-down clean
 
 setup: $(VENV)/.installed
 	@.ci/install-debian-packages
@@ -20,6 +20,9 @@ $(VENV)/.installed: pyproject.toml
 
 maintenance-image: setup
 	$(SUDO) $(PY) images/maintenance/build.py --out build/boot/maintenance
+
+host-image: setup
+	$(SUDO) $(PY) images/host/build.py --out build/images/host
 
 # The main job in the virtual lab: lab up, enroll every node, show them ready.
 demo: maintenance-image
@@ -40,7 +43,7 @@ test-unit: setup
 test-functional: setup
 	$(SUDO) $(PY) -m pytest -q tests/functional
 
-test-lab: maintenance-image
+test-lab: maintenance-image host-image
 	$(SUDO) $(PY) -m pytest -q tests/lab
 
 bench: maintenance-image

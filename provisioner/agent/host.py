@@ -55,8 +55,15 @@ def facts(root: Path = Path("/"), disk: Path = DISK) -> dict[str, Any]:
             state[key] = value
     except OSError:
         pass
+    network: dict[str, str] = {}
+    try:
+        for line in (disk / "node/network").read_text().splitlines():
+            key, _, value = line.partition("=")
+            network[key.lower()] = value
+    except OSError:
+        pass
     return {
-        "cpu": cpu, "memory": mem, "disk_free_bytes": free,
+        "cpu": cpu, "memory": mem, "disk_free_bytes": free, "address": network.get("ip"),
         "hypervisor": {"kvm": Path("/dev/kvm").exists(),
                        "qemu": _first_line(["qemu-system-x86_64", "--version"]),
                        "libvirtd": _running("libvirtd")},

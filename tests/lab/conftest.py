@@ -66,3 +66,12 @@ def lab():
 @pytest.fixture(scope="module")
 def uefi_lab():
     yield from _lab(nodes=1, racks=1, memory_mib=2048, vcpus=2, disk_gib=20, uefi=True)
+
+
+@pytest.fixture(scope="module")
+def host_lab():
+    """One BIOS node, enrolled to ready, with the host image in the catalog (two versions)."""
+    for handle in _lab(nodes=1, racks=1, memory_mib=2048, vcpus=2, disk_gib=20):
+        code, out, err = handle.cli("enroll", "--from", str(handle.lab.inventory_file))
+        assert code == 0, out + err
+        yield handle
