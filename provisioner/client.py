@@ -32,6 +32,12 @@ class Client:
         self.token = token
         self.timeout = timeout
 
+    def _headers(self) -> dict[str, str]:
+        headers = {"Accept": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        return headers
+
     def _connection(self) -> http.client.HTTPConnection:
         url = urllib.parse.urlsplit(self.api)
         if url.scheme == "unix":
@@ -42,13 +48,11 @@ class Client:
         raise errors.ConfigError(f"API address {self.api!r} must start with http:// or unix://")
 
     def request(self, method: str, path: str, body: Any = None) -> Any:
-        headers = {"Accept": "application/json"}
         data = None
+        headers = self._headers()
         if body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
         conn = self._connection()
         try:
             conn.request(method, path, body=data, headers=headers)
@@ -77,10 +81,7 @@ class Client:
     def upload(self, path: str, file: Path, progress: Callable[[int, int], None]) -> Any:
         """PUT a file as the body, streamed, telling progress as it goes."""
         size = file.stat().st_size
-        headers = {"Accept": "application/json", "Content-Type": "application/octet-stream",
-                   "Content-Length": str(size)}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
+        headers = {**self._headers(), "Content-Type": "application/octet-stream", "Content-Length": str(size)}
         conn = self._connection()
         try:
             conn.putrequest("PUT", path)

@@ -4,7 +4,6 @@ an optional TOML file, PROVISIONER_* environment variables and command-line flag
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import tomllib
 from dataclasses import dataclass, field, fields

@@ -14,7 +14,6 @@ scripts, the agent's code, or a package version).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -27,9 +26,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from rootfs import (REPO, BuildError, add_binaries, add_libs, add_modules, add_python,  # noqa: E402
-                    copy_file,
-                    cache_key, check_agent, cpio_archive, kernel_version, normalize_tree,
-                    package_versions, run)
+                    cache_key, check_agent, copy_file, cpio_archive, kernel_version, normalize_tree,
+                    package_versions, sha256_file)
 
 
 def build(out: Path, force: bool = False) -> dict:
@@ -84,7 +82,7 @@ def build(out: Path, force: bool = False) -> dict:
         os.replace(tmp_initrd, out / "initrd.img")
     manifest = {
         "cache_key": key, "kernel": kver, "packages": versions, "modules": mods,
-        "files": {name: {"sha256": hashlib.sha256((out / name).read_bytes()).hexdigest(),
+        "files": {name: {"sha256": sha256_file(out / name),
                          "bytes": (out / name).stat().st_size} for name in ("vmlinuz", "initrd.img")},
         "uncompressed_initrd_bytes": len(cpio),
     }

@@ -38,6 +38,15 @@ def _running(name: str) -> bool:
     return False
 
 
+def _key_values(path: Path) -> dict[str, str]:
+    """KEY=value lines (the deploy's state and network files), keys lowercased; {} if absent."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return {}
+    return {key.lower(): value for key, _, value in (line.partition("=") for line in lines)}
+
+
 def facts(root: Path = Path("/"), disk: Path = DISK) -> dict[str, Any]:
     cpu = inventory.cpu_info(root)
     mem = inventory.memory_info(root)
@@ -48,20 +57,8 @@ def facts(root: Path = Path("/"), disk: Path = DISK) -> dict[str, Any]:
             free[label] = st.f_bavail * st.f_frsize
         except OSError:
             continue
-    state: dict[str, str] = {}
-    try:
-        for line in (disk / "state").read_text().splitlines():
-            key, _, value = line.partition("=")
-            state[key] = value
-    except OSError:
-        pass
-    network: dict[str, str] = {}
-    try:
-        for line in (disk / "node/network").read_text().splitlines():
-            key, _, value = line.partition("=")
-            network[key.lower()] = value
-    except OSError:
-        pass
+    state = _key_values(disk / "state")
+    network = _key_values(disk / "node/network")
     return {
         "cpu": cpu, "memory": mem, "disk_free_bytes": free, "address": network.get("ip"),
         "hypervisor": {"kvm": Path("/dev/kvm").exists(),

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import threading
 import time
-from pathlib import Path
 from typing import Callable, Iterable
 
 from .. import __version__

@@ -68,8 +68,6 @@ def sniff(path: Path) -> str:
                         (b"COWD", "vmdk"), (b"cloop", "cloop"), (b"LUKS\xba\xbe", "luks")):
         if head.startswith(magic):
             return name
-    if b"<<< Oracle VM VirtualBox Disk Image >>>" in head[:64]:
-        return "vdi"
     return "raw"
 
 

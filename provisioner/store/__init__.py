@@ -6,11 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-import threading
 import time
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .. import states
 from ..errors import Conflict, InvalidTransition, NotFound
@@ -244,6 +241,11 @@ class Store(ImageRows, JobRows, SqlBase):
         out = dict(rows[0])
         out["result"] = json.loads(out["result"]) if out["result"] else None
         return out
+
+    def last_command(self, node: Node, kind: str) -> dict[str, Any] | None:
+        rows = self._query("SELECT id FROM commands WHERE node_id = ? AND kind = ? AND status = 'done' "
+                           "ORDER BY updated_at DESC LIMIT 1", (node.id, kind))
+        return self.command(rows[0][0]) if rows else None
 
     def pending_commands(self, node: Node) -> list[dict[str, Any]]:
         rows = self._query("SELECT id, kind, args_sealed FROM commands WHERE node_id = ? AND status IN "

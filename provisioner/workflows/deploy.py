@@ -83,25 +83,7 @@ class DeployFlow:
             LOG.warning("node %s: could not power off after a failed deploy: %s", node.name, exc)
 
     def _power_steps(self, node: Node) -> None:
-        if node.state != State.DEPLOYING or node.step not in (Step.SET_BOOT_DEVICE, Step.POWER_ON):
-            return
-        bmc = self.c.bmc(node)
-        try:
-            if node.step != Step.SET_BOOT_DEVICE:
-                node = self.c.store.set_step(node, Step.SET_BOOT_DEVICE, self._deadline(Step.SET_BOOT_DEVICE),
-                                             expect_state=State.DEPLOYING, message="retrying after restart")
-            self.c.power.set_boot_device(bmc, BootDevice.NETWORK)
-            node = self.c.store.set_step(node, Step.POWER_ON, self._deadline(Step.POWER_ON),
-                                         expect_state=State.DEPLOYING,
-                                         message=f"one-time network boot set via IPMI {bmc.endpoint}")
-            power = self.c.power.apply(bmc, PowerAction.CYCLE)
-            self.c.store.update_node(node.id, power_state=power.value)
-            self.c.store.set_step(node, Step.WAIT_AGENT, self._deadline(Step.WAIT_AGENT),
-                                  expect_state=State.DEPLOYING, message=f"power cycled via IPMI {bmc.endpoint}")
-        except PowerError as exc:
-            self._fail(node, f"{node.step}: {exc}")
-        except InvalidTransition as exc:
-            LOG.info("node %s: deploy stopped: %s", node.name, exc)
+        self.c.boot_maintenance(node, State.DEPLOYING, self._deadline, self._fail)
 
     # -- agent side -----------------------------------------------------------
     def agent_ready(self, node: Node) -> None:

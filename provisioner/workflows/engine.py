@@ -11,11 +11,11 @@ from contextlib import contextmanager
 from typing import Callable, Iterator
 
 from ..config import Settings
-from ..errors import InvalidTransition, NodeBusy
-from ..models import BmcCredentials, Node
+from ..errors import InvalidTransition, NodeBusy, PowerError
+from ..models import BmcCredentials, BootDevice, Node, PowerAction
 from ..power import PowerManager
 from ..secrets import SecretBox
-from ..states import STEP_LABELS, Event
+from ..states import STEP_LABELS, Event, State, Step
 from ..store import Store
 
 LOG = logging.getLogger(__name__)
@@ -73,6 +73,33 @@ class Conductor:
             except Exception:
                 LOG.exception("node %s: %s crashed", node.name, what)
         return self._pool.submit(run)
+
+    def boot_maintenance(self, node: Node, state: State, deadline: Callable[[Step], float],
+                         fail: Callable[[Node, str], None]) -> None:
+        """The power steps into the maintenance image, shared by every workflow that needs
+        the agent: one-time network boot, power cycle, then wait for the agent. Both steps
+        are safe to repeat, so a resumed node redoes them from the start (the one-time boot
+        device may have been spent by a boot we did not see)."""
+        if node.state != state or node.step not in (Step.SET_BOOT_DEVICE, Step.POWER_ON):
+            return
+        bmc = self.bmc(node)
+        try:
+            if node.step != Step.SET_BOOT_DEVICE:
+                node = self.store.set_step(node, Step.SET_BOOT_DEVICE, deadline(Step.SET_BOOT_DEVICE),
+                                           expect_state=state, message="retrying after restart")
+            self.power.set_boot_device(bmc, BootDevice.NETWORK)
+            node = self.store.set_step(node, Step.POWER_ON, deadline(Step.POWER_ON), expect_state=state,
+                                       message=f"one-time network boot set via IPMI {bmc.endpoint}")
+            # Cycle rather than on: a machine that is already running must reboot into PXE.
+            power = self.power.apply(bmc, PowerAction.CYCLE)
+            self.store.update_node(node.id, power_state=power.value)
+            self.store.set_step(node, Step.WAIT_AGENT, deadline(Step.WAIT_AGENT), expect_state=state,
+                                message=f"powered on via IPMI {bmc.endpoint}")
+        except PowerError as exc:
+            LOG.error("node %s: %s failed at %s: %s", node.name, state, node.step, exc)
+            fail(node, f"{node.step}: {exc}")
+        except InvalidTransition as exc:
+            LOG.info("node %s: %s stopped: %s", node.name, state, exc)
 
     def bmc(self, node: Node) -> BmcCredentials:
         return BmcCredentials(address=node.bmc_address, port=node.bmc_port,

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import logging
 
-from ..errors import InvalidTransition, PowerError
-from ..models import BootDevice, Node, PowerAction
+from ..errors import InvalidTransition
+from ..models import Node
 from ..states import ACTIVE_STEPS, Event, State, Step
 from .engine import Conductor
 
@@ -41,34 +41,13 @@ class InspectionFlow:
 
     def resume(self, node: Node) -> None:
         if node.state == State.INSPECTING and node.step in ACTIVE_STEPS:
-            # Redo the power steps from the start: both are safe to repeat, and the
-            # one-time boot device may have been spent by a boot we did not see.
             self.c.submit(node, "powering on for inspection", self._drive)
 
     def _drive(self, node: Node) -> None:
-        if node.state != State.INSPECTING or node.step not in ACTIVE_STEPS:
-            return
-        bmc = self.c.bmc(node)
+        self.c.boot_maintenance(node, State.INSPECTING, self._deadline, self._fail)
+
+    def _fail(self, node: Node, reason: str) -> None:
         try:
-            if node.step != Step.SET_BOOT_DEVICE:
-                node = self.c.store.set_step(node, Step.SET_BOOT_DEVICE,
-                                             self._deadline(Step.SET_BOOT_DEVICE),
-                                             expect_state=State.INSPECTING, message="retrying after restart")
-            self.c.power.set_boot_device(bmc, BootDevice.NETWORK)
-            node = self.c.store.set_step(node, Step.POWER_ON, self._deadline(Step.POWER_ON),
-                                         expect_state=State.INSPECTING,
-                                         message=f"one-time network boot set via IPMI {bmc.endpoint}")
-            # Cycle rather than on: a machine that is already running must reboot into PXE.
-            power = self.c.power.apply(bmc, PowerAction.CYCLE)
-            self.c.store.update_node(node.id, power_state=power.value)
-            self.c.store.set_step(node, Step.WAIT_AGENT, self._deadline(Step.WAIT_AGENT),
-                                  expect_state=State.INSPECTING,
-                                  message=f"powered on via IPMI {bmc.endpoint}")
-        except PowerError as exc:
-            LOG.error("node %s: inspection failed at %s: %s", node.name, node.step, exc)
-            try:
-                self.c.store.transition(node, Event.FAIL, error=f"{node.step}: {exc}")
-            except InvalidTransition:
-                pass
-        except InvalidTransition as exc:
-            LOG.info("node %s: inspection stopped: %s", node.name, exc)
+            self.c.store.transition(node, Event.FAIL, error=reason)
+        except InvalidTransition:
+            pass

@@ -211,11 +211,8 @@ class JobRunner:
         return "failed"
 
     def _transferred(self, node: Node) -> int | None:
-        for event in reversed(self.c.store.events(node)):
-            message = event.get("message") or ""
-            if "bytes transferred" in message:
-                try:
-                    return int(message.rsplit(", ", 1)[-1].split()[0])
-                except ValueError:
-                    return None
-        return None
+        """Image bytes the node's last deploy command received, as its agent reported."""
+        command = self.c.store.last_command(node, "deploy")
+        result = (command or {}).get("result") or {}
+        value = result.get("transferred_bytes")
+        return int(value) if isinstance(value, int) else None
