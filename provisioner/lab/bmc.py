@@ -41,8 +41,10 @@ class VirtualBmcs:
     def add(self, domain: str, port: int, username: str, password: str) -> None:
         vbmc = self._tool("vbmc")
         system.run([vbmc, "add", domain, "--port", str(port), "--address", "127.0.0.1",
-                    "--username", username, "--password", password,
-                    "--libvirt-uri", "qemu:///system"], netns=self.netns, env=self.env)
+                    # KEY=VALUE: a generated password may start with '-', which argparse would
+                    # take for an option.
+                    f"--username={username}", f"--password={password}",
+                    "--libvirt-uri", "qemu:///system"], netns=self.netns, env=self.env, secrets=[password])
         system.run([vbmc, "start", domain], netns=self.netns, env=self.env)
 
     def pids(self) -> list[int]:

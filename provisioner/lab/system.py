@@ -14,17 +14,22 @@ from ..errors import LabError
 
 
 def run(cmd: Sequence[str], *, netns: str | None = None, env: Mapping[str, str] | None = None,
-        check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        check: bool = True, timeout: float = 120,
+        secrets: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
+    """Run a command (in the lab's namespace if given); `secrets` never appear in errors."""
     full = (["ip", "netns", "exec", netns] if netns else []) + list(cmd)
+    shown = " ".join(full)
+    for secret in secrets:
+        shown = shown.replace(secret, "***")
     try:
         proc = subprocess.run(full, capture_output=True, text=True, timeout=timeout,
                               env={**os.environ, **(env or {})})
     except FileNotFoundError as exc:
         raise LabError(f"{full[0]} is not installed: run 'make setup'") from exc
     except subprocess.TimeoutExpired as exc:
-        raise LabError(f"{' '.join(full)} did not finish in {timeout:.0f}s") from exc
+        raise LabError(f"{shown} did not finish in {timeout:.0f}s") from exc
     if check and proc.returncode != 0:
-        raise LabError(f"{' '.join(full)} failed: {(proc.stderr or proc.stdout).strip()}")
+        raise LabError(f"{shown} failed: {(proc.stderr or proc.stdout).strip()}")
     return proc
 
 
