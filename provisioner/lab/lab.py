@@ -150,13 +150,14 @@ class Lab:
                 disk_serial=f"LABDISK{i + 1:04d}", mac=node.mac, bridge=cfg.bridge,
                 console_log=self.console_log(node.name), serial=f"LAB{i + 1:06d}")
             hypervisor.define(conn, xml)
+            # Recorded at once: if a later step fails, 'down' must still undefine it.
+            state.nodes.append(node)
+            self.save(state)
             password = secrets.token_urlsafe(12)
             pw_file = self.dir / "passwords" / node.name
             pw_file.write_text(password + "\n")
             os.chmod(pw_file, 0o600)
             self.bmcs.add(node.name, node.bmc_port, cfg.bmc_user, password)
-            state.nodes.append(node)
-            self.save(state)
             inventory.append({"name": node.name, "mac": node.mac, "rack": node.rack, "bmc": {
                 "address": f"127.0.0.1:{node.bmc_port}", "username": cfg.bmc_user,
                 "password_file": str(pw_file), "cipher_suite": 3}})
