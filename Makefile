@@ -46,7 +46,7 @@ test-functional: setup
 test-lab: maintenance-image host-image
 	$(SUDO) $(PY) -m pytest -q tests/lab
 
-bench: maintenance-image
+bench: maintenance-image host-image
 	$(SUDO) $(PY) bench/run.py
 
 lab-down: setup

@@ -3,7 +3,9 @@
   http   a 200 MB artifact fetched by 1 and 8 concurrent curl clients: ours vs nginx
   tftp   20 concurrent downloads of ipxe.efi at block sizes 512 and 1432: ours (tftpy) vs dnsmasq
   enroll enroll-to-ready of one lab node, broken down by phase from the parts' records
-Run as root: `make bench` (or sudo .venv/bin/python bench/run.py [--only http,tftp,enroll]).
+  laydown the agent laying the host image down vs dd and qemu-img convert (bench/laydown.py)
+  reimage reimage of 1 lab node vs 2 in parallel, rollback and reimage-to-same (bench/reimage.py)
+Run as root: `make bench` (or sudo .venv/bin/python bench/run.py [--only http,tftp,...]).
 Results go to bench/results/latest.json and are printed as Markdown."""
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from provisioner.boot.accesslog import parse_time  # noqa: E402
-from provisioner.client import Client  # noqa: E402
-from provisioner.errors import ProvisionerError  # noqa: E402
+
+from laydown import bench_laydown  # noqa: E402
+from reimage import bench_reimage  # noqa: E402
 
 HTTP_PORT, NGINX_PORT, TFTP_PORT = 18481, 18482, 16969
 
@@ -233,7 +236,8 @@ def bench_enroll() -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", default="http,tftp,enroll")
+    parser.add_argument("--only", default="http,tftp,enroll,laydown,reimage")
+    parser.add_argument("--host-image", type=Path, default=REPO / "build/images/host/host.qcow2")
     parser.add_argument("--http-mb", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
@@ -248,6 +252,14 @@ def main() -> int:
                 results["tftp"] = bench_tftp(work, 20, args.rounds)
             elif name == "enroll":
                 results["enroll"] = bench_enroll()
+            elif name == "laydown":
+                servers = Servers(work)
+                try:
+                    results["laydown"] = bench_laydown(work, args.host_image, servers, HTTP_PORT, args.rounds)
+                finally:
+                    servers.stop()
+            elif name == "reimage":
+                results["reimage"] = bench_reimage(args.host_image)
         finally:
             shutil.rmtree(work, ignore_errors=True)
     out = REPO / "bench/results"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -121,6 +121,7 @@ class Node:
     upgrade_domain: int | None = None
     deploy_sha256: str | None = None
     deploy_no_transfer: bool = False
+    tags: list[str] = field(default_factory=list)
 
     def public(self) -> dict[str, Any]:
         """The API representation: everything but secrets."""
@@ -149,4 +150,5 @@ class Node:
             "job_id": self.job_id,
             "upgrade_domain": self.upgrade_domain,
             "deploy_sha256": self.deploy_sha256,
+            "tags": list(self.tags),
         }

@@ -75,28 +75,9 @@ class Deployer:
         with disk.mounted(disk.partition(target, 2), self.work / "data", "ext4") as data, \
                 disk.mounted(disk.partition(target, 1), self.work / "boot", "ext2") as boot:
             images = data / "images"
-            images.mkdir(exist_ok=True)
             base_name = f"{sha}.{fmt}"
-            base = images / base_name
-            transferred, reused = 0, False
             t0 = time.monotonic()
-            if base.exists():
-                progress({"phase": "verifying", "disk": target})
-                if verify(base, sha):
-                    reused = True
-                else:
-                    LOG.warning("agent: base %s on disk fails its checksum; replacing it", sha[:16])
-                    disk.set_immutable(base, False)
-                    base.unlink()
-            if not reused:
-                if args.get("no_transfer"):
-                    raise DeployFailed(f"base {sha[:16]} is not on {target}: a rollback never downloads")
-                url = self.base_url + image["url"]
-                transferred = fetch(url, base, sha256=sha, size=int(image["size"]), token=self.token,
-                                    progress=lambda done, total: progress(
-                                        {"phase": "writing", "bytes": done, "total": total}))
-                os.chmod(base, 0o444)
-                disk.set_immutable(base, True)
+            transferred, reused = self.lay_base(images, image, bool(args.get("no_transfer")), progress)
             times["image"] = time.monotonic() - t0
             keep = {sha, *[k for k in args.get("keep", []) if k]}
             self._prune(images, boot, keep)
@@ -105,7 +86,7 @@ class Deployer:
             boot_dir = boot / sha[:16]
             if not (boot_dir / "vmlinuz").exists() or not (boot_dir / "initrd.img").exists():
                 boot_dir.mkdir(exist_ok=True)
-                with disk.image_root(base, fmt, self.work / "base") as root:
+                with disk.image_root(images / base_name, fmt, self.work / "base") as root:
                     for name in ("vmlinuz", "initrd.img"):
                         src = root / "boot" / name
                         if not src.exists():
@@ -124,6 +105,29 @@ class Deployer:
                  "reused" if reused else "downloaded", transferred, times["total"])
         return {"disk": target, "base_sha256": sha, "transferred_bytes": transferred, "reused": reused,
                 "seconds": {k: round(v, 2) for k, v in times.items()}}
+
+    def lay_base(self, images: Path, image: dict[str, Any], no_transfer: bool,
+                 progress: Progress) -> tuple[int, bool]:
+        """The base on the data partition, verified, read-only and immutable: kept if the
+        disk holds it intact, else downloaded. (bytes transferred, whether it was reused)"""
+        sha, fmt = image["sha256"], image["format"]
+        images.mkdir(exist_ok=True)
+        base = images / f"{sha}.{fmt}"
+        if base.exists():
+            progress({"phase": "verifying"})
+            if verify(base, sha):
+                return 0, True
+            LOG.warning("agent: base %s on disk fails its checksum; replacing it", sha[:16])
+            disk.set_immutable(base, False)
+            base.unlink()
+        if no_transfer:
+            raise DeployFailed(f"base {sha[:16]} is not on this disk: a rollback never downloads")
+        transferred = fetch(self.base_url + image["url"], base, sha256=sha, size=int(image["size"]),
+                            token=self.token,
+                            progress=lambda done, total: progress({"phase": "writing", "bytes": done, "total": total}))
+        os.chmod(base, 0o444)
+        disk.set_immutable(base, True)
+        return transferred, False
 
     @staticmethod
     def _prune(images: Path, boot: Path, keep: set[str]) -> None:

@@ -1,6 +1,8 @@
 """Resumable image download: stream over HTTP into a .part file, hashing as it goes;
 after a broken connection ask for the rest with a Range request; verify the sha256
-before the file may be used, and throw it away if it does not match."""
+before the file may be used, and throw it away if it does not match. What has arrived is
+synced to disk every SYNC_EVERY bytes, so after a power cut the next boot resumes from
+there instead of from zero."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from typing import Callable
 
 LOG = logging.getLogger("agent")
 CHUNK = 1 << 20
+SYNC_EVERY = 64 << 20
 
 
 class ChecksumMismatch(Exception):
@@ -59,6 +62,7 @@ def fetch(url: str, dest: Path, *, sha256: str, size: int, token: str | None,
                     if done and resp.status != 206:
                         raise DownloadFailed(f"server ignored the Range request (HTTP {resp.status})")
                     last = time.monotonic()
+                    unsynced = 0
                     while True:
                         chunk = resp.read(CHUNK)
                         if not chunk:
@@ -67,6 +71,11 @@ def fetch(url: str, dest: Path, *, sha256: str, size: int, token: str | None,
                         digest.update(chunk)
                         done += len(chunk)
                         transferred += len(chunk)
+                        unsynced += len(chunk)
+                        if unsynced >= SYNC_EVERY:
+                            out.flush()
+                            os.fsync(out.fileno())
+                            unsynced = 0
                         if time.monotonic() - last >= 2.0:
                             progress(done, size)
                             last = time.monotonic()

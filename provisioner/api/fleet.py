@@ -8,6 +8,7 @@ from ..errors import InvalidInput, NotFound
 from ..images.formats import declared_format
 from ..services import Services
 from .http import Request, Response, Route
+from .views import job_view
 
 REIMAGE_BODY = {
     "type": "object", "required": ["target"],
@@ -100,8 +101,9 @@ def fleet_routes(svc: Services) -> list[Route]:
               "Plan (dry_run) or start a reimage of a node, rack or all", REIMAGE_BODY),
         Route("POST", "/v1/rollback", lambda r: job_request(r, "rollback"), "operator",
               "Plan (dry_run) or start a rollback: discard the differencing layer", ROLLBACK_BODY),
-        Route("GET", "/v1/jobs", lambda r: {"jobs": svc.store.jobs()}, "operator", "Every job"),
-        Route("GET", "/v1/jobs/{job}", lambda r: svc.store.job(job_id(r)), "operator", "One job and its nodes"),
+        Route("GET", "/v1/jobs", lambda r: {"jobs": [job_view(svc.store, j) for j in svc.store.jobs()]}, "operator", "Every job"),
+        Route("GET", "/v1/jobs/{job}", lambda r: job_view(svc.store, svc.store.job(job_id(r))), "operator",
+              "One job and its nodes"),
         Route("POST", "/v1/jobs/abort", abort, "operator",
               "Stop a running job (the newest unless 'job' is given) before its next node starts"),
         Route("GET", "/v1/agent/images/{sha256}", agent_image, "agent",

@@ -12,10 +12,11 @@ from .. import __version__
 from ..errors import InvalidInput, NotFound, Unauthorized
 from ..models import PowerAction
 from ..services import Services
+from ..workflows.labels import set_labels
 from .fleet import fleet_routes
 from .http import Request, Response, Route, Router
 from .openapi import openapi_document
-from .views import node_view
+from .views import deploy_progress, node_view
 
 _ARTIFACT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _HOST_RE = re.compile(r"^[A-Za-z0-9.:\[\]-]+$")
@@ -59,14 +60,18 @@ def build_router(svc: Services) -> Router:
         return svc.store.get_node(req.params["node"])
 
     def view(n: Any) -> dict[str, Any]:
-        return node_view(n, settings.agent_lost_after)
+        doc = node_view(n, settings.agent_lost_after)
+        doc["progress"] = deploy_progress(svc.store, n.id, doc["step"])
+        return doc
 
     # -- operators ------------------------------------------------------------
     def list_nodes(req: Request) -> Any:
-        rack = req.query.get("rack")
+        rack, tag = req.query.get("rack"), req.query.get("tag")
         nodes = svc.store.list_nodes(rack=rack)
         if rack and not nodes:
             raise NotFound(f"no rack named {rack!r}: see 'provisioner nodes'")
+        if tag:
+            nodes = [n for n in nodes if tag in n.tags]
         return {"nodes": [view(n) for n in nodes]}
 
     def create_node(req: Request) -> Any:
@@ -111,6 +116,10 @@ def build_router(svc: Services) -> Router:
         Route("DELETE", "/v1/nodes/{node}", delete_node, "operator", "Remove a node in a stable state"),
         Route("GET", "/v1/nodes/{node}/events", lambda r: {"events": svc.store.events(node(r))},
               "operator", "The node's history of transitions"),
+        Route("POST", "/v1/nodes/{node}/labels", lambda r: view(set_labels(svc.store, node(r), r.json())),
+              "operator", "Add or remove tags, set the upgrade domain (a number, or 'auto')",
+              {"type": "object", "properties": {"add_tags": {"type": "array"}, "remove_tags": {"type": "array"},
+                                                "upgrade_domain": {}}}),
         Route("POST", "/v1/nodes/{node}/inspect", lambda r: view(svc.inspection.start(node(r))),
               "operator", "Boot the node into the maintenance image and inspect it"),
         Route("POST", "/v1/nodes/{node}/commands", queue_command, "operator",

@@ -6,6 +6,8 @@ import time
 from typing import Any
 
 from ..models import Node
+from ..states import Step
+from ..store import Store
 
 
 def agent_status(node: Node, lost_after: float, now: float | None = None) -> str:
@@ -38,3 +40,18 @@ def node_view(node: Node, lost_after: float) -> dict[str, Any]:
         doc["agent"] = "host lost" if node.host_lost else "host alive"
     doc["hardware"] = hardware_summary(node.inspection)
     return doc
+
+
+def deploy_progress(store: Store, node_id: int, step: str | None) -> dict[str, Any] | None:
+    """What the agent last said while writing an image: phase, and bytes of total."""
+    if step != Step.WRITE_IMAGE.value:
+        return None
+    command = store.last_command(node_id, "deploy", status="running")
+    result = (command or {}).get("result")
+    return result if isinstance(result, dict) else None
+
+
+def job_view(store: Store, job: dict[str, Any]) -> dict[str, Any]:
+    for member in job["nodes"]:
+        member["progress"] = deploy_progress(store, int(member["node_id"]), member.get("step"))
+    return job

@@ -4,8 +4,8 @@ whatever its spelling, so path traversal has nothing to reach."""
 
 from __future__ import annotations
 
-import io
 import logging
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -41,7 +41,8 @@ class TftpService:
         logging.getLogger("tftpy").setLevel(logging.WARNING)
 
     def _new_server(self) -> tftpy.TftpServer:
-        # flock=False: tftpy would lock the file by name, and rendered scripts have none.
+        # tftpy 0.8.7 does not pass flock=False on to its transfers: each one still locks
+        # and unlocks its file, so whatever _open returns must be a real file.
         return tftpy.TftpServer(str(self._root), dyn_file_func=self._open, flock=False)
 
     def _log(self, client: str, name: str, outcome: str) -> None:
@@ -53,7 +54,10 @@ class TftpService:
             self.counters.add(f"tftp:{SCRIPT}")
             self._log(raddress, name, "sent")
             LOG.info("tftp: %s to %s", SCRIPT, raddress)
-            return io.BytesIO(self._render_script().encode())
+            script = tempfile.TemporaryFile()  # a real file (see _new_server), gone once closed
+            script.write(self._render_script().encode())
+            script.seek(0)
+            return script
         if key in LOADERS:
             path = self.ipxe_dir / key
             if path.is_file():

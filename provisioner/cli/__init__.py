@@ -61,14 +61,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("nodes", help="list nodes")
     p.add_argument("--rack")
+    p.add_argument("--tag")
     for name, text in (("show", "one node in detail"), ("events", "a node's history"),
                        ("delete", "remove a node that is not busy")):
         p = sub.add_parser(name, help=text)
         p.add_argument("node", help="node name, id or MAC")
 
-    p = sub.add_parser("power", help="power on|off|cycle|status a node or a rack")
+    p = sub.add_parser("power", help="power on|off|cycle|status a node, a rack, a tag or all")
     p.add_argument("action", choices=("on", "off", "cycle", "status"))
-    p.add_argument("target", help="node name, MAC, or rack")
+    p.add_argument("target", help="node name or MAC, a rack, a tag (tag:NAME to say so) or all")
+
+    p = sub.add_parser("label", help="tag a node (tags are targets, like racks) or set its upgrade domain")
+    p.add_argument("node", help="node name, id or MAC")
+    p.add_argument("--tag", action="append", default=[], metavar="TAG", help="add a tag (repeatable)")
+    p.add_argument("--untag", action="append", default=[], metavar="TAG", help="remove a tag (repeatable)")
+    p.add_argument("--upgrade-domain", metavar="N|auto",
+                   help="reimage this node in upgrade domain N (auto: by its place in its rack)")
 
     sub.add_parser("discovered", help="unknown MACs that asked for DHCP (dhcp.unknown_macs = discover)")
 
@@ -86,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         one.add_argument("ref", metavar="NAME[:VERSION]")
 
     p = sub.add_parser("reimage", help="lay a host image down on nodes, upgrade domain by upgrade domain")
-    p.add_argument("target", nargs="?", help="a node, a rack (rack-3) or all")
+    p.add_argument("target", nargs="?", help="a node, a rack (rack-3), a tag or all")
     p.add_argument("--image", metavar="NAME[:VERSION]", help="default: the image the nodes run now")
     p.add_argument("--max-parallel", metavar="N", help="nodes worked on at once (default 8)")
     p.add_argument("--max-unavailable", metavar="N|P%", help="nodes down at once, per batch (default 50%%)")
@@ -97,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--abort", action="store_true", help="stop the running job before its next node")
 
     p = sub.add_parser("rollback", help="discard hosts' differencing layers: back to the pristine base")
-    p.add_argument("target", help="a node, a rack or all")
+    p.add_argument("target", help="a node, a rack, a tag or all")
     p.add_argument("--to-previous", action="store_true", help="back to the image before the last reimage")
     p.add_argument("--max-parallel", metavar="N")
     p.add_argument("--max-unavailable", metavar="N|P%")

@@ -95,7 +95,8 @@ def cmd_inspect(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_nodes(client: Client, args: argparse.Namespace) -> int:
-    path = "/v1/nodes" + (f"?rack={_q(args.rack)}" if args.rack else "")
+    query = "&".join(f"{k}={_q(v)}" for k, v in (("rack", args.rack), ("tag", args.tag)) if v)
+    path = "/v1/nodes" + (f"?{query}" if query else "")
     doc = client.get(path)
     if args.json:
         print_json(doc)
@@ -110,6 +111,28 @@ def cmd_show(client: Client, args: argparse.Namespace) -> int:
     node = client.get(f"/v1/nodes/{_q(args.node)}")
     print_json(node) if args.json else node_detail(node)
     return 0
+
+
+def cmd_label(client: Client, args: argparse.Namespace) -> int:
+    body: dict[str, object] = {"add_tags": args.tag, "remove_tags": args.untag}
+    if args.upgrade_domain is not None:
+        ud = args.upgrade_domain
+        body["upgrade_domain"] = ud if ud == "auto" else _int(ud, "--upgrade-domain")
+    node = client.post(f"/v1/nodes/{_q(args.node)}/labels", body)
+    if args.json:
+        print_json(node)
+    else:
+        ud = node.get("upgrade_domain")
+        print(f"{node['name']}: tags {', '.join(node['tags']) or '-'}; upgrade domain "
+              f"{'auto' if ud is None else ud}")
+    return 0
+
+
+def _int(text: str, what: str) -> int:
+    try:
+        return int(text)
+    except ValueError as exc:
+        raise InvalidInput(f"{what} must be a number or 'auto', not {text!r}") from exc
 
 
 def cmd_events(client: Client, args: argparse.Namespace) -> int:

@@ -136,17 +136,30 @@ def show_plan(plan: dict[str, Any]) -> None:
         print(f"  batch {i}: {', '.join(batch)}")
 
 
+def progress_text(progress: dict[str, Any] | None) -> str:
+    """'writing 40% of 1.0 GiB' from what the agent last reported."""
+    if not progress:
+        return ""
+    phase = str(progress.get("phase", ""))
+    done, total = progress.get("bytes"), progress.get("total")
+    if isinstance(done, int) and isinstance(total, int) and total > 0:
+        return f"{phase} {100 * done // total}% of {_size(total)}"
+    return phase
+
+
 def follow(client: Client, job: dict[str, Any], as_json: bool) -> int:
     """Print each node's progress as it changes until the job ends; exit 0 only if all came back."""
     seen: dict[str, str] = {}
     started = time.monotonic()
     while True:
         for m in job["nodes"]:
-            line = f"{m['status']} {m.get('step') or ''} {m.get('message') or ''}"
+            line = f"{m['status']} {m.get('step') or ''} {m.get('message') or ''} {progress_text(m.get('progress'))}"
             if not as_json and seen.get(m["name"]) != line:
                 seen[m["name"]] = line
                 what = m["step"] if m["status"] == "running" and m.get("step") else (
                     m.get("message") or (m.get("last_error") if m["status"] == "failed" else "") or "")
+                if m["status"] == "running" and m.get("progress"):
+                    what += ": " + progress_text(m["progress"])
                 print(f"[{time.monotonic() - started:6.1f}s] {m['name']:<16} {m['status']:<8} {what}", flush=True)
         if job["status"] != "running":
             break

@@ -54,6 +54,8 @@ def node_detail(n: dict[str, Any], out: TextIO | None = None) -> None:
     bmc = n["bmc"]
     pairs = [
         ("name", n["name"]), ("id", n["id"]), ("mac", n["mac"]), ("rack", n["rack"]),
+        ("tags", ", ".join(n.get("tags") or [])),
+        ("upgrade domain", n.get("upgrade_domain")),
         ("state", n["state"]), ("step", n.get("step")), ("target", n.get("target_state")),
         ("deadline", timestamp(n.get("deadline"))), ("last error", n.get("last_error")),
         ("power", n.get("power_state")),

@@ -23,7 +23,7 @@ _NODE_COLUMNS = (
     "id, name, mac, rack, bmc_address, bmc_port, bmc_username, cipher_suite, state, step, "
     "target_state, deadline, last_error, power_state, agent_last_seen, boot_count, inspection, "
     "created_at, updated_at, image_sha256, previous_image_sha256, host_last_seen, host_facts, "
-    "host_key, host_lost, job_id, upgrade_domain, deploy_sha256, deploy_no_transfer"
+    "host_key, host_lost, job_id, upgrade_domain, deploy_sha256, deploy_no_transfer, tags"
 )
 
 
@@ -43,7 +43,7 @@ def _node(row: sqlite3.Row) -> Node:
         host_facts=json.loads(row["host_facts"]) if row["host_facts"] else None,
         host_key=row["host_key"], host_lost=bool(row["host_lost"]), job_id=row["job_id"],
         upgrade_domain=row["upgrade_domain"], deploy_sha256=row["deploy_sha256"],
-        deploy_no_transfer=bool(row["deploy_no_transfer"]),
+        deploy_no_transfer=bool(row["deploy_no_transfer"]), tags=json.loads(row["tags"]),
     )
 
 
@@ -115,10 +115,10 @@ class Store(ImageRows, JobRows, SqlBase):
         allowed = {"power_state", "agent_last_seen", "inspection", "agent_token_hash", "boot_count",
                    "image_sha256", "previous_image_sha256", "host_token_hash", "host_last_seen",
                    "host_facts", "host_key", "host_lost", "upgrade_domain", "deploy_sha256",
-                   "deploy_no_transfer"}
+                   "deploy_no_transfer", "tags"}
         if not values or set(values) - allowed:
             raise ValueError(f"cannot update {sorted(set(values) - allowed)}")
-        for key in ("inspection", "host_facts"):
+        for key in ("inspection", "host_facts", "tags"):
             if key in values and values[key] is not None:
                 values[key] = json.dumps(values[key], sort_keys=True)
         cols = ", ".join(f"{k} = ?" for k in values)
@@ -242,9 +242,10 @@ class Store(ImageRows, JobRows, SqlBase):
         out["result"] = json.loads(out["result"]) if out["result"] else None
         return out
 
-    def last_command(self, node: Node, kind: str) -> dict[str, Any] | None:
-        rows = self._query("SELECT id FROM commands WHERE node_id = ? AND kind = ? AND status = 'done' "
-                           "ORDER BY updated_at DESC LIMIT 1", (node.id, kind))
+    def last_command(self, node_id: int, kind: str, status: str = "done") -> dict[str, Any] | None:
+        """The node's newest command of `kind` in `status` ('running': with its last progress)."""
+        rows = self._query("SELECT id FROM commands WHERE node_id = ? AND kind = ? AND status = ? "
+                           "ORDER BY updated_at DESC LIMIT 1", (node_id, kind, status))
         return self.command(rows[0][0]) if rows else None
 
     def pending_commands(self, node: Node) -> list[dict[str, Any]]:

@@ -107,4 +107,7 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (job_id, node_id)
     );
     """,
+    """
+    ALTER TABLE nodes ADD COLUMN tags TEXT NOT NULL DEFAULT '[]';
+    """,
 )

@@ -161,6 +161,7 @@ class JobRunner:
             by_batch.setdefault(int(member["batch"]), []).append(member)
         for batch in sorted(by_batch):
             if self.c.store.job(job_id)["abort"]:
+                self._skip_rest(job_id, "job aborted")
                 return "aborted"
             members = by_batch[batch]
             with ThreadPoolExecutor(max_workers=max(1, int(options["max_parallel"])),
@@ -170,9 +171,15 @@ class JobRunner:
             if failed > int(options["max_failures"]):
                 LOG.warning("job %d: batch %d had %d failures (threshold %s): stopping", job_id, batch, failed,
                             options["max_failures"])
+                self._skip_rest(job_id, f"not started: batch {batch + 1} had {failed} failures")
                 return "stopped" if batch != max(by_batch) else "failed"
         final = [m["status"] for m in self.c.store.job(job_id)["nodes"]]
         return "done" if all(s == "done" for s in final) else "failed"
+
+    def _skip_rest(self, job_id: int, why: str) -> None:
+        for member in self.c.store.job(job_id)["nodes"]:
+            if member["status"] == "pending":
+                self.c.store.set_job_node(job_id, int(member["node_id"]), "skipped", why)
 
     def _one(self, job_id: int, member: dict[str, Any], options: dict[str, Any]) -> str:
         node_id = int(member["node_id"])
@@ -212,7 +219,7 @@ class JobRunner:
 
     def _transferred(self, node: Node) -> int | None:
         """Image bytes the node's last deploy command received, as its agent reported."""
-        command = self.c.store.last_command(node, "deploy")
+        command = self.c.store.last_command(node.id, "deploy")
         result = (command or {}).get("result") or {}
         value = result.get("transferred_bytes")
         return int(value) if isinstance(value, int) else None

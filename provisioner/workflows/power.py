@@ -15,20 +15,26 @@ LOG = logging.getLogger(__name__)
 
 
 def resolve_target(conductor: Conductor, target: str) -> list[Node]:
-    """Nodes named by `target`: a node name, id or MAC first, then a rack, or `all`."""
+    """Nodes named by `target`: a node name, id or MAC first, then a rack, then a tag
+    (`tag:NAME` asks for the tag only), or `all`."""
+    nodes = conductor.store.list_nodes()
     if target == "all":
-        nodes = conductor.store.list_nodes()
         if not nodes:
             raise NotFound("no nodes enrolled yet")
         return nodes
+    if target.startswith("tag:"):
+        tagged = [n for n in nodes if target[4:] in n.tags]
+        if not tagged:
+            raise NotFound(f"no node carries the tag {target[4:]!r}: see 'provisioner nodes'")
+        return tagged
     try:
         return [conductor.store.get_node(target)]
     except NotFound:
         pass
-    nodes = conductor.store.list_nodes(rack=target)
-    if not nodes:
-        raise NotFound(f"no node or rack named {target!r}: see 'provisioner nodes'")
-    return nodes
+    chosen = [n for n in nodes if n.rack == target] or [n for n in nodes if target in n.tags]
+    if not chosen:
+        raise NotFound(f"no node, rack or tag named {target!r}: see 'provisioner nodes'")
+    return chosen
 
 
 class PowerService:

@@ -4,7 +4,6 @@ real IPMI server, all on loopback."""
 from __future__ import annotations
 
 import io
-import os
 import shutil
 import signal
 import socket

@@ -28,6 +28,8 @@ def test_tftp_serves_the_ipxe_loaders_and_the_handover_script(running):
     assert script.startswith("#!ipxe") and f":{running.daemon.http.port}/boot/${{netX/mac:hexhyp}}.ipxe" in script
     counts = running.client.get("/v1/stats")["counters"]
     assert counts["tftp:undionly.kpxe"] == 1 and counts["tftp:boot.ipxe"] == 1
+    # No transfer took the server down (a restart would end every transfer in flight).
+    assert "tftp:restarts" not in counts
 
 
 def test_tftp_refuses_to_leave_its_root(running):

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 import time
 from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
 
 import pytest
 import yaml
 
 from provisioner import cli
 from provisioner.lab.lab import Lab
+
+HERE = Path(__file__).resolve().parent
 
 
 class LabHandle:
@@ -47,6 +52,33 @@ class LabHandle:
     def log(self, name: str) -> str:
         return (self.data / "logs" / name).read_text()
 
+    def image_bytes(self) -> int:
+        """Image bytes our HTTP server has sent to agents (its own counter)."""
+        return int(self.client.get("/v1/stats")["counters"].get("image_bytes_served", 0))
+
+    def events(self, name: str, since: float = 0.0) -> list[dict]:
+        return [e for e in self.client.get(f"/v1/nodes/{name}/events")["events"] if e["ts"] >= since]
+
+    def ssh(self, name: str, command: str) -> str:
+        """Run a command on a deployed host over SSH (paramiko, from inside the lab's
+        namespace), checking the host key the provisioner recorded at deploy time."""
+        doc = self.client.get(f"/v1/nodes/{name}")
+        proc = subprocess.run(["ip", "netns", "exec", self.lab.cfg.netns, sys.executable, str(HERE / "ssh_run.py"),
+                               doc["host"]["facts"]["address"], str(self.data / "ssh/id_ed25519"),
+                               doc["host"]["ssh_host_key"], command],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    def wait_job(self, job_id: int, timeout: float = 900) -> dict:
+        end = time.monotonic() + timeout
+        while True:
+            job = self.client.get(f"/v1/jobs/{job_id}")
+            if job["status"] != "running":
+                return job
+            assert time.monotonic() < end, f"job {job_id} still running after {timeout}s: {job}"
+            time.sleep(1)
+
 
 def _lab(**kwargs):
     lab = Lab()
@@ -69,9 +101,9 @@ def uefi_lab():
 
 
 @pytest.fixture(scope="module")
-def host_lab():
-    """One BIOS node, enrolled to ready, with the host image in the catalog (two versions)."""
-    for handle in _lab(nodes=1, racks=1, memory_mib=2048, vcpus=2, disk_gib=20):
+def rack_lab():
+    """Two BIOS nodes in one rack, enrolled to ready."""
+    for handle in _lab(nodes=2, racks=1, memory_mib=2048, vcpus=2, disk_gib=20):
         code, out, err = handle.cli("enroll", "--from", str(handle.lab.inventory_file))
         assert code == 0, out + err
         yield handle

@@ -6,8 +6,6 @@ import signal
 import os
 import time
 
-import libvirt
-import pytest
 
 from provisioner.lab import hypervisor
 

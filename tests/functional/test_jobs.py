@@ -1,0 +1,123 @@
+"""Reimage jobs through the real daemon and CLI, with the agents' side played over the
+real agent and host APIs (the lab tests run the real agents on real nodes): tags as
+targets, upgrade-domain batches, claimed nodes, --abort between batches."""
+
+import json
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from .conftest import run_agent
+
+MACS = {"web-1": "52:54:00:12:00:01", "web-2": "52:54:00:12:00:02"}
+
+
+def post(url, path, body, token=None):
+    headers = {"Content-Type": "application/json", **({"X-Agent-Token": token} if token else {})}
+    req = urllib.request.Request(url + path, data=json.dumps(body).encode(), headers=headers, method="POST")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def play_deploy(running, name):
+    """What the maintenance agent and then the host agent do for one deploy."""
+    node = running.wait_state(name, {"deploying"})
+    end = time.monotonic() + 30
+    while running.client.get(f"/v1/nodes/{name}")["step"] != "wait-agent":
+        assert time.monotonic() < end, "the deploy never reached wait-agent"
+        time.sleep(0.05)
+    token = post(running.url, "/v1/agent/lookup", {"mac": MACS[name]})["token"]
+    commands = post(running.url, "/v1/agent/heartbeat", {}, token)["commands"]
+    deploy = next(c for c in commands if c["kind"] == "deploy")
+    args = deploy["args"]
+    post(running.url, f"/v1/agent/commands/{deploy['id']}",
+         {"status": "done", "result": {"disk": "/dev/vda", "transferred_bytes": args["image"]["size"]}}, token)
+    while running.client.get(f"/v1/nodes/{name}")["step"] != "wait-host":
+        assert time.monotonic() < end, "the deploy never reached wait-host"
+        time.sleep(0.05)
+    post(running.url, "/v1/host/heartbeat", {"facts": {"base_sha256": args["image"]["sha256"]}},
+         args["host_agent"]["token"])
+    assert running.wait_state(name, {"active"})["state"] == "active", node
+
+
+@pytest.fixture
+def fleet(running, workdir):
+    """Two ready nodes in one rack, an image in the catalog."""
+    for name, mac in MACS.items():
+        code, _, err = running.cli(*running.enroll_args(mac, "10.0.0.9", "rack-1", "--name", name, "--no-wait"))
+        assert code == 0, err
+        running.wait_state(name, {"inspecting"})
+        assert run_agent(running.url, mac, workdir / f"agent-{name}").returncode == 0
+        assert running.wait_state(name, {"ready"})["state"] == "ready"
+    image = workdir / "host.qcow2"
+    subprocess.run(["qemu-img", "create", "-f", "qcow2", str(image), "64M"], check=True, capture_output=True)
+    code, out, err = running.cli("image", "import", str(image), "--name", "host")
+    assert code == 0, out + err
+    return running
+
+
+def test_tags_name_targets_and_bad_labels_change_nothing(fleet):
+    code, out, err = fleet.cli("label", "web-1", "--tag", "frontend", "--upgrade-domain", "3")
+    assert code == 0, err
+    assert "tags frontend; upgrade domain 3" in out
+    code, out, _ = fleet.cli("nodes", "--tag", "frontend")
+    assert "web-1" in out and "web-2" not in out
+    code, out, err = fleet.cli("reimage", "frontend", "--image", "host", "--dry-run")
+    assert code == 0, err
+    assert "1 nodes in 1 batches" in out and "batch 1: web-1" in out
+    code, out, _ = fleet.cli("power", "status", "tag:frontend")
+    assert code == 0 and "web-1" in out and "web-2" not in out
+    for bad, words in ((["--tag", "Bad Tag"], "invalid tag"), (["--tag", "all"], "cannot be a tag"),
+                       (["--upgrade-domain", "x"], "must be a number"), ([], "nothing to change")):
+        code, _, err = fleet.cli("label", "web-1", *bad)
+        assert code == 2 and words in err and "Traceback" not in err, err
+    node = fleet.client.get("/v1/nodes/web-1")
+    assert node["tags"] == ["frontend"] and node["upgrade_domain"] == 3
+    code, out, _ = fleet.cli("label", "web-1", "--untag", "frontend", "--upgrade-domain", "auto")
+    assert code == 0 and "tags -; upgrade domain auto" in out
+    code, _, err = fleet.cli("reimage", "frontend", "--dry-run")
+    assert code != 0 and "no node, rack or tag named 'frontend'" in err
+
+
+def test_abort_stops_a_job_between_batches(fleet):
+    code, out, err = fleet.cli("reimage", "rack-1", "--image", "host", "--no-wait")
+    assert code == 0, err
+    assert "batch 1: web-1" in out and "batch 2: web-2" in out
+    # The nodes are claimed: nothing else may touch them while the job runs.
+    code, out, _ = fleet.cli("power", "off", "web-2")
+    assert code != 0 and "part of job" in out
+    code, out, err = fleet.cli("reimage", "--abort")
+    assert code == 0 and "abort requested" in out, err
+    play_deploy(fleet, "web-1")  # the node already under way finishes
+    job = fleet.client.get("/v1/jobs")["jobs"][-1]
+    end = time.monotonic() + 30
+    while job["status"] == "running":
+        assert time.monotonic() < end
+        time.sleep(0.1)
+        job = fleet.client.get(f"/v1/jobs/{job['id']}")
+    assert job["status"] == "aborted"
+    assert [(m["name"], m["status"]) for m in job["nodes"]] == [("web-1", "done"), ("web-2", "skipped")]
+    assert fleet.client.get("/v1/nodes/web-2")["state"] == "ready"
+    assert fleet.client.get("/v1/nodes/web-2")["job_id"] is None  # released
+    code, out, _ = fleet.cli("job", str(job["id"]))
+    assert code == 0 and "aborted" in out
+
+
+def test_a_reimage_runs_batch_after_batch_to_active(fleet):
+    code, out, err = fleet.cli("reimage", "rack-1", "--image", "host", "--no-wait")
+    assert code == 0, err
+    play_deploy(fleet, "web-1")
+    play_deploy(fleet, "web-2")
+    job = fleet.client.get("/v1/jobs")["jobs"][-1]
+    end = time.monotonic() + 30
+    while job["status"] == "running":
+        assert time.monotonic() < end
+        time.sleep(0.1)
+        job = fleet.client.get(f"/v1/jobs/{job['id']}")
+    assert job["status"] == "done"
+    first, second = job["nodes"]
+    assert first["ended_at"] <= second["started_at"]
+    assert first["bytes"] == second["bytes"] > 0
