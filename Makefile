@@ -24,14 +24,20 @@ maintenance-image: setup
 host-image: setup
 	$(SUDO) $(PY) images/host/build.py --out build/images/host
 
-# The main job in the virtual lab: lab up, enroll every node, show them ready.
-demo: maintenance-image
+# The main job in the virtual lab: lab up, enroll every node to ready, import the host
+# image, reimage every node to it (both racks at once: each is its own fault domain),
+# then roll one host back to its pristine base.
+demo: maintenance-image host-image
 	$(SUDO) $(BIN)/provisioner lab down
 	$(SUDO) $(BIN)/provisioner lab up --nodes 2 --racks 2
 	$(SUDO) $(BIN)/provisioner enroll --from $(LAB_INVENTORY)
+	$(SUDO) $(BIN)/provisioner image import build/images/host/host.qcow2 --name host
+	$(SUDO) $(BIN)/provisioner reimage all --image host --max-unavailable 100%
+	$(SUDO) $(BIN)/provisioner rollback lab-r1-n1
+	$(SUDO) $(BIN)/provisioner nodes
 	@echo
-	@echo "The lab stays up: try 'sudo $(BIN)/provisioner show lab-r1-n1', 'provisioner power off rack-1';"
-	@echo "'sudo $(BIN)/provisioner lab down' removes it."
+	@echo "The lab stays up: try 'sudo $(BIN)/provisioner show lab-r1-n1', 'provisioner job',"
+	@echo "'provisioner power off rack-1'; 'sudo $(BIN)/provisioner lab down' removes it."
 
 test: setup
 	$(MAKE) test-unit test-functional test-lab

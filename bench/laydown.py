@@ -76,7 +76,6 @@ def bench_laydown(work: Path, image: Path, servers, http_port: int, rounds: int)
             moved, reused = deployer.lay_base(data / "images", spec, False, lambda doc: None)
             assert not reused and moved == size
             transferred.append(moved)
-            disk.set_immutable(data / "images" / f"{sha}.qcow2", False)  # so the next round can wipe
 
     def dd(dev: str) -> None:
         subprocess.run(["dd", f"if={served}", f"of={dev}", "bs=4M", "conv=fsync", "status=none"], check=True)

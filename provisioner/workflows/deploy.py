@@ -72,15 +72,19 @@ class DeployFlow:
             self.c.submit(node, "resuming deploy", work, job=node.job_id)
 
     def _fail(self, node: Node, reason: str) -> None:
-        try:
-            self.c.store.transition(node, Event.FAIL, error=reason)
-        except InvalidTransition:
+        if self.c.store.get_node(str(node.id)).state != State.DEPLOYING:
             return
-        # A half-deployed machine must not boot from its disk: leave it off.
+        # A half-deployed machine must not boot from its disk: off first, so a node seen
+        # in deploy-failed is already off.
         try:
             self.c.power.apply(self.c.bmc(node), PowerAction.OFF)
         except PowerError as exc:
             LOG.warning("node %s: could not power off after a failed deploy: %s", node.name, exc)
+            reason += f" (and powering it off failed: {exc})"
+        try:
+            self.c.store.transition(node, Event.FAIL, error=reason)
+        except InvalidTransition:
+            pass
 
     def _power_steps(self, node: Node) -> None:
         self.c.boot_maintenance(node, State.DEPLOYING, self._deadline, self._fail)
