@@ -26,6 +26,7 @@ MBR = Path("/usr/lib/EXTLINUX/mbr.bin")
 MKE2FS = "/usr/sbin/mke2fs"
 SFDISK = "/usr/sbin/sfdisk"
 CHATTR = "/usr/bin/chattr"
+PARTX = "/usr/bin/partx"
 
 
 class DiskError(Exception):
@@ -78,10 +79,14 @@ def has_layout(disk: str) -> bool:
     return label_of(partition(disk, 1)) == BOOT_LABEL and label_of(partition(disk, 2)) == DATA_LABEL
 
 
-def _wait_for(path: str) -> None:
-    for _ in range(50):
+def _wait_for(path: str, disk: str) -> None:
+    for attempt in range(50):
         if os.path.exists(path):
             return
+        if attempt == 1 and os.path.exists(PARTX):
+            # Some kernels do not re-read a loop device's table on sfdisk's request;
+            # partx adds the partitions one by one instead.
+            subprocess.run([PARTX, "--add", disk], capture_output=True, check=False)
         time.sleep(0.1)
     raise DiskError(f"{path} did not appear after partitioning")
 
@@ -95,7 +100,7 @@ def create_layout(disk: str, boot_mib: int = 128) -> None:
     if proc.returncode != 0:
         raise DiskError(f"sfdisk {disk}: {proc.stderr.strip()}")
     for n in (1, 2):
-        _wait_for(partition(disk, n))
+        _wait_for(partition(disk, n), disk)
     sh(MKE2FS, "-q", "-F", "-t", "ext2", "-L", BOOT_LABEL, partition(disk, 1))
     sh(MKE2FS, "-q", "-F", "-t", "ext4", "-L", DATA_LABEL, "-E", "lazy_itable_init=1,lazy_journal_init=1",
        partition(disk, 2))

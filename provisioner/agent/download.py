@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import queue
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -26,6 +28,34 @@ class ChecksumMismatch(Exception):
 
 class DownloadFailed(Exception):
     pass
+
+
+class _Hasher:
+    """sha256 on its own thread, fed the chunks as they are written: hashlib lets go of
+    the GIL on large updates, so hashing overlaps the network and the disk instead of
+    adding to them."""
+
+    def __init__(self, digest: "hashlib._Hash") -> None:
+        self.digest = digest
+        self._chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=16)
+        self._thread = threading.Thread(target=self._run, name="sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._chunks.get()) is not None:
+            self.digest.update(chunk)
+
+    def update(self, chunk: bytes) -> None:
+        self._chunks.put(chunk)
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._chunks.put(None)
+            self._thread.join()
+
+    def hexdigest(self) -> str:
+        self.close()
+        return self.digest.hexdigest()
 
 
 def _hash_existing(path: Path, digest: "hashlib._Hash") -> int:
@@ -49,6 +79,24 @@ def fetch(url: str, dest: Path, *, sha256: str, size: int, token: str | None,
         digest, done = hashlib.sha256(), 0
     if done:
         LOG.info("agent: resuming %s at byte %d of %d", dest.name, done, size)
+    hasher = _Hasher(digest)
+    try:
+        transferred = _receive(url, part, done, size, token, hasher, progress, attempts, timeout, sleep)
+    finally:
+        hasher.close()
+    actual = hasher.hexdigest()
+    if actual != sha256:
+        part.unlink()
+        raise ChecksumMismatch(f"checksum mismatch: the image's sha256 is {actual}, expected {sha256}; "
+                               "the download was discarded")
+    os.replace(part, dest)
+    return transferred
+
+
+def _receive(url: str, part: Path, done: int, size: int, token: str | None, hasher: _Hasher,
+             progress: Callable[[int, int], None], attempts: int, timeout: float,
+             sleep: Callable[[float], None]) -> int:
+    """Append the rest of the file to part, from byte `done`; the bytes received."""
     transferred = 0
     failures = 0
     with part.open("ab") as out:
@@ -68,7 +116,7 @@ def fetch(url: str, dest: Path, *, sha256: str, size: int, token: str | None,
                         if not chunk:
                             break
                         out.write(chunk)
-                        digest.update(chunk)
+                        hasher.update(chunk)
                         done += len(chunk)
                         transferred += len(chunk)
                         unsynced += len(chunk)
@@ -85,7 +133,7 @@ def fetch(url: str, dest: Path, *, sha256: str, size: int, token: str | None,
                 failures += 1
             except (OSError, urllib.error.URLError) as exc:
                 failures += 1
-                LOG.warning("agent: download of %s broke at byte %d (%s)", dest.name, done, exc)
+                LOG.warning("agent: download of %s broke at byte %d (%s)", part.name, done, exc)
             if done < size:
                 if failures >= attempts:
                     raise DownloadFailed(f"{url}: gave up after {failures} broken connections at byte {done}")
@@ -96,12 +144,6 @@ def fetch(url: str, dest: Path, *, sha256: str, size: int, token: str | None,
     progress(done, size)
     if done != size:
         raise DownloadFailed(f"got {done} bytes, expected {size}")
-    actual = digest.hexdigest()
-    if actual != sha256:
-        part.unlink()
-        raise ChecksumMismatch(f"checksum mismatch: the image's sha256 is {actual}, expected {sha256}; "
-                               "the download was discarded")
-    os.replace(part, dest)
     return transferred
 
 

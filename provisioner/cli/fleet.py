@@ -13,17 +13,7 @@ from ..client import Client
 from ..errors import InvalidInput
 from ..models import validate_name
 from .fetch import fetch
-from .output import print_json, table, timestamp
-
-
-def _size(n: int | None) -> str:
-    if n is None:
-        return ""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n = n / 1024  # type: ignore[assignment]
-    return str(n)
+from .output import print_json, progress_text, size_text as _size, table, timestamp
 
 
 class Progress:
@@ -134,17 +124,6 @@ def show_plan(plan: dict[str, Any]) -> None:
           f"parallel, stop after a batch with more than {plan['max_failures']} failures")
     for i, batch in enumerate(plan["batches"], start=1):
         print(f"  batch {i}: {', '.join(batch)}")
-
-
-def progress_text(progress: dict[str, Any] | None) -> str:
-    """'writing 40% of 1.0 GiB' from what the agent last reported."""
-    if not progress:
-        return ""
-    phase = str(progress.get("phase", ""))
-    done, total = progress.get("bytes"), progress.get("total")
-    if isinstance(done, int) and isinstance(total, int) and total > 0:
-        return f"{phase} {100 * done // total}% of {_size(total)}"
-    return phase
 
 
 def follow(client: Client, job: dict[str, Any], as_json: bool) -> int:

@@ -26,6 +26,27 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], out: TextIO | N
         out.write(line.format(*row).rstrip() + "\n")
 
 
+def size_text(n: int | None) -> str:
+    if n is None:
+        return ""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n = n / 1024  # type: ignore[assignment]
+    return str(n)
+
+
+def progress_text(progress: dict[str, Any] | None) -> str:
+    """'writing 40% of 1.0 GiB' from what the agent last reported."""
+    if not progress:
+        return ""
+    phase = str(progress.get("phase", ""))
+    done, total = progress.get("bytes"), progress.get("total")
+    if isinstance(done, int) and isinstance(total, int) and total > 0:
+        return f"{phase} {100 * done // total}% of {size_text(total)}"
+    return phase
+
+
 def _gib(n: int | None) -> str:
     return f"{n / (1 << 30):.0f} GiB" if n else ""
 
@@ -62,6 +83,7 @@ def node_detail(n: dict[str, Any], out: TextIO | None = None) -> None:
         ("bmc", f"{bmc['address']}:{bmc['port']} user {bmc['username']} (cipher suite {bmc['cipher_suite']})"),
         ("agent", f"{n.get('agent')} (last seen {timestamp(n.get('agent_last_seen')) or 'never'})"),
         ("boots", n.get("boot_count")),
+        ("progress", progress_text(n.get("progress"))),
     ]
     for key, value in pairs:
         if value not in (None, ""):
