@@ -16,7 +16,7 @@ from ..workflows.labels import set_labels
 from .fleet import fleet_routes
 from .http import Request, Response, Route, Router
 from .openapi import openapi_document
-from .views import deploy_progress, node_view
+from .views import deploy_progress, image_ref, node_view
 
 _ARTIFACT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _HOST_RE = re.compile(r"^[A-Za-z0-9.:\[\]-]+$")
@@ -62,6 +62,7 @@ def build_router(svc: Services) -> Router:
     def view(n: Any) -> dict[str, Any]:
         doc = node_view(n, settings.agent_lost_after)
         doc["progress"] = deploy_progress(svc.store, n.id, doc["step"])
+        doc["image"] = image_ref(svc.store, n.image_sha256)
         return doc
 
     # -- operators ------------------------------------------------------------

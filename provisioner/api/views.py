@@ -55,3 +55,12 @@ def job_view(store: Store, job: dict[str, Any]) -> dict[str, Any]:
     for member in job["nodes"]:
         member["progress"] = deploy_progress(store, int(member["node_id"]), member.get("step"))
     return job
+
+
+def image_ref(store: Store, sha256: str | None) -> str | None:
+    """NAME:VERSION of an image by its sha256 (the newest name it was imported under),
+    or its short sha256 if the catalog no longer has it."""
+    if not sha256:
+        return None
+    rows = store.images_by_sha(sha256)
+    return f"{rows[-1]['name']}:{rows[-1]['version']}" if rows else sha256[:12]

@@ -135,8 +135,10 @@ def follow(client: Client, job: dict[str, Any], as_json: bool) -> int:
             line = f"{m['status']} {m.get('step') or ''} {m.get('message') or ''} {progress_text(m.get('progress'))}"
             if not as_json and seen.get(m["name"]) != line:
                 seen[m["name"]] = line
-                what = m["step"] if m["status"] == "running" and m.get("step") else (
-                    m.get("message") or (m.get("last_error") if m["status"] == "failed" else "") or "")
+                if m["status"] == "running":
+                    what = m.get("step") or m.get("state") or ""  # between its last step and the job's note
+                else:
+                    what = m.get("message") or (m.get("last_error") if m["status"] == "failed" else "") or ""
                 if m["status"] == "running" and m.get("progress"):
                     what += ": " + progress_text(m["progress"])
                 print(f"[{time.monotonic() - started:6.1f}s] {m['name']:<16} {m['status']:<8} {what}", flush=True)

@@ -59,7 +59,7 @@ def node_rows(nodes: Iterable[dict[str, Any]]) -> tuple[list[str], list[list[Any
         state = n["state"] + (f" ({n['step']})" if n.get("step") else "")
         mem = hw.get("memory_mib")
         rows.append([n["name"], n["mac"], n["rack"], state, n.get("power_state"), hw.get("cpus"),
-                     f"{mem} MiB" if mem else "", _gib(hw.get("disk_bytes")), (n.get("image_sha256") or "")[:12],
+                     f"{mem} MiB" if mem else "", _gib(hw.get("disk_bytes")), n.get("image") or "",
                      n.get("agent")])
     return headers, rows
 
@@ -83,6 +83,7 @@ def node_detail(n: dict[str, Any], out: TextIO | None = None) -> None:
         ("bmc", f"{bmc['address']}:{bmc['port']} user {bmc['username']} (cipher suite {bmc['cipher_suite']})"),
         ("agent", f"{n.get('agent')} (last seen {timestamp(n.get('agent_last_seen')) or 'never'})"),
         ("boots", n.get("boot_count")),
+        ("image", f"{n['image']} (sha256 {n['image_sha256'][:16]})" if n.get("image") else None),
         ("progress", progress_text(n.get("progress"))),
     ]
     for key, value in pairs:
