@@ -1,0 +1,1 @@
+"""Guests per role on the hosts: the roles file, placement, and (next) libvirt."""

@@ -1,0 +1,124 @@
+"""The roles file: what guests the operator wants, per role. Read and checked whole
+before anything is planned, every problem named with its role and key.
+
+    roles:
+      - name: web
+        base: guest:1            # catalog NAME[:VERSION]: the shared read-only base
+        app: web-app             # optional: attached read-only as a second disk
+        vcpus: 1                 # dedicated host cores, pinned, never shared
+        memory_mib: 256
+        count: 3
+        spread: rack             # rack (default): across racks first; host; none
+        upgrade_domains: 2       # guests roll to a new base one domain at a time
+        user_data: web.yaml.j2   # jinja2 template for cloud-init user data, next to this file
+        vars: {port: 8080}       # per-role variables for the template
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import InvalidInput
+from ..models import validate_name
+
+SPREADS = ("rack", "host", "none")
+_KEYS = {"name", "base", "app", "vcpus", "memory_mib", "count", "spread", "upgrade_domains", "user_data", "vars"}
+MAX_COUNT = 1000
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    base: str
+    vcpus: int
+    memory_mib: int
+    count: int
+    app: str | None = None
+    spread: str = "rack"
+    upgrade_domains: int = 1
+    user_data: str | None = None  # the template's text
+    vars: dict[str, Any] = field(default_factory=dict)
+
+
+def _int(doc: dict[str, Any], key: str, where: str, low: int, high: int, default: int | None = None) -> int:
+    value = doc.get(key, default)
+    if value is None:
+        raise InvalidInput(f"{where}: '{key}' is required")
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise InvalidInput(f"{where}: '{key}' must be a whole number from {low} to {high}, not {value!r}")
+    return value
+
+
+def _ref(doc: dict[str, Any], key: str, where: str, required: bool) -> str | None:
+    value = doc.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInput(f"{where}: '{key}' must be a catalog image, NAME or NAME:VERSION")
+    return value.strip()
+
+
+def parse_role(doc: Any, index: int, folder: Path | None) -> Role:
+    if not isinstance(doc, dict):
+        raise InvalidInput(f"roles[{index}]: each role is a mapping with at least name, base, vcpus, memory_mib, count")
+    name = doc.get("name")
+    if not isinstance(name, str):
+        raise InvalidInput(f"roles[{index}]: 'name' is required")
+    validate_name(name, f"role name (roles[{index}])")
+    where = f"role {name}"
+    unknown = sorted(set(doc) - _KEYS)
+    if unknown:
+        raise InvalidInput(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(_KEYS))})")
+    spread = doc.get("spread", "rack")
+    if spread not in SPREADS:
+        raise InvalidInput(f"{where}: 'spread' must be one of {', '.join(SPREADS)}, not {spread!r}")
+    variables = doc.get("vars") or {}
+    if not isinstance(variables, dict):
+        raise InvalidInput(f"{where}: 'vars' must be a mapping")
+    template = None
+    if doc.get("user_data") is not None:
+        raw = doc["user_data"]
+        if not isinstance(raw, str):
+            raise InvalidInput(f"{where}: 'user_data' must name a template file")
+        path = (folder or Path.cwd()) / raw
+        try:
+            template = path.read_text()
+        except OSError as exc:
+            raise InvalidInput(f"{where}: cannot read the user_data template {path}: {exc.strerror}") from exc
+    return Role(name=name, base=str(_ref(doc, "base", where, True)), app=_ref(doc, "app", where, False),
+                vcpus=_int(doc, "vcpus", where, 1, 256), memory_mib=_int(doc, "memory_mib", where, 32, 1 << 22),
+                count=_int(doc, "count", where, 0, MAX_COUNT), spread=spread,
+                upgrade_domains=_int(doc, "upgrade_domains", where, 1, 100, default=1),
+                user_data=template, vars=dict(variables))
+
+
+def parse_roles(text: str, folder: Path | None = None, source: str = "roles file") -> list[Role]:
+    """Every role in the file, or one InvalidInput naming the first problem."""
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise InvalidInput(f"{source}: invalid YAML{at}: {problem}") from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get("roles"), list):
+        raise InvalidInput(f"{source}: expected a top-level 'roles:' list")
+    roles = [parse_role(item, i, folder) for i, item in enumerate(doc["roles"])]
+    seen: set[str] = set()
+    for role in roles:
+        if role.name in seen:
+            raise InvalidInput(f"{source}: role {role.name!r} is defined twice")
+        seen.add(role.name)
+    return roles
+
+
+def load_roles(path: Path) -> list[Role]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {path}: {exc.strerror}") from exc
+    return parse_roles(text, path.parent, str(path))
