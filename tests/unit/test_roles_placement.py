@@ -105,3 +105,35 @@ def test_existing_guests_keep_their_cores():
 def test_no_host_at_all_is_one_clear_line():
     with pytest.raises(InvalidInput, match="no active host to place guests on"):
         place(parse_roles(ROLES), [], [])
+
+
+def test_a_guest_domain_pins_its_cores_and_mounts_its_disks_read_only():
+    import xml.etree.ElementTree as ET
+
+    from provisioner.guests.render import NAMESPACE, domain_xml
+
+    guest = Guest("web-2", "web", 2, "h1", (2, 3), 256, 1)
+    root = ET.fromstring(domain_xml(guest, domain_type="qemu", overlay="/p/web-2.qcow2", config_drive="/p/web-2.iso",
+                                    console_log="/p/web-2.log", base_sha256="ab" * 32, app="/p/app.raw",
+                                    app_sha256="cd" * 32))
+    assert root.findtext("name") == "web-2" and root.get("type") == "qemu"
+    assert root.find("vcpu").text == "2" and root.find("vcpu").get("cpuset") == "2,3"
+    assert [(p.get("vcpu"), p.get("cpuset")) for p in root.iter("vcpupin")] == [("0", "2"), ("1", "3")]
+    disks = {d.find("target").get("dev"): d for d in root.iter("disk")}
+    assert disks["vda"].find("source").get("file") == "/p/web-2.qcow2" and disks["vda"].find("readonly") is None
+    assert disks["vdb"].find("readonly") is not None and disks["hdc"].find("readonly") is not None
+    meta = root.find(f"metadata/{{{NAMESPACE}}}guest")
+    assert (meta.get("role"), meta.get("index"), meta.get("upgrade-domain")) == ("web", "2", "1")
+
+
+def test_user_data_is_rendered_per_guest_and_a_bad_template_is_named():
+    from provisioner.guests.render import config_files
+
+    role = parse_roles("roles:\n  - {name: web, base: a, vcpus: 1, memory_mib: 64, count: 2, vars: {port: 8080}}")[0]
+    role = type(role)(**{**role.__dict__, "user_data": "#cloud-config\n# {{ guest.name }} on {{ guest.host }}:{{ port }}\n"})
+    files = config_files(role, Guest("web-2", "web", 2, "h1", (1,), 64, 0), "h1")
+    assert files["user-data"] == "#cloud-config\n# web-2 on h1:8080\n"
+    assert "instance-id: web-2" in files["meta-data"]
+    broken = type(role)(**{**role.__dict__, "user_data": "{{ nope }}"})
+    with pytest.raises(InvalidInput, match="role web: its user_data template fails for web-2: 'nope' is undefined"):
+        config_files(broken, Guest("web-2", "web", 2, "h1", (1,), 64, 0), "h1")
