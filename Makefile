@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 LAB_INVENTORY := /var/lib/provisioner-lab/inventory.yaml
 
-.PHONY: setup demo test test-unit test-functional test-lab maintenance-image host-image bench lab-down clean
+.PHONY: setup demo test test-unit test-functional test-lab maintenance-image host-image guest-image bench lab-down clean
 
 setup: $(VENV)/.installed
 	@.ci/install-debian-packages
@@ -23,6 +23,9 @@ maintenance-image: setup
 
 host-image: setup
 	$(SUDO) $(PY) images/host/build.py --out build/images/host
+
+guest-image: setup
+	$(SUDO) $(PY) images/guest/build.py --out build/images/guest
 
 # The main job in the virtual lab: lab up, enroll every node to ready, import the host
 # image, reimage every node to it (both racks at once: each is its own fault domain),
@@ -49,7 +52,7 @@ test-unit: setup
 test-functional: setup
 	$(SUDO) $(PY) -m pytest -q tests/functional
 
-test-lab: maintenance-image host-image
+test-lab: maintenance-image host-image guest-image
 	$(SUDO) $(PY) -m pytest -q tests/lab
 
 bench: maintenance-image host-image
