@@ -113,3 +113,15 @@ class DeployError(ProvisionerError):
 class LabError(ProvisionerError):
     message = "lab error"
 
+
+
+class HostError(ProvisionerError):
+    """A hypervisor host (its libvirtd, its storage, a guest on it) failed us."""
+
+    message = "host error"
+    http_status = 502
+
+
+class HostUnreachable(HostError):
+    message = "host %(host)s is unreachable"
+    retryable = True

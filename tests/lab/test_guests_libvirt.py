@@ -1,0 +1,134 @@
+"""Guests through a real libvirtd (the lab's): the base goes into a storage pool once,
+read-only; each guest gets an overlay made by the storage API over the shared base,
+a config drive and pinned cores; it boots and its guest agent answers; a reset brings
+it back to pristine; delete leaves nothing behind."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+
+import libvirt
+import pytest
+
+from provisioner.errors import HostError
+from provisioner.guests.placement import Host, place
+from provisioner.guests.render import config_files
+from provisioner.guests.roles import parse_roles
+from provisioner.hypervisor.domains import GuestHost, ImageRef
+from provisioner.hypervisor.pool import Pool, base_name
+from provisioner.lab import hypervisor
+from provisioner.lab.lab import Lab
+
+REPO = Path(__file__).resolve().parents[2]
+GUEST_IMAGE = REPO / "build/images/guest/guest.qcow2"
+POOL = "provisioner-test"
+ROLES = """
+roles:
+  - name: web
+    base: guest
+    vcpus: 1
+    memory_mib: 192
+    count: 2
+    user_data: web.j2
+    vars: {port: 8080}
+"""
+
+
+def image_ref(path: Path) -> ImageRef:
+    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(path)], check=True,
+                                     capture_output=True, text=True).stdout)
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    return ImageRef(sha, info["format"], path.stat().st_size, info["virtual-size"], lambda: path.open("rb"))
+
+
+@pytest.fixture(scope="module")
+def libvirt_host():
+    lab = Lab()
+    lab.down()
+    lab.up(nodes=1, racks=1, memory_mib=256)  # libvirtd in the lab namespace; the node stays off
+    conn = hypervisor.connect()
+    try:
+        pool = Pool(conn, lab.dir / "pool", name=POOL)
+        # TCG: this machine's KVM cannot run a BIOS guest (LAB.md).
+        yield GuestHost(conn, pool, lab.dir / "logs/guests", domain_type="qemu"), lab
+    finally:
+        for dom in conn.listAllDomains(0):
+            if GuestHost.metadata(dom):
+                if dom.isActive():
+                    dom.destroy()
+                dom.undefine()
+        try:
+            pool = conn.storagePoolLookupByName(POOL)
+            for vol in pool.listAllVolumes(0):
+                vol.delete(0)
+            if pool.isActive():
+                pool.destroy()
+            pool.undefine()
+        except libvirt.libvirtError:
+            pass
+        conn.close()
+        lab.down()
+
+
+def agent_read(host: GuestHost, guest: str, path: str) -> str | None:
+    try:
+        handle = host.agent(guest, {"execute": "guest-file-open", "arguments": {"path": path, "mode": "r"}})
+    except HostError:
+        return None
+    data = host.agent(guest, {"execute": "guest-file-read", "arguments": {"handle": handle, "count": 4096}})
+    host.agent(guest, {"execute": "guest-file-close", "arguments": {"handle": handle}})
+    return base64.b64decode(data["buf-b64"]).decode()
+
+
+def agent_write(host: GuestHost, guest: str, path: str, text: str) -> None:
+    handle = host.agent(guest, {"execute": "guest-file-open", "arguments": {"path": path, "mode": "w"}})
+    host.agent(guest, {"execute": "guest-file-write",
+                       "arguments": {"handle": handle, "buf-b64": base64.b64encode(text.encode()).decode()}})
+    host.agent(guest, {"execute": "guest-file-close", "arguments": {"handle": handle}})
+
+
+def test_two_guests_share_one_read_only_base_boot_and_reset(libvirt_host, tmp_path):
+    host, lab = libvirt_host
+    (tmp_path / "web.j2").write_text("#cloud-config\n# {{ guest.name }} serves on {{ port }}\n")
+    role = parse_roles(ROLES, tmp_path)[0]
+    base = image_ref(GUEST_IMAGE)
+    plan = place([role], [Host("lab", "rack-1", 2, 4096)], [], reserved_cores=0, reserved_memory_mib=256)
+    assert [(g.name, g.cores) for g in plan.add] == [("web-1", (0,)), ("web-2", (1,))]
+
+    sent = [host.ensure_image(base)[1] for _ in range(2)]
+    assert sent == [base.size, 0], "the base goes to a host once"
+    for guest in plan.add:
+        host.create(guest, base, config_files(role, guest, "lab"))
+    for guest in plan.add:
+        host.wait_ready(guest.name, timeout=180)
+
+    base_vol = host.pool.volume(base_name(base.sha256, "qcow2"))
+    base_path = Path(base_vol.path())
+    assert oct(base_path.stat().st_mode & 0o777) == "0o444"
+    for guest in plan.add:
+        overlay = host.pool.volume(f"{guest.name}.qcow2").path()
+        chain = json.loads(subprocess.run(["qemu-img", "info", "-U", "--backing-chain", "--output=json", overlay],
+                                          check=True, capture_output=True, text=True).stdout)
+        assert [c["filename"] for c in chain] == [overlay, str(base_path)]
+        dom = host.domain(guest.name)
+        assert [list(p) for p in dom.vcpuPinInfo(0)] == [[i == guest.cores[0] for i in range(2)]]
+        assert agent_read(host, guest.name, "/etc/hostname").strip() == guest.name
+        assert f"{guest.name} serves on 8080" in agent_read(host, guest.name, "/var/lib/guest/user-data")
+    assert [g["name"] for g in host.guests()] == ["web-1", "web-2"]
+
+    agent_write(host, "web-1", "/root/marker", "written by the guest\n")
+    assert agent_read(host, "web-1", "/root/marker") == "written by the guest\n"
+    host.reset("web-1")
+    host.wait_ready("web-1", timeout=180)
+    assert agent_read(host, "web-1", "/root/marker") is None, "reset must discard the overlay"
+    assert agent_read(host, "web-1", "/etc/hostname").strip() == "web-1", "reset keeps the guest's identity"
+    assert hashlib.sha256(base_path.read_bytes()).hexdigest() == base.sha256, "the base changed"
+
+    for guest in plan.add:
+        host.delete(guest.name)
+    assert host.guests() == []
+    assert host.pool.volumes() == [base_name(base.sha256, "qcow2")]
