@@ -1,4 +1,5 @@
-"""Guests through a real libvirtd (the lab's): the base goes into a storage pool once,
+"""Guests through a real libvirtd (the lab's), reached as a remote host over
+qemu+libssh with its host key checked: the base goes into a storage pool once,
 read-only; each guest gets an overlay made by the storage API over the shared base,
 a config drive and pinned cores; it boots and its guest agent answers; a reset brings
 it back to pristine; delete leaves nothing behind."""
@@ -8,7 +9,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import libvirt
@@ -22,6 +26,7 @@ from provisioner.hypervisor.domains import GuestHost, ImageRef
 from provisioner.hypervisor.pool import Pool, base_name
 from provisioner.lab import hypervisor
 from provisioner.lab.lab import Lab
+from provisioner.sshkeys import new_keypair, operator_key
 
 REPO = Path(__file__).resolve().parents[2]
 GUEST_IMAGE = REPO / "build/images/guest/guest.qcow2"
@@ -132,3 +137,50 @@ def test_two_guests_share_one_read_only_base_boot_and_reset(libvirt_host, tmp_pa
         host.delete(guest.name)
     assert host.guests() == []
     assert host.pool.volumes() == [base_name(base.sha256, "qcow2")]
+
+
+SSHD_CONFIG = """ListenAddress {address}
+HostKey {work}/host_key
+AuthorizedKeysFile {work}/authorized_keys
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+PidFile {work}/sshd.pid
+"""
+
+
+def test_the_host_is_reached_over_ssh_with_its_recorded_key_only(libvirt_host):
+    """The test machine's libvirtd as a remote host: sshd on the lab bridge's address,
+    with a host key made as a deploy makes one, and the provisioner's operator key."""
+    _, lab = libvirt_host
+    work = lab.dir / "sshd"
+    work.mkdir()
+    private, public = new_keypair("root@lab-host")
+    (work / "host_key").write_text(private)
+    os.chmod(work / "host_key", 0o600)
+    key_file, operator_public = operator_key(lab.dir / "data")
+    (work / "authorized_keys").write_text(operator_public + "\n")
+    (work / "sshd_config").write_text(SSHD_CONFIG.format(address=lab.cfg.address, work=work))
+    Path("/run/sshd").mkdir(exist_ok=True)
+    sshd = subprocess.Popen(["ip", "netns", "exec", lab.cfg.netns, "/usr/sbin/sshd", "-D", "-e", "-f",
+                             str(work / "sshd_config")], stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1)
+        assert sshd.poll() is None, sshd.stderr.read()
+        proc = subprocess.run(["ip", "netns", "exec", lab.cfg.netns, sys.executable,
+                               str(REPO / "tests/lab/host_connect_check.py"), lab.cfg.address, public,
+                               str(key_file), str(lab.dir / "known_hosts")],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        result = json.loads(proc.stdout)
+    finally:
+        sshd.terminate()
+        sshd.wait()
+    assert result["recorded"]["ok"] and "lab-r1-n1" in result["recorded"]["domains"], result
+    changed = result["changed"]
+    assert not changed["ok"] and changed["error"] == "HostError", changed
+    assert "host key is not the one recorded at deploy time" in changed["message"]
+    unreachable = result["unreachable"]
+    assert unreachable["error"] == "HostUnreachable" and "is unreachable" in unreachable["message"], unreachable
