@@ -80,6 +80,10 @@ class Settings:
     timeouts_host_boot: float = 600.0  # from the switch to the disk to the host agent's first call
     # [reimage]
     reimage_upgrade_domains: int = 2  # nodes of a rack are spread over this many, by name order
+    # [guests]
+    guests_reserved_cores: int = 1  # the lowest cores of each host stay with the host
+    guests_reserved_memory_mib: int = 512  # and this much memory
+    guests_domain_type: str = "auto"  # kvm, qemu (TCG), or auto: kvm where the host's libvirt offers it
     # [agent]
     agent_heartbeat_interval: float = 10.0
     agent_lost_after: float = 60.0

@@ -20,6 +20,7 @@ from .workflows.agent import AgentService
 from .workflows.deploy import DeployFlow
 from .workflows.engine import Conductor
 from .workflows.enroll import EnrollService
+from .workflows.guests import GuestService
 from .workflows.inspect import InspectionFlow
 from .workflows.jobs import JobRunner
 from .workflows.netboot import NetbootService
@@ -57,6 +58,7 @@ class Services:
     catalog: Catalog
     deploy: DeployFlow
     jobs: JobRunner
+    guests: GuestService
 
     def nodes_changed(self) -> None:
         self.enroll.on_nodes_changed()
@@ -91,5 +93,6 @@ class Services:
                   agents=agents, netboot=NetbootService(conductor, renderer.render),
                   power=PowerService(conductor), counters=counters, renderer=renderer, dhcp=dhcp,
                   operator_token=_operator_token(settings.operator_token_file),
-                  catalog=catalog, deploy=deploy, jobs=JobRunner(conductor, deploy, catalog))
+                  catalog=catalog, deploy=deploy, jobs=JobRunner(conductor, deploy, catalog),
+                  guests=GuestService(conductor, catalog))
         return svc

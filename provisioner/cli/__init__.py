@@ -112,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("--no-wait", action="store_true")
 
+    p = sub.add_parser("deploy", help="place guests per role on the active hosts, from a roles file")
+    p.add_argument("roles", metavar="ROLES.yaml", help="the roles file (see docs/roles.md)")
+    p.add_argument("--dry-run", action="store_true", help="show the placement only")
+
     p = sub.add_parser("job", help="reimage and rollback jobs: all, or one in detail")
     p.add_argument("job", nargs="?", type=int)
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from ..client import Client
 from ..errors import InvalidInput
+from ..guests.roles import template_names
 from ..models import validate_name
 from .fetch import fetch
 from .output import print_json, progress_text, size_text as _size, table, timestamp
@@ -210,4 +211,27 @@ def cmd_job(client: Client, args: argparse.Namespace) -> int:
         return 0
     print(f"job {job['id']}: {job['kind']} {job['target']}, {job['status']}")
     table(["batch", "node", "rack", "result", "detail", "transferred", "took"], _job_rows(job))
+    return 0
+
+
+def cmd_deploy(client: Client, args: argparse.Namespace) -> int:
+    path = Path(args.roles)
+    try:
+        text = path.read_text()
+        templates = {name: (path.parent / name).read_text() for name in template_names(text)}
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {exc.filename}: {exc.strerror}") from exc
+    doc = client.post("/v1/deploy", {"roles": text, "templates": templates, "source": str(path),
+                                     "dry_run": bool(args.dry_run)})
+    if args.json:
+        print_json(doc)
+        return 0
+    hosts = ", ".join(f"{h['name']} ({h['cores']} cores, {h['memory_mib']} MiB)" for h in doc["hosts"])
+    print(f"hosts: {hosts or '-'}")
+    rows = [[action, g["name"], g["role"], g["host"], ",".join(map(str, g["cores"])), f"{g['memory_mib']} MiB",
+             g["upgrade_domain"], g["base"] or "", g["app"] or ""]
+            for action in ("keep", "add", "remove") for g in doc[action]]
+    table(["action", "guest", "role", "host", "cores", "memory", "ud", "base", "app"], rows)
+    print(f"{len(doc['add'])} to add, {len(doc['remove'])} to remove, {len(doc['keep'])} unchanged"
+          + (" (dry run: nothing changed)" if doc["dry_run"] else ""))
     return 0

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -62,7 +62,21 @@ def _ref(doc: dict[str, Any], key: str, where: str, required: bool) -> str | Non
     return value.strip()
 
 
-def parse_role(doc: Any, index: int, folder: Path | None) -> Role:
+TemplateReader = Callable[[str], str]
+
+
+def folder_reader(folder: Path) -> TemplateReader:
+    """Templates named relative to the roles file's folder."""
+    def read(name: str) -> str:
+        path = folder / name
+        try:
+            return path.read_text()
+        except OSError as exc:
+            raise InvalidInput(f"cannot read the user_data template {path}: {exc.strerror}") from exc
+    return read
+
+
+def parse_role(doc: Any, index: int, read: TemplateReader) -> Role:
     if not isinstance(doc, dict):
         raise InvalidInput(f"roles[{index}]: each role is a mapping with at least name, base, vcpus, memory_mib, count")
     name = doc.get("name")
@@ -84,11 +98,10 @@ def parse_role(doc: Any, index: int, folder: Path | None) -> Role:
         raw = doc["user_data"]
         if not isinstance(raw, str):
             raise InvalidInput(f"{where}: 'user_data' must name a template file")
-        path = (folder or Path.cwd()) / raw
         try:
-            template = path.read_text()
-        except OSError as exc:
-            raise InvalidInput(f"{where}: cannot read the user_data template {path}: {exc.strerror}") from exc
+            template = read(raw)
+        except InvalidInput as exc:
+            raise InvalidInput(f"{where}: {exc}") from exc
     return Role(name=name, base=str(_ref(doc, "base", where, True)), app=_ref(doc, "app", where, False),
                 vcpus=_int(doc, "vcpus", where, 1, 256), memory_mib=_int(doc, "memory_mib", where, 32, 1 << 22),
                 count=_int(doc, "count", where, 0, MAX_COUNT), spread=spread,
@@ -96,8 +109,11 @@ def parse_role(doc: Any, index: int, folder: Path | None) -> Role:
                 user_data=template, vars=dict(variables))
 
 
-def parse_roles(text: str, folder: Path | None = None, source: str = "roles file") -> list[Role]:
-    """Every role in the file, or one InvalidInput naming the first problem."""
+def parse_roles(text: str, folder: Path | None = None, source: str = "roles file",
+                read: TemplateReader | None = None) -> list[Role]:
+    """Every role in the file, or one InvalidInput naming the first problem. Templates
+    come from `read`, or from files next to the roles file (`folder`)."""
+    reader = read or folder_reader(folder or Path.cwd())
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -107,7 +123,7 @@ def parse_roles(text: str, folder: Path | None = None, source: str = "roles file
         raise InvalidInput(f"{source}: invalid YAML{at}: {problem}") from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("roles"), list):
         raise InvalidInput(f"{source}: expected a top-level 'roles:' list")
-    roles = [parse_role(item, i, folder) for i, item in enumerate(doc["roles"])]
+    roles = [parse_role(item, i, reader) for i, item in enumerate(doc["roles"])]
     seen: set[str] = set()
     for role in roles:
         if role.name in seen:
@@ -116,9 +132,11 @@ def parse_roles(text: str, folder: Path | None = None, source: str = "roles file
     return roles
 
 
-def load_roles(path: Path) -> list[Role]:
+def template_names(text: str) -> list[str]:
+    """The user_data templates a roles file names (for a client that sends them along)."""
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise InvalidInput(f"cannot read {path}: {exc.strerror}") from exc
-    return parse_roles(text, path.parent, str(path))
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return []
+    roles = doc.get("roles") if isinstance(doc, dict) else None
+    return sorted({r["user_data"] for r in roles or [] if isinstance(r, dict) and isinstance(r.get("user_data"), str)})

@@ -1,6 +1,7 @@
 """Reimage jobs through the real daemon and CLI, with the agents' side played over the
 real agent and host APIs (the lab tests run the real agents on real nodes): tags as
-targets, upgrade-domain batches, claimed nodes, --abort between batches."""
+targets, upgrade-domain batches, claimed nodes, --abort between batches; then guest
+placement over the hosts that came back."""
 
 import json
 import subprocess
@@ -22,7 +23,7 @@ def post(url, path, body, token=None):
         return json.loads(resp.read())
 
 
-def play_deploy(running, name):
+def play_deploy(running, name, facts=None):
     """What the maintenance agent and then the host agent do for one deploy."""
     node = running.wait_state(name, {"deploying"})
     end = time.monotonic() + 30
@@ -38,7 +39,7 @@ def play_deploy(running, name):
     while running.client.get(f"/v1/nodes/{name}")["step"] != "wait-host":
         assert time.monotonic() < end, "the deploy never reached wait-host"
         time.sleep(0.05)
-    post(running.url, "/v1/host/heartbeat", {"facts": {"base_sha256": args["image"]["sha256"]}},
+    post(running.url, "/v1/host/heartbeat", {"facts": {"base_sha256": args["image"]["sha256"], **(facts or {})}},
          args["host_agent"]["token"])
     assert running.wait_state(name, {"active"})["state"] == "active", node
 
@@ -121,3 +122,56 @@ def test_a_reimage_runs_batch_after_batch_to_active(fleet):
     first, second = job["nodes"]
     assert first["ended_at"] <= second["started_at"]
     assert first["bytes"] == second["bytes"] > 0
+
+
+ROLES = """
+roles:
+  - name: web
+    base: guest
+    vcpus: 1
+    memory_mib: 256
+    count: 3
+    user_data: web.j2
+  - name: worker
+    base: guest
+    vcpus: 2
+    memory_mib: 512
+    count: 1
+"""
+
+
+def test_deploy_dry_run_places_guests_and_bad_roles_files_change_nothing(fleet, workdir):
+    code, _, err = fleet.cli("reimage", "rack-1", "--image", "host", "--max-unavailable", "100%", "--no-wait")
+    assert code == 0, err
+    hardware = {"cpu": {"count": 4}, "memory": {"usable_mib": 4096}}
+    play_deploy(fleet, "web-1", hardware)
+    play_deploy(fleet, "web-2", hardware)
+    image = workdir / "guest.qcow2"
+    subprocess.run(["qemu-img", "create", "-f", "qcow2", str(image), "32M"], check=True, capture_output=True)
+    assert fleet.cli("image", "import", str(image), "--name", "guest")[0] == 0
+    (workdir / "web.j2").write_text("#cloud-config\nhostname: {{ guest.name }}\n")
+    roles = workdir / "roles.yaml"
+    roles.write_text(ROLES)
+    code, out, err = fleet.cli("deploy", str(roles), "--dry-run")
+    assert code == 0, err
+    assert "hosts: web-1 (4 cores, 4096 MiB), web-2 (4 cores, 4096 MiB)" in out
+    assert "4 to add, 0 to remove, 0 unchanged (dry run: nothing changed)" in out
+    code, out, _ = fleet.cli("--json", "deploy", str(roles), "--dry-run")
+    plan = json.loads(out)
+    cores = [(g["host"], c) for g in plan["add"] for c in g["cores"]]
+    assert len(cores) == len(set(cores)) and all(c != 0 for _, c in cores), "a core given twice, or the host's"
+    assert {g["host"] for g in plan["add"] if g["role"] == "web"} == {"web-1", "web-2"}
+    assert all(g["base"] == "guest:1" for g in plan["add"])
+
+    for text, words in ((ROLES.replace("base: guest\n    vcpus: 2", "base: nope\n    vcpus: 2"),
+                         "role worker: unknown image 'nope'"),
+                        (ROLES.replace("vcpus: 2", "vcpus: 8"), "role worker needs 8 cores and 512 MiB per guest"),
+                        (ROLES.replace("name: worker", "name: web"), "role 'web' is defined twice"),
+                        (ROLES + "  - [", "invalid YAML at line"),
+                        (ROLES.replace("web.j2", "missing.j2"), "cannot read")):
+        roles.write_text(text)
+        code, out, err = fleet.cli("deploy", str(roles), "--dry-run")
+        assert code == 2 and words in err and "Traceback" not in err, (words, err)
+    roles.write_text(ROLES)
+    code, _, err = fleet.cli("deploy", str(roles))
+    assert code == 1 and "--dry-run" in err

@@ -137,3 +137,16 @@ def test_user_data_is_rendered_per_guest_and_a_bad_template_is_named():
     broken = type(role)(**{**role.__dict__, "user_data": "{{ nope }}"})
     with pytest.raises(InvalidInput, match="role web: its user_data template fails for web-2: 'nope' is undefined"):
         config_files(broken, Guest("web-2", "web", 2, "h1", (1,), 64, 0), "h1")
+
+
+def test_the_documented_example_is_a_valid_roles_file():
+    from pathlib import Path
+
+    from provisioner.guests.render import config_files
+
+    examples = Path(__file__).resolve().parents[2] / "docs/examples"
+    roles = parse_roles((examples / "roles.yaml").read_text(), examples)
+    assert [r.name for r in roles] == ["web", "worker"]
+    plan = place(roles, HOSTS, [])
+    web1 = next(g for g in plan.add if g.name == "web-1")
+    assert "hostname: web-1" in config_files(roles[0], web1, web1.host)["user-data"]
