@@ -27,7 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from provisioner.boot.accesslog import parse_time  # noqa: E402
+from provisioner.boot.accesslog import dnsmasq_time, parse_time  # noqa: E402
 
 from guests import bench_guests  # noqa: E402
 from laydown import bench_laydown  # noqa: E402
@@ -171,11 +171,6 @@ def bench_tftp(work: Path, clients: int, rounds: int) -> dict:
         servers.stop()
 
 
-def _dnsmasq_time(line: str) -> float:
-    stamp = " ".join(line.split()[:3])
-    return time.mktime(time.strptime(f"{time.localtime().tm_year} {stamp}", "%Y %b %d %H:%M:%S"))
-
-
 def bench_enroll() -> dict:
     from provisioner.lab.lab import Lab
     import yaml
@@ -205,8 +200,8 @@ def bench_enroll() -> dict:
         t_lookup = event(lambda e: e["event"] == "agent")
         t_done = event(lambda e: e["event"] == "done")
         dhcp = [ln for ln in (logs / "dnsmasq.log").read_text().splitlines() if mac in ln]
-        t_discover = _dnsmasq_time(next(ln for ln in dhcp if "DHCPDISCOVER" in ln))
-        t_ack = _dnsmasq_time(next(ln for ln in dhcp if "DHCPACK" in ln))
+        t_discover = dnsmasq_time(next(ln for ln in dhcp if "DHCPDISCOVER" in ln))
+        t_ack = dnsmasq_time(next(ln for ln in dhcp if "DHCPACK" in ln))
         ip = re.search(r"DHCPACK\(\S+\) (\S+)", next(ln for ln in dhcp if "DHCPACK" in ln)).group(1)
         tftp = [ln.split() for ln in (logs / "tftp.log").read_text().splitlines() if f" {ip} " in ln]
         t_tftp = parse_time(tftp[0][0])

@@ -10,7 +10,9 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -199,3 +201,50 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def cached_manifest(out: Path, key: str, artifacts: list[str]) -> dict | None:
+    """The manifest of the last build in `out`, if it was built from the same inputs
+    and its artifacts are still there (marked cached); None means build again."""
+    path = out / "manifest.json"
+    if not path.exists():
+        return None
+    old = json.loads(path.read_text())
+    if old.get("cache_key") != key or not all((out / a).exists() for a in artifacts):
+        return None
+    old["cached"] = True
+    return dict(old)
+
+
+def save_manifest(out: Path, manifest: dict) -> dict:
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    return {**manifest, "cached": False}
+
+
+def busybox_links(root: Path) -> None:
+    """The applets as symlinks, made now: an image's init runs before any shell could."""
+    applets = subprocess.run(["/bin/busybox", "--list-full"], check=True, capture_output=True,
+                             text=True).stdout.split()
+    for applet in applets:
+        link = root / applet
+        if not link.exists() and not link.is_symlink():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to("/bin/busybox")
+
+
+def small_initramfs(init: Path, dirs: list[str], binaries: dict[str, str], modules: list[str], kver: str,
+                    dest: Path) -> None:
+    """A zstd cpio initramfs: `init` as /init, the binaries and their libraries, the
+    modules with their index, and a console device."""
+    with tempfile.TemporaryDirectory(prefix="initrd-") as tmp:
+        root = Path(tmp)
+        for d in ("dev", *dirs):
+            (root / d).mkdir(parents=True, exist_ok=True)
+        os.mknod(root / "dev/console", 0o600 | stat.S_IFCHR, os.makedev(5, 1))
+        shutil.copy2(init, root / "init")
+        os.chmod(root / "init", 0o755)
+        add_libs(root, add_binaries(root, binaries))
+        add_modules(root, kver, modules)
+        normalize_tree(root, 0)
+        dest.write_bytes(subprocess.run(["zstd", "-q", "-10", "-T1", "-c"], input=cpio_archive(root), check=True,
+                                        capture_output=True).stdout)

@@ -21,15 +21,17 @@ import stat
 import subprocess
 import sys
 import tempfile
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from rootfs import (REPO, BuildError, add_binaries, add_libs, add_modules, cache_key, cpio_archive,  # noqa: E402
-                    kernel_version, normalize_tree, package_versions, run, sha256_file)
+sys.path.insert(0, str(HERE.parents[1]))
+from provisioner.agent import disk  # noqa: E402
+from rootfs import (REPO, BuildError, add_binaries, add_libs, add_modules, busybox_links,  # noqa: E402
+                    cache_key, cached_manifest, kernel_version, normalize_tree, package_versions, run,
+                    save_manifest, sha256_file, small_initramfs)
 
 INPUTS = [HERE / "recipe.json", HERE / "init", *sorted((HERE / "etc").iterdir())]
 MBR = Path("/usr/lib/EXTLINUX/mbr.bin")
@@ -44,21 +46,6 @@ LABEL guest
 """
 
 
-def initramfs(recipe: dict, kver: str, dest: Path) -> None:
-    with tempfile.TemporaryDirectory(prefix="guest-initrd-") as tmp:
-        root = Path(tmp)
-        for d in ("bin", "proc", "sys", "dev", "newroot"):
-            (root / d).mkdir()
-        os.mknod(root / "dev/console", 0o600 | stat.S_IFCHR, os.makedev(5, 1))
-        shutil.copy2(HERE / "init", root / "init")
-        os.chmod(root / "init", 0o755)
-        add_libs(root, add_binaries(root, recipe["initramfs"]["binaries"]))
-        add_modules(root, kver, recipe["initramfs"]["kernel_modules"])
-        normalize_tree(root, 0)
-        dest.write_bytes(subprocess.run(["zstd", "-q", "-10", "-T1", "-c"], input=cpio_archive(root), check=True,
-                                        capture_output=True).stdout)
-
-
 def root_tree(recipe: dict, kver: str, root: Path) -> int:
     for d in ("bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "run", "tmp", "root", "var/lib/guest",
               "var/run", "etc/init.d"):
@@ -67,12 +54,7 @@ def root_tree(recipe: dict, kver: str, root: Path) -> int:
     os.mknod(root / "dev/null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
     add_libs(root, add_binaries(root, recipe["binaries"]))
     modules = add_modules(root, kver, recipe["kernel_modules"])
-    for applet in subprocess.run(["/bin/busybox", "--list-full"], check=True, capture_output=True,
-                                 text=True).stdout.split():
-        link = root / applet
-        if not link.exists() and not link.is_symlink():
-            link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to("/bin/busybox")
+    busybox_links(root)
     etc = root / "etc"
     shutil.copy2(HERE / "etc/inittab", etc / "inittab")
     for name in ("rcS", "guest-agent"):
@@ -86,18 +68,12 @@ def root_tree(recipe: dict, kver: str, root: Path) -> int:
 
 
 @contextmanager
-def loop_partitions(disk: Path) -> Iterator[tuple[str, str]]:
-    dev = run("losetup", "--find", "--show", "--partscan", str(disk)).strip()
+def loop_partitions(disk_file: Path) -> Iterator[tuple[str, str]]:
+    dev = run("losetup", "--find", "--show", "--partscan", str(disk_file)).strip()
     try:
-        parts = (f"{dev}p1", f"{dev}p2")
-        for attempt in range(50):
-            if all(os.path.exists(p) for p in parts):
-                break
-            if attempt == 1:  # some kernels do not scan a loop device's table: add them
-                subprocess.run(["partx", "--add", dev], capture_output=True, check=False)
-            time.sleep(0.1)
-        else:
-            raise BuildError(f"the partitions of {dev} did not appear")
+        parts = (disk.partition(dev, 1), disk.partition(dev, 2))
+        for part in parts:
+            disk.wait_for_partition(part, dev)  # with the agent's partx fallback
         yield parts
     finally:
         subprocess.run(["losetup", "--detach", dev], check=False)
@@ -131,19 +107,17 @@ def build(out: Path, force: bool = False) -> dict:
     kver = kernel_version()
     versions = package_versions(recipe["packages"] + [f"linux-image-{kver}"])
     key = cache_key(INPUTS + [Path(__file__)], kver, versions)
-    manifest_path = out / "manifest.json"
-    if not force and manifest_path.exists():
-        old = json.loads(manifest_path.read_text())
-        if old.get("cache_key") == key and (out / "guest.qcow2").exists():
-            old["cached"] = True
-            return old
+    cached = None if force else cached_manifest(out, key, ["guest.qcow2"])
+    if cached:
+        return cached
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="guest-", dir=out) as tmp:
         boot, root = Path(tmp) / "boot", Path(tmp) / "root"
         boot.mkdir()
         modules = root_tree(recipe, kver, root)
         shutil.copyfile(f"/boot/vmlinuz-{kver}", boot / "vmlinuz")
-        initramfs(recipe, kver, boot / "initrd.img")
+        small_initramfs(HERE / "init", ["bin", "proc", "sys", "newroot"], recipe["initramfs"]["binaries"],
+                        recipe["initramfs"]["kernel_modules"], kver, boot / "initrd.img")
         (boot / "extlinux.conf").write_text(EXTLINUX_CONF)
         normalize_tree(boot, 0)
         normalize_tree(root, 0)
@@ -156,9 +130,7 @@ def build(out: Path, force: bool = False) -> dict:
     manifest = {"cache_key": key, "kernel": kver, "packages": versions, "modules": modules,
                 "image": {"file": "guest.qcow2", "format": "qcow2", "bytes": image.stat().st_size,
                           "sha256": sha256_file(image), "virtual_mib": recipe["disk_mib"]}}
-    manifest_path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    manifest["cached"] = False
-    return manifest
+    return save_manifest(out, manifest)
 
 
 def main() -> int:
@@ -168,7 +140,7 @@ def main() -> int:
     args = parser.parse_args()
     try:
         manifest = build(Path(args.out), force=args.force)
-    except (BuildError, subprocess.CalledProcessError) as exc:
+    except (BuildError, disk.DiskError, subprocess.CalledProcessError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     img = manifest["image"]

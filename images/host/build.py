@@ -26,8 +26,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from rootfs import (REPO, BuildError, add_binaries, add_libs, add_modules, add_python,  # noqa: E402
-                    cache_key, check_agent, copy_file, cpio_archive, kernel_version, normalize_tree,
-                    package_versions, run, sha256_file)
+                    busybox_links, cache_key, cached_manifest, check_agent, copy_file, kernel_version,
+                    normalize_tree, package_versions, run, save_manifest, sha256_file, small_initramfs)
 
 PASSWD = """root:x:0:0:root:/root:/bin/sh
 sshd:x:100:65534:sshd:/run/sshd:/bin/false
@@ -48,34 +48,6 @@ def skeleton(root: Path) -> None:
     os.mknod(root / "dev/null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
 
 
-def busybox_links(root: Path) -> None:
-    """The applets as symlinks, made now: the host's init runs before any shell could."""
-    applets = subprocess.run(["/bin/busybox", "--list-full"], check=True, capture_output=True,
-                             text=True).stdout.split()
-    for applet in applets:
-        link = root / applet
-        if not link.exists() and not link.is_symlink():
-            link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to("/bin/busybox")
-
-
-def build_initramfs(recipe: dict, kver: str, dest: Path) -> None:
-    with tempfile.TemporaryDirectory(prefix="host-initrd-") as tmp:
-        root = Path(tmp)
-        for d in ("bin", "proc", "sys", "dev", "data", "newroot", "run"):
-            (root / d).mkdir()
-        os.mknod(root / "dev/console", 0o600 | stat.S_IFCHR, os.makedev(5, 1))
-        shutil.copy2(HERE / "init", root / "init")
-        os.chmod(root / "init", 0o755)
-        elf = add_binaries(root, recipe["initramfs"]["binaries"])
-        add_libs(root, elf)
-        add_modules(root, kver, recipe["initramfs"]["kernel_modules"])
-        normalize_tree(root, 0)
-        data = subprocess.run(["zstd", "-q", "-10", "-T1", "-c"], input=cpio_archive(root), check=True,
-                              capture_output=True).stdout
-        dest.write_bytes(data)
-
-
 def build(out: Path, force: bool = False) -> dict:
     if os.geteuid() != 0:
         raise BuildError("building the host image needs root (device nodes, file owners)")
@@ -83,12 +55,9 @@ def build(out: Path, force: bool = False) -> dict:
     kver = kernel_version()
     versions = package_versions(recipe["packages"] + [f"linux-image-{kver}"])
     key = cache_key(INPUTS + [Path(__file__)], kver, versions)
-    manifest_path = out / "manifest.json"
-    if not force and manifest_path.exists():
-        old = json.loads(manifest_path.read_text())
-        if old.get("cache_key") == key and (out / "host.qcow2").exists():
-            old["cached"] = True
-            return old
+    cached = None if force else cached_manifest(out, key, ["host.qcow2"])
+    if cached:
+        return cached
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="host-", dir=out) as tmp:
         root = Path(tmp) / "root"
@@ -126,7 +95,9 @@ def build(out: Path, force: bool = False) -> dict:
                                              f'VERSION_ID="{key[:12]}"\n')
         check_agent(root)
         shutil.copyfile(f"/boot/vmlinuz-{kver}", root / "boot/vmlinuz")
-        build_initramfs(recipe, kver, root / "boot/initrd.img")
+        small_initramfs(HERE / "init", ["bin", "proc", "sys", "data", "newroot", "run"],
+                        recipe["initramfs"]["binaries"], recipe["initramfs"]["kernel_modules"], kver,
+                        root / "boot/initrd.img")
         normalize_tree(root, 0)
         raw = Path(tmp) / "root.ext4"
         fs_uuid = str(uuid.UUID(key[:32]))
@@ -140,9 +111,7 @@ def build(out: Path, force: bool = False) -> dict:
     manifest = {"cache_key": key, "kernel": kver, "packages": versions, "modules": mods,
                 "image": {"file": "host.qcow2", "format": "qcow2", "bytes": image.stat().st_size,
                           "sha256": sha256_file(image), "virtual_mib": recipe["root_size_mib"]}}
-    manifest_path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    manifest["cached"] = False
-    return manifest
+    return save_manifest(out, manifest)
 
 
 def main() -> int:

@@ -26,8 +26,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from rootfs import (REPO, BuildError, add_binaries, add_libs, add_modules, add_python,  # noqa: E402
-                    cache_key, check_agent, copy_file, cpio_archive, kernel_version, normalize_tree,
-                    package_versions, sha256_file)
+                    cache_key, cached_manifest, check_agent, copy_file, cpio_archive, kernel_version,
+                    normalize_tree, package_versions, save_manifest, sha256_file)
 
 
 def build(out: Path, force: bool = False) -> dict:
@@ -38,12 +38,9 @@ def build(out: Path, force: bool = False) -> dict:
     versions = package_versions(recipe["packages"] + [f"linux-image-{kver}"])
     key = cache_key([HERE / "recipe.json", HERE / "init", HERE / "udhcpc.script", Path(__file__)],
                     kver, versions)
-    manifest_path = out / "manifest.json"
-    if not force and manifest_path.exists():
-        old = json.loads(manifest_path.read_text())
-        if old.get("cache_key") == key and all((out / f).exists() for f in old.get("files", {})):
-            old["cached"] = True
-            return old
+    cached = None if force else cached_manifest(out, key, ["vmlinuz", "initrd.img"])
+    if cached:
+        return cached
     epoch = int(os.environ.get("SOURCE_DATE_EPOCH", "0"))
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="maint-") as tmp:
@@ -86,9 +83,7 @@ def build(out: Path, force: bool = False) -> dict:
                          "bytes": (out / name).stat().st_size} for name in ("vmlinuz", "initrd.img")},
         "uncompressed_initrd_bytes": len(cpio),
     }
-    manifest_path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    manifest["cached"] = False
-    return manifest
+    return save_manifest(out, manifest)
 
 
 def main() -> int:

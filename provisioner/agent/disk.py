@@ -79,7 +79,7 @@ def has_layout(disk: str) -> bool:
     return label_of(partition(disk, 1)) == BOOT_LABEL and label_of(partition(disk, 2)) == DATA_LABEL
 
 
-def _wait_for(path: str, disk: str) -> None:
+def wait_for_partition(path: str, disk: str) -> None:
     for attempt in range(50):
         if os.path.exists(path):
             return
@@ -100,7 +100,7 @@ def create_layout(disk: str, boot_mib: int = 128) -> None:
     if proc.returncode != 0:
         raise DiskError(f"sfdisk {disk}: {proc.stderr.strip()}")
     for n in (1, 2):
-        _wait_for(partition(disk, n), disk)
+        wait_for_partition(partition(disk, n), disk)
     sh(MKE2FS, "-q", "-F", "-t", "ext2", "-L", BOOT_LABEL, partition(disk, 1))
     sh(MKE2FS, "-q", "-F", "-t", "ext4", "-L", DATA_LABEL, "-E", "lazy_itable_init=1,lazy_journal_init=1",
        partition(disk, 2))

@@ -25,3 +25,10 @@ def parse_time(stamp: str) -> float:
     """The epoch seconds of an AccessLog timestamp."""
     whole, _, millis = stamp.partition(".")
     return time.mktime(time.strptime(whole, "%Y-%m-%dT%H:%M:%S")) + int(millis or 0) / 1000
+
+
+def dnsmasq_time(line: str) -> float:
+    """The epoch seconds of a dnsmasq log line ("Nov 22 02:28:01 dnsmasq-dhcp[..]: ..."):
+    whole seconds, and no year in the log, so this year's."""
+    stamp = " ".join(line.split()[:3])
+    return time.mktime(time.strptime(f"{time.localtime().tm_year} {stamp}", "%Y %b %d %H:%M:%S"))

@@ -71,14 +71,12 @@ class GuestHost:
     def create(self, guest: Guest, base: ImageRef, files: dict[str, str], app: ImageRef | None = None) -> None:
         base_vol, _ = self.ensure_image(base)
         app_vol = self.ensure_image(app)[0] if app else None
-        self.pool.overlay(f"{guest.name}.qcow2", base_vol, base.format, base.virtual_size)
+        overlay = self.pool.overlay(f"{guest.name}.qcow2", base_vol, base.format, base.virtual_size)
         iso = make_iso(files)
         self.pool.delete(f"{guest.name}-cidata.iso")
-        self.pool.upload(f"{guest.name}-cidata.iso", io.BytesIO(iso), len(iso))
+        drive, _ = self.pool.upload(f"{guest.name}-cidata.iso", io.BytesIO(iso), len(iso))
         self.console_dir.mkdir(parents=True, exist_ok=True)
-        xml = domain_xml(guest, domain_type=self.domain_type,
-                         overlay=self.pool.volume(f"{guest.name}.qcow2").path(),  # type: ignore[union-attr]
-                         config_drive=self.pool.volume(f"{guest.name}-cidata.iso").path(),  # type: ignore[union-attr]
+        xml = domain_xml(guest, domain_type=self.domain_type, overlay=overlay.path(), config_drive=drive.path(),
                          console_log=str(self.console_dir / f"{guest.name}.log"), base_sha256=base.sha256,
                          app=app_vol.path() if app_vol else None, app_format=app.format if app else "raw",
                          app_sha256=app.sha256 if app else None)

@@ -39,7 +39,7 @@ class GuestService:
                 hosts.append(Host(node.name, node.rack, cores, memory))
         return hosts
 
-    def plan(self, body: dict[str, Any]) -> tuple[list[Role], Plan, dict[str, Any]]:
+    def plan(self, body: dict[str, Any], hosts: list[Host]) -> tuple[list[Role], Plan, dict[str, Any]]:
         text = body.get("roles")
         if not isinstance(text, str) or not text.strip():
             raise InvalidInput("send the roles file's text as 'roles'")
@@ -62,14 +62,15 @@ class GuestService:
                     raise InvalidInput(f"role {role.name}: unknown image {ref!r} (see 'provisioner image list')") \
                         from exc
                 images[ref] = {"ref": image.ref, "sha256": image.sha256}
-        plan = place(roles, self.hosts(), [], reserved_cores=self.c.settings.guests_reserved_cores,
+        plan = place(roles, hosts, [], reserved_cores=self.c.settings.guests_reserved_cores,
                      reserved_memory_mib=self.c.settings.guests_reserved_memory_mib)
         return roles, plan, images
 
     def deploy(self, body: dict[str, Any]) -> dict[str, Any]:
-        roles, plan, images = self.plan(body)
+        hosts = self.hosts()
+        roles, plan, images = self.plan(body, hosts)
         by_name = {r.name: r for r in roles}
-        doc = {"hosts": [h.__dict__ for h in self.hosts()],
+        doc = {"hosts": [h.__dict__ for h in hosts],
                "keep": [_guest_doc(g, by_name, images) for g in plan.keep],
                "add": [_guest_doc(g, by_name, images) for g in plan.add],
                "remove": [_guest_doc(g, by_name, images) for g in plan.remove],

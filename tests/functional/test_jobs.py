@@ -44,6 +44,16 @@ def play_deploy(running, name, facts=None):
     assert running.wait_state(name, {"active"})["state"] == "active", node
 
 
+def last_job_when_ended(running, timeout: float = 30) -> dict:
+    job = running.client.get("/v1/jobs")["jobs"][-1]
+    end = time.monotonic() + timeout
+    while job["status"] == "running":
+        assert time.monotonic() < end, f"job {job['id']} still running"
+        time.sleep(0.1)
+        job = running.client.get(f"/v1/jobs/{job['id']}")
+    return job
+
+
 @pytest.fixture
 def fleet(running, workdir):
     """Two ready nodes in one rack, an image in the catalog."""
@@ -93,12 +103,7 @@ def test_abort_stops_a_job_between_batches(fleet):
     code, out, err = fleet.cli("reimage", "--abort")
     assert code == 0 and "abort requested" in out, err
     play_deploy(fleet, "web-1")  # the node already under way finishes
-    job = fleet.client.get("/v1/jobs")["jobs"][-1]
-    end = time.monotonic() + 30
-    while job["status"] == "running":
-        assert time.monotonic() < end
-        time.sleep(0.1)
-        job = fleet.client.get(f"/v1/jobs/{job['id']}")
+    job = last_job_when_ended(fleet)
     assert job["status"] == "aborted"
     assert [(m["name"], m["status"]) for m in job["nodes"]] == [("web-1", "done"), ("web-2", "skipped")]
     assert fleet.client.get("/v1/nodes/web-2")["state"] == "ready"
@@ -112,12 +117,7 @@ def test_a_reimage_runs_batch_after_batch_to_active(fleet):
     assert code == 0, err
     play_deploy(fleet, "web-1")
     play_deploy(fleet, "web-2")
-    job = fleet.client.get("/v1/jobs")["jobs"][-1]
-    end = time.monotonic() + 30
-    while job["status"] == "running":
-        assert time.monotonic() < end
-        time.sleep(0.1)
-        job = fleet.client.get(f"/v1/jobs/{job['id']}")
+    job = last_job_when_ended(fleet)
     assert job["status"] == "done"
     first, second = job["nodes"]
     assert first["ended_at"] <= second["started_at"]

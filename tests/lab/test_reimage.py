@@ -18,7 +18,7 @@ from pathlib import Path
 
 import libvirt
 
-from provisioner.boot.accesslog import parse_time
+from provisioner.boot.accesslog import dnsmasq_time, parse_time
 from provisioner.lab import hypervisor
 
 from .variants import patched
@@ -48,9 +48,8 @@ def dhcp_requests(lab, mac: str) -> list[tuple[float, str]]:
     """DHCP requests dnsmasq logged from this MAC, with their times (the log has no year
     and whole seconds). Router solicitations (the kernel's IPv6 autoconfiguration) are
     not DHCP and not counted."""
-    year = time.localtime().tm_year
-    return [(time.mktime(time.strptime(f"{year} {line[:15]}", "%Y %b %d %H:%M:%S")), line)
-            for line in lab.log("dnsmasq.log").splitlines() if mac in line and re.search(r" DHCP[A-Z]+\(", line)]
+    return [(dnsmasq_time(line), line) for line in lab.log("dnsmasq.log").splitlines()
+            if mac in line and re.search(r" DHCP[A-Z]+\(", line)]
 
 
 def tftp_times(lab, ip: str) -> list[float]:
