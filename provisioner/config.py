@@ -84,6 +84,10 @@ class Settings:
     guests_reserved_cores: int = 1  # the lowest cores of each host stay with the host
     guests_reserved_memory_mib: int = 512  # and this much memory
     guests_domain_type: str = "auto"  # kvm, qemu (TCG), or auto: kvm where the host's libvirt offers it
+    guests_pool_path: str = "/var/lib/libvirt/provisioner"  # on each host: bases and overlays
+    guests_console_dir: str = "/var/log/provisioner/guests"  # on each host: serial console logs
+    guests_ready_timeout: float = 600.0  # from start to the guest agent's first answer
+    guests_max_parallel_hosts: int = 8  # hosts worked on at once by a deploy
     # [agent]
     agent_heartbeat_interval: float = 10.0
     agent_lost_after: float = 60.0

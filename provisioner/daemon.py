@@ -51,6 +51,7 @@ class Daemon:
             self.svc.dhcp.start((n.id, n.mac, n.name) for n in self.svc.store.list_nodes())
         self.svc.conductor.start()
         self.svc.jobs.resume()
+        self.svc.guests.jobs.resume()
         # The API goes last: once it answers, restarts have been resumed and every
         # server is up, so "healthy" means fully started.
         self.http.start()

@@ -94,5 +94,5 @@ class Services:
                   power=PowerService(conductor), counters=counters, renderer=renderer, dhcp=dhcp,
                   operator_token=_operator_token(settings.operator_token_file),
                   catalog=catalog, deploy=deploy, jobs=JobRunner(conductor, deploy, catalog),
-                  guests=GuestService(conductor, catalog))
+                  guests=GuestService(settings, store, catalog))
         return svc

@@ -14,6 +14,7 @@ from ..models import PowerAction
 from ..services import Services
 from ..workflows.labels import set_labels
 from .fleet import fleet_routes
+from .guests import guest_routes
 from .http import Request, Response, Route, Router
 from .openapi import openapi_document
 from .views import deploy_progress, image_ref, node_view
@@ -184,7 +185,7 @@ def build_router(svc: Services) -> Router:
         Route("GET", "/boot/{script}", boot_script, "none",
               "Per-node iPXE script by MAC (aa-bb-cc-dd-ee-ff.ipxe)"),
     ]
-    for route in ops + fleet_routes(svc) + agents + boot:
+    for route in ops + fleet_routes(svc) + guest_routes(svc) + agents + boot:
         router.add(route)
     return router
 

@@ -13,7 +13,7 @@ from typing import Sequence
 from .. import __version__, config
 from ..client import Client
 from ..errors import ProvisionerError
-from . import commands, fleet
+from . import commands, fleet, guests
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -112,11 +112,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("--no-wait", action="store_true")
 
-    p = sub.add_parser("deploy", help="place guests per role on the active hosts, from a roles file")
+    p = sub.add_parser("deploy", help="make the guests a roles file describes: place, create, scale, roll")
     p.add_argument("roles", metavar="ROLES.yaml", help="the roles file (see docs/roles.md)")
-    p.add_argument("--dry-run", action="store_true", help="show the placement only")
+    p.add_argument("--dry-run", action="store_true", help="show the plan only")
+    p.add_argument("--no-wait", action="store_true", help="start the deploy job and return")
 
-    p = sub.add_parser("job", help="reimage and rollback jobs: all, or one in detail")
+    p = sub.add_parser("guests", help="list guests")
+    p.add_argument("--host")
+    p.add_argument("--role")
+    p = sub.add_parser("guest", help="one guest: show, reset (pristine base), delete, console")
+    gst = p.add_subparsers(dest="guest_command", metavar="ACTION", required=True)
+    for name, text in (("show", "one guest in detail"), ("delete", "remove a guest from its host"),
+                       ("reset", "discard its overlay: back to its pristine base, same identity and config"),
+                       ("console", "the tail of its serial console log")):
+        one = gst.add_parser(name, help=text)
+        one.add_argument("name", metavar="GUEST")
+        if name == "reset":
+            one.add_argument("--no-wait", action="store_true", help="do not wait until it is ready")
+            one.add_argument("--timeout", type=float, default=900, help="seconds to wait (default 900)")
+        if name == "console":
+            one.add_argument("--bytes", type=int, default=65536, help="how much of its end (default 64 KiB)")
+
+    p = sub.add_parser("host", help="hypervisor hosts: list, add (a host not deployed here), remove, gc, ssh-key")
+    hst = p.add_subparsers(dest="host_command", metavar="ACTION", required=True)
+    hst.add_parser("list", help="active nodes and registered hosts, with their guests")
+    add = hst.add_parser("add", help="register a libvirt host the provisioner did not deploy")
+    add.add_argument("name")
+    add.add_argument("address", help="its IP address or DNS name")
+    add.add_argument("--rack", required=True, help="its rack (fault domain)")
+    add.add_argument("--host-key", required=True, metavar="FILE|LINE",
+                     help="its SSH host public key: a .pub file or the line itself (checked on every connection)")
+    add.add_argument("--port", type=int, default=22, help="its SSH port (default 22)")
+    for name, text in (("remove", "forget a registered host that runs no guests"),
+                       ("gc", "remove base images no guest on the host uses")):
+        one = hst.add_parser(name, help=text)
+        one.add_argument("name", metavar="HOST")
+    hst.add_parser("ssh-key", help="the provisioner's SSH public key, for a registered host's authorized_keys")
+
+    p = sub.add_parser("job", help="reimage, rollback and deploy jobs: all, or one in detail")
     p.add_argument("job", nargs="?", type=int)
 
     p = sub.add_parser("lab", help="the virtual lab: namespace, libvirtd, PXE domains, virtual BMCs")
@@ -175,7 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "lab":
             from ..lab import cli as lab_cli
             return lab_cli.run(args)
-        handler = getattr(commands, f"cmd_{args.command}", None) or getattr(fleet, f"cmd_{args.command}")
+        handler = getattr(commands, f"cmd_{args.command}", None) or getattr(fleet, f"cmd_{args.command}", None) \
+            or getattr(guests, f"cmd_{args.command}")
         return int(handler(_client(settings), args))
     except ProvisionerError as exc:
         sys.stderr.write(f"error: {exc}\n")

@@ -11,7 +11,6 @@ from typing import Any
 
 from ..client import Client
 from ..errors import InvalidInput
-from ..guests.roles import template_names
 from ..models import validate_name
 from .fetch import fetch
 from .output import print_json, progress_text, size_text as _size, table, timestamp
@@ -201,8 +200,9 @@ def cmd_job(client: Client, args: argparse.Namespace) -> int:
         if args.json:
             print_json(jobs)
             return 0
-        table(["id", "kind", "target", "status", "nodes", "started", "ended"],
-              [[j["id"], j["kind"], j["target"], j["status"], len(j["nodes"]), timestamp(j["created_at"]),
+        table(["id", "kind", "target", "status", "nodes/guests", "started", "ended"],
+              [[j["id"], j["kind"], j["target"], j["status"], len(j["nodes"]) or len(j["guests"]),
+                timestamp(j["created_at"]),
                 timestamp(j["ended_at"])] for j in jobs])
         return 0
     job = client.get(f"/v1/jobs/{args.job}")
@@ -210,28 +210,12 @@ def cmd_job(client: Client, args: argparse.Namespace) -> int:
         print_json(job)
         return 0
     print(f"job {job['id']}: {job['kind']} {job['target']}, {job['status']}")
-    table(["batch", "node", "rack", "result", "detail", "transferred", "took"], _job_rows(job))
-    return 0
-
-
-def cmd_deploy(client: Client, args: argparse.Namespace) -> int:
-    path = Path(args.roles)
-    try:
-        text = path.read_text()
-        templates = {name: (path.parent / name).read_text() for name in template_names(text)}
-    except OSError as exc:
-        raise InvalidInput(f"cannot read {exc.filename}: {exc.strerror}") from exc
-    doc = client.post("/v1/deploy", {"roles": text, "templates": templates, "source": str(path),
-                                     "dry_run": bool(args.dry_run)})
-    if args.json:
-        print_json(doc)
+    if job["kind"] == "deploy":
+        table(["batch", "guest", "action", "host", "result", "detail", "transferred", "took"],
+              [[g["batch"], g["name"], g["action"], g["host"], g["status"], g.get("message") or "",
+                "" if g.get("bytes") is None else _size(g["bytes"]),
+                f"{g['ended_at'] - g['started_at']:.0f}s" if g.get("ended_at") and g.get("started_at") else ""]
+               for g in job["guests"]])
         return 0
-    hosts = ", ".join(f"{h['name']} ({h['cores']} cores, {h['memory_mib']} MiB)" for h in doc["hosts"])
-    print(f"hosts: {hosts or '-'}")
-    rows = [[action, g["name"], g["role"], g["host"], ",".join(map(str, g["cores"])), f"{g['memory_mib']} MiB",
-             g["upgrade_domain"], g["base"] or "", g["app"] or ""]
-            for action in ("keep", "add", "remove") for g in doc[action]]
-    table(["action", "guest", "role", "host", "cores", "memory", "ud", "base", "app"], rows)
-    print(f"{len(doc['add'])} to add, {len(doc['remove'])} to remove, {len(doc['keep'])} unchanged"
-          + (" (dry run: nothing changed)" if doc["dry_run"] else ""))
+    table(["batch", "node", "rack", "result", "detail", "transferred", "took"], _job_rows(job))
     return 0

@@ -16,14 +16,15 @@ from ..errors import HostError, HostUnreachable, InvalidInput
 libvirt.registerErrorHandler(lambda ctx, err: None, None)
 
 
-def known_hosts_file(folder: Path, host: str, address: str, host_key: str) -> Path:
+def known_hosts_file(folder: Path, host: str, address: str, host_key: str, port: int = 22) -> Path:
     """A known_hosts file with the one key recorded for this host."""
     parts = host_key.split()
     if len(parts) < 2 or not parts[0].startswith(("ssh-", "ecdsa-")):
         raise InvalidInput(f"host {host}: no usable SSH host key recorded ({host_key[:30]!r})")
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = folder / host
-    path.write_text(f"{address} {parts[0]} {parts[1]}\n")
+    where = address if port == 22 else f"[{address}]:{port}"
+    path.write_text(f"{where} {parts[0]} {parts[1]}\n")
     return path
 
 
@@ -36,7 +37,7 @@ def host_uri(address: str, key_file: Path, known_hosts: Path, user: str = "root"
 
 def open_host(host: str, address: str, host_key: str, key_file: Path, folder: Path,
               port: int = 22) -> libvirt.virConnect:
-    known = known_hosts_file(folder, host, address, host_key)
+    known = known_hosts_file(folder, host, address, host_key, port)
     try:
         return libvirt.open(host_uri(address, key_file, known, port=port))
     except libvirt.libvirtError as exc:
@@ -45,6 +46,10 @@ def open_host(host: str, address: str, host_key: str, key_file: Path, folder: Pa
         if "host key" in lowered or "known_hosts" in lowered or "known hosts" in lowered:
             raise HostError(f"host {host} ({address}): its SSH host key is not the one recorded at deploy "
                             f"time; refusing to connect ({text})") from exc
+        if "auth" in lowered or "permission denied" in lowered:
+            raise HostError(f"host {host} ({address}) refused the provisioner's SSH key: add the line from "
+                            f"{key_file}.pub ('provisioner host ssh-key') to root's authorized_keys there "
+                            f"({text})") from exc
         if any(w in lowered for w in ("connection refused", "timed out", "no route", "unreachable",
                                       "failed to connect")):
             raise HostUnreachable(f"host {host} ({address}) is unreachable: {text}") from exc

@@ -52,14 +52,20 @@ class GuestHost:
         self.domain_type = _domain_type(conn) if domain_type == "auto" else domain_type
 
     # -- images ---------------------------------------------------------------
-    def ensure_image(self, image: ImageRef) -> tuple[libvirt.virStorageVol, int]:
-        """The image's volume, uploaded if this host lacks it; (volume, bytes sent)."""
+    def ensure_image(self, image: ImageRef, complete: Callable[[str], bool] = lambda sha: True,
+                     progress: Callable[[int], None] = lambda n: None) -> tuple[libvirt.virStorageVol, int]:
+        """The image's volume, uploaded if this host lacks it; (volume, bytes sent).
+        `complete(sha256)` says whether a volume already there is known whole: one left
+        by an upload cut short (a daemon killed mid-transfer) is not, and is sent again."""
         name = base_name(image.sha256, image.format)
         vol = self.pool.volume(name)
         if vol is not None:
-            return vol, 0
+            if complete(image.sha256):
+                return vol, 0
+            LOG.info("host: image %s is on the host but not known whole: sending it again", image.sha256[:16])
+            self.pool.delete(name)
         with image.open() as reader:
-            vol, digest = self.pool.upload(name, reader, image.size)
+            vol, digest = self.pool.upload(name, reader, image.size, progress=progress)
         if digest != image.sha256:
             self.pool.delete(name)
             raise HostError(f"image {image.sha256[:16]} changed while it was sent (sha256 {digest[:16]}): "
@@ -68,9 +74,19 @@ class GuestHost:
         return vol, image.size
 
     # -- guests ---------------------------------------------------------------
-    def create(self, guest: Guest, base: ImageRef, files: dict[str, str], app: ImageRef | None = None) -> None:
-        base_vol, _ = self.ensure_image(base)
-        app_vol = self.ensure_image(app)[0] if app else None
+    def create(self, guest: Guest, base: ImageRef, files: dict[str, str], app: ImageRef | None = None,
+               complete: Callable[[str], bool] = lambda sha: True,
+               uploaded: Callable[[str], None] = lambda sha: None) -> int:
+        """Define and start the guest; the image bytes sent to the host (0 when it had them)."""
+        sent = 0
+        vols = []
+        for image in filter(None, (base, app)):
+            vol, n = self.ensure_image(image, complete)
+            if n:
+                uploaded(image.sha256)
+            sent += n
+            vols.append(vol)
+        base_vol, app_vol = vols[0], (vols[1] if app else None)
         overlay = self.pool.overlay(f"{guest.name}.qcow2", base_vol, base.format, base.virtual_size)
         iso = make_iso(files)
         self.pool.delete(f"{guest.name}-cidata.iso")
@@ -85,6 +101,7 @@ class GuestHost:
             dom.create()
         except libvirt.libvirtError as exc:
             raise HostError(f"guest {guest.name} did not start: {exc.get_error_message()}") from exc
+        return sent
 
     def domain(self, name: str) -> libvirt.virDomain:
         try:
@@ -133,16 +150,44 @@ class GuestHost:
         except libvirt.libvirtError as exc:
             raise HostError(f"guest {name} did not start after its reset: {exc.get_error_message()}") from exc
 
-    def delete(self, name: str) -> None:
-        dom = self.domain(name)
+    def delete(self, name: str) -> bool:
+        """Remove the guest's domain, overlay and config drive, whichever exist; True if any did."""
+        found = False
         try:
-            if dom.isActive():
-                dom.destroy()
-            dom.undefine()
-        except libvirt.libvirtError as exc:
-            raise HostError(f"cannot remove guest {name}: {exc.get_error_message()}") from exc
-        self.pool.delete(f"{name}.qcow2")
-        self.pool.delete(f"{name}-cidata.iso")
+            dom = self.conn.lookupByName(name)
+        except libvirt.libvirtError:
+            dom = None
+        if dom is not None:
+            found = True
+            try:
+                if dom.isActive():
+                    dom.destroy()
+                dom.undefine()
+            except libvirt.libvirtError as exc:
+                raise HostError(f"cannot remove guest {name}: {exc.get_error_message()}") from exc
+        for volume in (f"{name}.qcow2", f"{name}-cidata.iso"):
+            found = self.pool.delete(volume) or found
+        return found
+
+    def running(self, name: str) -> bool:
+        try:
+            return bool(self.conn.lookupByName(name).isActive())
+        except libvirt.libvirtError:
+            return False
+
+    def gc(self, in_use: set[str]) -> list[str]:
+        """Delete base images (volumes named base-<sha256>.<format>) that no guest on this
+        host is backed by or attaches, and that are not in `in_use`; the names deleted."""
+        used = set(in_use)
+        for dom in self.conn.listAllDomains(0):
+            meta = self.metadata(dom)
+            used.update(filter(None, (meta.get("base"), meta.get("app"))))
+        removed = []
+        for volume in self.pool.volumes():
+            if volume.startswith("base-") and volume[5:].split(".")[0] not in used:
+                self.pool.delete(volume)
+                removed.append(volume)
+        return removed
 
     # -- what is there ----------------------------------------------------------
     @staticmethod

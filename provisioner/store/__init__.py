@@ -14,6 +14,7 @@ from ..errors import Conflict, InvalidTransition, NotFound
 from ..models import Node
 from ..states import Event, State, Step
 from .images import ImageRows
+from .guests import GuestRows
 from .jobs import JobRows
 from .base import SqlBase
 
@@ -47,7 +48,7 @@ def _node(row: sqlite3.Row) -> Node:
     )
 
 
-class Store(ImageRows, JobRows, SqlBase):
+class Store(ImageRows, JobRows, GuestRows, SqlBase):
     """Thread-safe access to the database; every write is one transaction."""
 
     # -- nodes ----------------------------------------------------------------

@@ -52,11 +52,18 @@ class JobRows(SqlBase):
             "j.bytes, j.started_at, j.ended_at FROM job_nodes j JOIN nodes n ON n.id = j.node_id "
             "WHERE j.job_id = ? ORDER BY j.batch, n.name", (job_id,))
         doc["nodes"] = [dict(r) for r in members]
+        guests = self._query(
+            "SELECT guest AS name, action, batch, host, status, message, bytes, started_at, ended_at "
+            "FROM job_guests WHERE job_id = ? ORDER BY batch, guest", (job_id,))
+        doc["guests"] = [dict(r) for r in guests]
         return doc
 
-    def jobs(self, running_only: bool = False) -> list[dict[str, Any]]:
-        where = "WHERE status = 'running'" if running_only else ""
-        rows = self._query(f"SELECT id FROM jobs {where} ORDER BY id")
+    def jobs(self, running_only: bool = False, kind: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+        where = ["status = 'running'"] if running_only else []
+        if kind:
+            where.append(f"kind IN ({', '.join('?' * len(kind))})")
+        sql = "SELECT id FROM jobs" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id"
+        rows = self._query(sql, kind)
         return [self.job(int(r[0])) for r in rows]
 
     def set_job_node(self, job_id: int, node_id: int, status: str, message: str | None = None,
@@ -80,8 +87,9 @@ class JobRows(SqlBase):
         """Close the job and release its nodes."""
         now = time.time()
         with self._tx() as db:
-            db.execute("UPDATE job_nodes SET status = 'skipped', ended_at = ? "
-                       "WHERE job_id = ? AND status = 'pending'", (now, job_id))
+            for table in ("job_nodes", "job_guests"):
+                db.execute(f"UPDATE {table} SET status = 'skipped', ended_at = ? "
+                           "WHERE job_id = ? AND status = 'pending'", (now, job_id))
             db.execute("UPDATE jobs SET status = ?, updated_at = ?, ended_at = ? WHERE id = ?",
                        (status, now, now, job_id))
             db.execute("UPDATE nodes SET job_id = NULL WHERE job_id = ?", (job_id,))

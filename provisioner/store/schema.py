@@ -110,4 +110,55 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE nodes ADD COLUMN tags TEXT NOT NULL DEFAULT '[]';
     """,
+    """
+    CREATE TABLE hosts (
+        name TEXT PRIMARY KEY,
+        address TEXT NOT NULL,
+        port INTEGER NOT NULL,
+        rack TEXT NOT NULL,
+        host_key TEXT NOT NULL,
+        cores INTEGER NOT NULL,
+        memory_mib INTEGER NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE guests (
+        name TEXT PRIMARY KEY,
+        role TEXT NOT NULL,
+        idx INTEGER NOT NULL,
+        host TEXT NOT NULL,
+        cores TEXT NOT NULL,
+        memory_mib INTEGER NOT NULL,
+        upgrade_domain INTEGER NOT NULL,
+        base_sha256 TEXT,
+        app_sha256 TEXT,
+        spec_sha256 TEXT,
+        state TEXT NOT NULL,
+        last_error TEXT,
+        job_id INTEGER,
+        ready_seconds REAL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX guests_host ON guests (host);
+    CREATE TABLE host_images (
+        host TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (host, sha256)
+    );
+    CREATE TABLE job_guests (
+        job_id INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        guest TEXT NOT NULL,
+        action TEXT NOT NULL,
+        batch INTEGER NOT NULL,
+        host TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        status TEXT NOT NULL,
+        message TEXT,
+        bytes INTEGER,
+        started_at REAL,
+        ended_at REAL,
+        PRIMARY KEY (job_id, guest)
+    );
+    """,
 )

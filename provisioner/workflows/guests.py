@@ -1,45 +1,88 @@
-"""Guests per role, the provisioner's side: a roles file becomes a placement over the
-active hosts (their CPU and memory as their host agents report them), every image it
-names resolved in the catalog first. All checks happen before anything is created."""
+"""Guests per role, the provisioner's side. `deploy` turns a roles file into a plan over
+the hosts (what runs where now, from the guests table; each host's CPUs and memory),
+checks everything it can before anything is created (the file, its images, its
+templates for every guest, the placement, a connection to every host it touches), then
+hands the plan to a deploy job (guestjobs.py). The single-guest commands (reset,
+delete, console) and a host's housekeeping (gc) work on one host directly."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 from typing import Any
 
-from ..errors import Conflict, InvalidInput, NotFound
-from ..guests.placement import Guest, Host, Plan, place
+from ..config import Settings
+from ..errors import Conflict, InvalidInput, NotFound, ProvisionerError
+from ..guests.placement import Guest, Plan, place
+from ..guests.render import config_files
 from ..guests.roles import Role, parse_roles
 from ..images import Catalog
-from ..states import State
-from .engine import Conductor
+from ..store import Store
+from ..store.guests import GUEST_BUSY
+from .guesthosts import HostLinks, HostRecord, find_host, host_records, register_host
+from .guestjobs import ADD_BATCH, FIRST_ROLL_BATCH, REMOVE_BATCH, GuestJobs, guest_of
+
+LOG = logging.getLogger(__name__)
 
 
-def _guest_doc(g: Guest, roles: dict[str, Role], images: dict[str, Any]) -> dict[str, Any]:
-    role = roles.get(g.role)
-    return {"name": g.name, "role": g.role, "host": g.host, "cores": list(g.cores), "memory_mib": g.memory_mib,
-            "upgrade_domain": g.upgrade_domain,
-            "base": images[role.base]["ref"] if role else None,
-            "app": images[role.app]["ref"] if role and role.app else None}
+def _image_doc(image: Any) -> dict[str, Any]:
+    return {"ref": image.ref, "sha256": image.sha256, "format": image.format, "size": image.size,
+            "virtual_size": image.virtual_size}
+
+
+def _spec_sha(base: dict[str, Any], app: dict[str, Any] | None, files: dict[str, str], guest: Guest) -> str:
+    doc = {"base": base["sha256"], "app": app["sha256"] if app else None, "files": files,
+           "cores": len(guest.cores), "memory_mib": guest.memory_mib}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
 class GuestService:
-    def __init__(self, conductor: Conductor, catalog: Catalog) -> None:
-        self.c = conductor
+    def __init__(self, settings: Settings, store: Store, catalog: Catalog) -> None:
+        self.settings = settings
+        self.store = store
         self.catalog = catalog
+        self.links = HostLinks(settings)
+        self.jobs = GuestJobs(store, self.links, catalog, settings.guests_ready_timeout,
+                              settings.guests_max_parallel_hosts)
 
-    def hosts(self) -> list[Host]:
-        """Active nodes whose host agent has reported its CPUs and memory."""
-        hosts = []
-        for node in self.c.store.list_nodes():
-            facts = node.host_facts or {}
-            cores = (facts.get("cpu") or {}).get("count")
-            memory = (facts.get("memory") or {}).get("usable_mib") or (facts.get("memory") or {}).get("total_mib")
-            if node.state == State.ACTIVE and not node.host_lost and isinstance(cores, int) and \
-                    isinstance(memory, int):
-                hosts.append(Host(node.name, node.rack, cores, memory))
-        return hosts
+    # -- hosts ------------------------------------------------------------------
+    def host_list(self) -> list[dict[str, Any]]:
+        out = []
+        for record in host_records(self.store).values():
+            doc = record.doc()
+            doc["guests"] = [g["name"] for g in self.store.guests(host=record.name)]
+            out.append(doc)
+        return out
 
-    def plan(self, body: dict[str, Any], hosts: list[Host]) -> tuple[list[Role], Plan, dict[str, Any]]:
+    def add_host(self, body: dict[str, Any]) -> dict[str, Any]:
+        return register_host(self.store, self.links, body)
+
+    def remove_host(self, name: str) -> dict[str, Any]:
+        self.store.remove_host(name)
+        return {"removed": name}
+
+    def gc(self, name: str) -> dict[str, Any]:
+        """Remove from a host's pool every base no guest there uses; never one in use,
+        nor one a running deploy job is about to use."""
+        host = find_host(self.store, name)
+        pending = {e["spec"][k]["sha256"] for j in self.store.jobs(running_only=True, kind=("deploy",))
+                   for e in self.store.job_guests(int(j["id"])) for k in ("base", "app") if e["spec"].get(k)}
+        gh = self.links.guest_host(host)
+        try:
+            removed = gh.gc(pending)
+        finally:
+            gh.conn.close()
+        for volume in removed:
+            self.store.set_host_image(name, volume[5:].split(".")[0], False)
+        LOG.info("host %s: gc removed %s", name, ", ".join(removed) or "nothing")
+        return {"host": name, "removed": removed}
+
+    # -- the plan -----------------------------------------------------------------
+    def _roles(self, body: dict[str, Any]) -> list[Role]:
         text = body.get("roles")
         if not isinstance(text, str) or not text.strip():
             raise InvalidInput("send the roles file's text as 'roles'")
@@ -52,30 +95,193 @@ class GuestService:
                 raise InvalidInput(f"the user_data template {name!r} was not sent")
             return str(templates[name])
 
-        roles = parse_roles(text, source=str(body.get("source") or "roles file"), read=read)
-        images: dict[str, Any] = {}
+        return parse_roles(text, source=str(body.get("source") or "roles file"), read=read)
+
+    def _images(self, roles: list[Role]) -> dict[str, dict[str, Any]]:
+        images: dict[str, dict[str, Any]] = {}
         for role in roles:
             for ref in filter(None, (role.base, role.app)):
                 try:
-                    image = self.catalog.resolve(ref)
+                    images[ref] = _image_doc(self.catalog.resolve(ref))
                 except NotFound as exc:
                     raise InvalidInput(f"role {role.name}: unknown image {ref!r} (see 'provisioner image list')") \
                         from exc
-                images[ref] = {"ref": image.ref, "sha256": image.sha256}
-        plan = place(roles, hosts, [], reserved_cores=self.c.settings.guests_reserved_cores,
-                     reserved_memory_mib=self.c.settings.guests_reserved_memory_mib)
-        return roles, plan, images
+        return images
+
+    def plan(self, body: dict[str, Any]) -> dict[str, Any]:
+        roles = self._roles(body)
+        by_role = {r.name: r for r in roles}
+        images = self._images(roles)
+        records = host_records(self.store)
+        rows = {g["name"]: g for g in self.store.guests()}
+        busy = [n for n, r in rows.items() if r["state"] in GUEST_BUSY]
+        if busy:
+            raise Conflict(f"guests {', '.join(sorted(busy))} are being changed by job "
+                           f"{rows[busy[0]]['job_id']}: wait for it")
+        held = sorted({r["host"] for r in rows.values() if r["host"] in records and not records[r["host"]].available})
+        if held:
+            why = "; ".join(f"{h}: {records[h].why}" for h in held)
+            raise Conflict(f"hosts that run guests cannot take changes now ({why}): wait for them, "
+                           "or deploy again when they are back")
+        hosts = [r for r in records.values() if r.available]
+        existing, moved = [], set()
+        for r in rows.values():
+            role = by_role.get(r["role"])
+            if role is not None and r["index"] <= role.count and r["host"] in records and \
+                    (role.vcpus != len(r["cores"]) or role.memory_mib != r["memory_mib"]):
+                moved.add(r["name"])  # resized: placed again, possibly elsewhere
+                continue
+            existing.append(guest_of(r))
+        plan: Plan = place(roles, [h.placement() for h in hosts], existing,
+                           reserved_cores=self.settings.guests_reserved_cores,
+                           reserved_memory_mib=self.settings.guests_reserved_memory_mib)
+        entries: list[dict[str, Any]] = []
+        removed = {g.name for g in plan.remove}
+        for g in plan.remove:
+            entries.append({"guest": g.name, "action": "remove", "batch": REMOVE_BATCH, "host": g.host,
+                            "spec": {"guest": asdict(g), "was": rows[g.name]["state"]}})
+        for placed in plan.keep + plan.add:
+            role = by_role[placed.role]
+            g = Guest(placed.name, placed.role, placed.index, placed.host, placed.cores, placed.memory_mib,
+                      (placed.index - 1) % role.upgrade_domains)
+            base = images[role.base]
+            app = images[role.app] if role.app else None
+            files = config_files(role, g, g.host)
+            spec = {"guest": asdict(g), "base": base, "app": app, "files": files,
+                    "spec_sha256": _spec_sha(base, app, files, g), "was": None, "old_host": None}
+            row = rows.get(g.name)
+            if row is None or g.name in removed:
+                action, batch = "add", ADD_BATCH
+                if g.name in removed:  # its host is gone: made again elsewhere
+                    entries[:] = [e for e in entries if e["guest"] != g.name]
+                    spec["old_host"] = rows[g.name]["host"]
+                    action, spec["was"] = "roll", rows[g.name]["state"]
+            elif g.name in moved:
+                action, batch = "roll", FIRST_ROLL_BATCH + g.upgrade_domain
+                spec.update(old_host=row["host"], was=row["state"])
+            elif row["state"] != "ready":
+                action, batch = "repair", ADD_BATCH
+                spec["was"] = row["state"]
+            elif row["spec_sha256"] != spec["spec_sha256"]:
+                action, batch = "roll", FIRST_ROLL_BATCH + g.upgrade_domain
+                spec["was"] = row["state"]
+            else:
+                action, batch = "keep", -1
+            entries.append({"guest": g.name, "action": action, "batch": batch, "host": g.host, "spec": spec})
+        return {"hosts": [h.doc() for h in hosts], "entries": entries}
+
+    @staticmethod
+    def plan_doc(plan: dict[str, Any], dry_run: bool) -> dict[str, Any]:
+        guests = []
+        for e in sorted(plan["entries"], key=lambda e: (e["batch"] if e["batch"] >= 0 else 99, e["guest"])):
+            g, spec = e["spec"]["guest"], e["spec"]
+            guests.append({"name": g["name"], "role": g["role"], "action": e["action"], "batch": e["batch"],
+                           "host": g["host"], "old_host": spec.get("old_host"), "cores": g["cores"],
+                           "memory_mib": g["memory_mib"], "upgrade_domain": g["upgrade_domain"],
+                           "base": (spec.get("base") or {}).get("ref"), "app": (spec.get("app") or {}).get("ref")})
+        counts: dict[str, int] = {}
+        for g in guests:
+            counts[g["action"]] = counts.get(g["action"], 0) + 1
+        return {"hosts": plan["hosts"], "guests": guests, "counts": counts, "dry_run": dry_run,
+                "changes": any(g["action"] != "keep" for g in guests)}
+
+    def _preflight(self, hosts: set[str]) -> None:
+        """Connect to every host the plan touches; the first that fails stops the deploy
+        before anything is created."""
+        records = host_records(self.store)
+
+        def check(name: str) -> ProvisionerError | None:
+            record = records.get(name)
+            if record is None:
+                return None  # gone: its guests are made again elsewhere
+            try:
+                self.links.connect(record).close()
+            except ProvisionerError as exc:
+                return exc
+            return None
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            errors = [e for e in pool.map(check, sorted(hosts)) if e]
+        if errors:
+            raise type(errors[0])(f"{errors[0]}; nothing was changed")
 
     def deploy(self, body: dict[str, Any]) -> dict[str, Any]:
-        hosts = self.hosts()
-        roles, plan, images = self.plan(body, hosts)
-        by_name = {r.name: r for r in roles}
-        doc = {"hosts": [h.__dict__ for h in hosts],
-               "keep": [_guest_doc(g, by_name, images) for g in plan.keep],
-               "add": [_guest_doc(g, by_name, images) for g in plan.add],
-               "remove": [_guest_doc(g, by_name, images) for g in plan.remove],
-               "dry_run": bool(body.get("dry_run"))}
-        if not body.get("dry_run"):
-            raise Conflict("creating the guests is not built yet (issue 4 is in progress): "
-                           "'provisioner deploy --dry-run' shows the placement")
+        plan = self.plan(body)
+        doc = self.plan_doc(plan, bool(body.get("dry_run")))
+        if body.get("dry_run"):
+            return doc
+        work = [e for e in plan["entries"] if e["action"] != "keep"]
+        if not work:
+            doc["job"] = None
+            return doc
+        touched = {e["host"] for e in work} | {e["spec"].get("old_host") for e in work if e["spec"].get("old_host")}
+        self._preflight(touched)
+        job_id = self.store.create_deploy_job(str(body.get("source") or "roles file"), {"kind": "deploy"}, work)
+        LOG.info("deploy job %d: %s", job_id, ", ".join(f"{e['action']} {e['guest']}" for e in work))
+        self.jobs.start(job_id)
+        doc["job"] = job_id
         return doc
+
+    # -- one guest ----------------------------------------------------------------
+    def _guest_host(self, name: str) -> tuple[dict[str, Any], HostRecord]:
+        row = self.store.guest(name)
+        if row["state"] in GUEST_BUSY:
+            raise Conflict(f"guest {name} is {row['state']} (job {row['job_id']}): wait for it")
+        return row, find_host(self.store, row["host"])
+
+    def show(self, name: str) -> dict[str, Any]:
+        row = self.store.guest(name)
+        doc = dict(row)
+        doc["base"] = self._ref(row["base_sha256"])
+        doc["app"] = self._ref(row["app_sha256"])
+        return doc
+
+    def _ref(self, sha: str | None) -> str | None:
+        if not sha:
+            return None
+        rows = self.store.images_by_sha(sha)
+        return f"{rows[-1]['name']}:{rows[-1]['version']}" if rows else sha[:16]
+
+    def reset(self, name: str) -> dict[str, Any]:
+        """Discard the guest's overlay and start it again on its pristine base (same name,
+        cores and config drive); its readiness is then awaited in the background
+        (the guest's state goes from resetting to ready)."""
+        row, host = self._guest_host(name)
+        gh = self.links.guest_host(host)
+        try:
+            gh.reset(name)
+        except ProvisionerError as exc:
+            gh.conn.close()
+            self.store.set_guest(name, state="failed", last_error=f"reset: {exc}")
+            raise
+        self.store.set_guest(name, state="resetting", last_error=None)
+        threading.Thread(target=self._await_ready, args=(gh, name), name=f"reset-{name}", daemon=True).start()
+        LOG.info("guest %s: overlay discarded, started again on its pristine base", name)
+        return {"reset": name, "host": row["host"], "state": "resetting"}
+
+    def _await_ready(self, gh: Any, name: str) -> None:
+        try:
+            seconds = gh.wait_ready(name, timeout=self.settings.guests_ready_timeout)
+            self.store.set_guest(name, state="ready", ready_seconds=round(seconds, 1), last_error=None)
+            LOG.info("guest %s: ready after its reset (%.1fs)", name, seconds)
+        except ProvisionerError as exc:
+            self.store.set_guest(name, state="failed", last_error=f"reset: {exc}")
+        finally:
+            gh.conn.close()
+
+    def delete(self, name: str) -> dict[str, Any]:
+        row, host = self._guest_host(name)
+        gh = self.links.guest_host(host)
+        try:
+            gh.delete(name)
+        finally:
+            gh.conn.close()
+        self.store.delete_guest(name)
+        LOG.info("guest %s: deleted from %s", name, row["host"])
+        return {"deleted": name, "host": row["host"],
+                "note": "the roles file still counts it: the next deploy makes it again unless its count is lowered"}
+
+    def console(self, name: str, max_bytes: int = 64 * 1024) -> bytes:
+        row = self.store.guest(name)
+        return self.links.console(find_host(self.store, row["host"]), name, max_bytes)
+

@@ -126,7 +126,7 @@ class JobRunner:
         return job_id
 
     def resume(self) -> None:
-        for job in self.c.store.jobs(running_only=True):
+        for job in self.c.store.jobs(running_only=True, kind=("reimage", "rollback")):
             LOG.info("job %d: resuming after a daemon restart", job["id"])
             self._spawn(int(job["id"]))
 

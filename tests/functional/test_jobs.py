@@ -143,7 +143,8 @@ roles:
 def test_deploy_dry_run_places_guests_and_bad_roles_files_change_nothing(fleet, workdir):
     code, _, err = fleet.cli("reimage", "rack-1", "--image", "host", "--max-unavailable", "100%", "--no-wait")
     assert code == 0, err
-    hardware = {"cpu": {"count": 4}, "memory": {"usable_mib": 4096}}
+    # 127.0.0.9: nothing there answers as these hosts (no sshd, or one with another key).
+    hardware = {"cpu": {"count": 4}, "memory": {"usable_mib": 4096}, "address": "127.0.0.9"}
     play_deploy(fleet, "web-1", hardware)
     play_deploy(fleet, "web-2", hardware)
     image = workdir / "guest.qcow2"
@@ -154,14 +155,15 @@ def test_deploy_dry_run_places_guests_and_bad_roles_files_change_nothing(fleet, 
     roles.write_text(ROLES)
     code, out, err = fleet.cli("deploy", str(roles), "--dry-run")
     assert code == 0, err
-    assert "hosts: web-1 (4 cores, 4096 MiB), web-2 (4 cores, 4096 MiB)" in out
-    assert "4 to add, 0 to remove, 0 unchanged (dry run: nothing changed)" in out
+    assert "hosts: web-1 (rack-1, 4 cores, 4096 MiB), web-2 (rack-1, 4 cores, 4096 MiB)" in out
+    assert "4 to add, 0 to remove, 0 to roll, 0 to repair, 0 unchanged (dry run: nothing changed)" in out
     code, out, _ = fleet.cli("--json", "deploy", str(roles), "--dry-run")
     plan = json.loads(out)
-    cores = [(g["host"], c) for g in plan["add"] for c in g["cores"]]
+    assert {g["action"] for g in plan["guests"]} == {"add"}
+    cores = [(g["host"], c) for g in plan["guests"] for c in g["cores"]]
     assert len(cores) == len(set(cores)) and all(c != 0 for _, c in cores), "a core given twice, or the host's"
-    assert {g["host"] for g in plan["add"] if g["role"] == "web"} == {"web-1", "web-2"}
-    assert all(g["base"] == "guest:1" for g in plan["add"])
+    assert {g["host"] for g in plan["guests"] if g["role"] == "web"} == {"web-1", "web-2"}
+    assert all(g["base"] == "guest:1" for g in plan["guests"])
 
     for text, words in ((ROLES.replace("base: guest\n    vcpus: 2", "base: nope\n    vcpus: 2"),
                          "role worker: unknown image 'nope'"),
@@ -174,4 +176,6 @@ def test_deploy_dry_run_places_guests_and_bad_roles_files_change_nothing(fleet, 
         assert code == 2 and words in err and "Traceback" not in err, (words, err)
     roles.write_text(ROLES)
     code, _, err = fleet.cli("deploy", str(roles))
-    assert code == 1 and "--dry-run" in err
+    assert code == 1 and "host web-1 (127.0.0.9)" in err and "nothing was changed" in err, err
+    assert fleet.cli("--json", "guests")[1].strip() == "[]"
+    assert json.loads(fleet.cli("--json", "job")[1])[-1]["kind"] != "deploy", "no deploy job may start"

@@ -1,0 +1,52 @@
+"""What libvirt has no API for, over SSH with paramiko: reading a file on a host (a
+guest's serial console log). The host key must be the one recorded for the host; any
+other is refused (RejectPolicy), never learned."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import socket
+from pathlib import Path
+
+import paramiko  # type: ignore[import-untyped]
+
+from ..errors import HostError, HostUnreachable
+
+
+def _host_key(host: str, line: str) -> paramiko.PKey:
+    parts = line.split()
+    try:
+        return paramiko.PKey.from_type_string(parts[0], base64.b64decode(parts[1]))
+    except (IndexError, binascii.Error, paramiko.SSHException, ValueError) as exc:
+        raise HostError(f"host {host}: the recorded SSH host key is not usable ({line[:30]!r})") from exc
+
+
+def read_tail(host: str, address: str, port: int, host_key: str, key_file: Path, path: str,
+              max_bytes: int = 64 * 1024, user: str = "root") -> bytes:
+    """The last max_bytes of a file on the host (b'' if it does not exist)."""
+    client = paramiko.SSHClient()
+    key = _host_key(host, host_key)
+    client.get_host_keys().add(f"[{address}]:{port}" if port != 22 else address, key.get_name(), key)
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    try:
+        client.connect(address, port=port, username=user, key_filename=str(key_file), timeout=15,
+                       allow_agent=False, look_for_keys=False)
+    except paramiko.BadHostKeyException as exc:
+        raise HostError(f"host {host} ({address}): its SSH host key is not the one recorded at deploy time; "
+                        "refusing to connect") from exc
+    except (OSError, socket.timeout) as exc:
+        raise HostUnreachable(f"host {host} ({address}) is unreachable: {exc}") from exc
+    except paramiko.SSHException as exc:
+        raise HostError(f"host {host} ({address}): SSH failed: {exc}") from exc
+    try:
+        sftp = client.open_sftp()
+        try:
+            size = sftp.stat(path).st_size or 0
+        except FileNotFoundError:
+            return b""
+        with sftp.open(path, "rb") as fh:
+            fh.seek(max(0, size - max_bytes))
+            return bytes(fh.read(max_bytes))
+    finally:
+        client.close()

@@ -1,0 +1,149 @@
+"""Rows of guests, of hypervisor hosts registered by hand (hosts the provisioner did not
+deploy), and of deploy jobs' guests. A deploy job records each guest's whole spec, so a
+restarted daemon carries it on without the roles file."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from ..errors import Conflict, NotFound
+from .base import SqlBase
+
+GUEST_BUSY = ("pending", "creating", "removing", "resetting")
+
+
+def _guest(row: Any) -> dict[str, Any]:
+    doc = dict(row)
+    doc["index"] = doc.pop("idx")
+    doc["cores"] = json.loads(doc["cores"])
+    return doc
+
+
+class GuestRows(SqlBase):
+    # -- registered hosts -----------------------------------------------------
+    def add_host(self, *, name: str, address: str, port: int, rack: str, host_key: str, cores: int,
+                 memory_mib: int) -> dict[str, Any]:
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM hosts WHERE name = ?", (name,)).fetchone() or \
+                    db.execute("SELECT 1 FROM nodes WHERE name = ?", (name,)).fetchone():
+                raise Conflict(f"a host or node named {name} already exists")
+            db.execute("INSERT INTO hosts (name, address, port, rack, host_key, cores, memory_mib, created_at) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (name, address, port, rack, host_key, cores, memory_mib, time.time()))
+        return self.registered_host(name)
+
+    def registered_hosts(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._query("SELECT * FROM hosts ORDER BY name")]
+
+    def registered_host(self, name: str) -> dict[str, Any]:
+        rows = self._query("SELECT * FROM hosts WHERE name = ?", (name,))
+        if not rows:
+            raise NotFound(f"no registered host {name!r}")
+        return dict(rows[0])
+
+    def remove_host(self, name: str) -> None:
+        with self._tx() as db:
+            used = db.execute("SELECT name FROM guests WHERE host = ? ORDER BY name", (name,)).fetchall()
+            if used:
+                raise Conflict(f"host {name} still runs guests ({', '.join(r[0] for r in used)}): "
+                               "remove them from the roles file and deploy first")
+            if db.execute("DELETE FROM hosts WHERE name = ?", (name,)).rowcount == 0:
+                raise NotFound(f"no registered host {name!r}")
+
+    # -- images known complete on a host (an upload cut short is not one) ---------
+    def host_images(self, host: str) -> set[str]:
+        return {r[0] for r in self._query("SELECT sha256 FROM host_images WHERE host = ?", (host,))}
+
+    def set_host_image(self, host: str, sha256: str, present: bool) -> None:
+        with self._tx() as db:
+            if present:
+                db.execute("INSERT OR IGNORE INTO host_images (host, sha256, created_at) VALUES (?, ?, ?)",
+                           (host, sha256, time.time()))
+            else:
+                db.execute("DELETE FROM host_images WHERE host = ? AND sha256 = ?", (host, sha256))
+
+    # -- guests ---------------------------------------------------------------
+    def guests(self, host: str | None = None, role: str | None = None) -> list[dict[str, Any]]:
+        where, args = [], []
+        for column, value in (("host", host), ("role", role)):
+            if value:
+                where.append(f"{column} = ?")
+                args.append(value)
+        sql = "SELECT * FROM guests" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY role, idx"
+        return [_guest(r) for r in self._query(sql, tuple(args))]
+
+    def guest(self, name: str) -> dict[str, Any]:
+        rows = self._query("SELECT * FROM guests WHERE name = ?", (name,))
+        if not rows:
+            raise NotFound(f"no guest {name!r}: see 'provisioner guests'")
+        return _guest(rows[0])
+
+    def set_guest(self, name: str, **fields: Any) -> None:
+        if "cores" in fields:
+            fields["cores"] = json.dumps(list(fields["cores"]))
+        if "index" in fields:
+            fields["idx"] = fields.pop("index")
+        fields["updated_at"] = time.time()
+        names = ", ".join(f"{k} = ?" for k in fields)
+        with self._tx() as db:
+            db.execute(f"UPDATE guests SET {names} WHERE name = ?", (*fields.values(), name))
+
+    def delete_guest(self, name: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM guests WHERE name = ?", (name,))
+
+    # -- deploy jobs ----------------------------------------------------------
+    def create_deploy_job(self, source: str, options: dict[str, Any], entries: list[dict[str, Any]]) -> int:
+        """A deploy job over guest entries (guest, action, batch, host, spec); each guest's
+        row is written (or marked) in the same transaction, so the plan is all or nothing."""
+        now = time.time()
+        with self._tx() as db:
+            running = db.execute("SELECT id FROM jobs WHERE kind = 'deploy' AND status = 'running'").fetchone()
+            if running is not None:
+                raise Conflict(f"deploy job {running[0]} is still running: wait for it "
+                               "('provisioner job') or stop it ('provisioner reimage --abort')")
+            cur = db.execute("INSERT INTO jobs (kind, target, options, status, created_at, updated_at) "
+                             "VALUES ('deploy', ?, ?, 'running', ?, ?)",
+                             (source, json.dumps(options, sort_keys=True), now, now))
+            job_id = int(cur.lastrowid or 0)
+            for e in entries:
+                db.execute("INSERT INTO job_guests (job_id, guest, action, batch, host, spec, status) "
+                           "VALUES (?, ?, ?, ?, ?, ?, 'pending')",
+                           (job_id, e["guest"], e["action"], e["batch"], e["host"], json.dumps(e["spec"])))
+                if e["action"] == "remove":
+                    db.execute("UPDATE guests SET state = 'removing', job_id = ?, updated_at = ? WHERE name = ?",
+                               (job_id, now, e["guest"]))
+                    continue
+                g = e["spec"]["guest"]
+                db.execute(
+                    "INSERT INTO guests (name, role, idx, host, cores, memory_mib, upgrade_domain, state, job_id, "
+                    "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?) "
+                    "ON CONFLICT (name) DO UPDATE SET state = 'pending', job_id = excluded.job_id, "
+                    "updated_at = excluded.updated_at",
+                    (g["name"], g["role"], g["index"], g["host"], json.dumps(g["cores"]), g["memory_mib"],
+                     g["upgrade_domain"], job_id, now, now))
+        return job_id
+
+    def job_guests(self, job_id: int) -> list[dict[str, Any]]:
+        rows = self._query("SELECT guest, action, batch, host, spec, status, message, bytes, started_at, ended_at "
+                           "FROM job_guests WHERE job_id = ? ORDER BY batch, guest", (job_id,))
+        out = []
+        for r in rows:
+            doc = dict(r)
+            doc["spec"] = json.loads(doc["spec"])
+            out.append(doc)
+        return out
+
+    def set_job_guest(self, job_id: int, guest: str, status: str, message: str | None = None,
+                      transferred: int | None = None) -> None:
+        now = time.time()
+        with self._tx() as db:
+            db.execute(
+                "UPDATE job_guests SET status = ?, message = COALESCE(?, message), bytes = COALESCE(?, bytes), "
+                "started_at = CASE WHEN ? = 'running' AND started_at IS NULL THEN ? ELSE started_at END, "
+                "ended_at = CASE WHEN ? IN ('done', 'failed', 'skipped') THEN ? ELSE ended_at END "
+                "WHERE job_id = ? AND guest = ?",
+                (status, message, transferred, status, now, status, now, job_id, guest))
+            db.execute("UPDATE jobs SET updated_at = ? WHERE id = ?", (now, job_id))

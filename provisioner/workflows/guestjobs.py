@@ -1,0 +1,173 @@
+"""Deploy jobs: a roles file's plan carried out on the hosts, batch by batch.
+
+Batch 0 removes guests (scale down, roles gone), which frees their cores first; batch 1
+adds guests (and repairs ones a failure or a restart left unfinished); batches 2+ roll
+guests to a new spec (a new base or app image, new user data, a new size), one upgrade
+domain per batch. Inside a batch, hosts are worked on in parallel and each host's guests
+are created, then waited for. A batch with a failure stops the job: later upgrade
+domains keep their old guests. Every step is "make it so": a guest is removed before it
+is made again, so a job carried on after a daemon restart does no harm."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ..errors import HostError, ProvisionerError
+from ..guests.placement import Guest
+from ..hypervisor.domains import GuestHost, ImageRef
+from ..images import Catalog
+from ..store import Store
+from .guesthosts import HostLinks, host_records
+
+LOG = logging.getLogger(__name__)
+REMOVE_BATCH, ADD_BATCH, FIRST_ROLL_BATCH = 0, 1, 2
+
+
+def guest_of(doc: dict[str, Any]) -> Guest:
+    return Guest(doc["name"], doc["role"], int(doc["index"]), doc["host"], tuple(doc["cores"]),
+                 int(doc["memory_mib"]), int(doc["upgrade_domain"]))
+
+
+class GuestJobs:
+    def __init__(self, store: Store, links: HostLinks, catalog: Catalog, ready_timeout: float,
+                 max_parallel_hosts: int) -> None:
+        self.store = store
+        self.links = links
+        self.catalog = catalog
+        self.ready_timeout = ready_timeout
+        self.max_parallel_hosts = max(1, max_parallel_hosts)
+        self.threads: dict[int, threading.Thread] = {}
+
+    def start(self, job_id: int) -> None:
+        thread = threading.Thread(target=self._run, args=(job_id,), name=f"deploy-{job_id}", daemon=True)
+        self.threads[job_id] = thread
+        thread.start()
+
+    def resume(self) -> None:
+        for job in self.store.jobs(running_only=True, kind=("deploy",)):
+            LOG.info("deploy job %d: carried on after a daemon restart", job["id"])
+            self.start(int(job["id"]))
+
+    # -- the job ----------------------------------------------------------------
+    def _run(self, job_id: int) -> None:
+        try:
+            status = self._batches(job_id)
+        except Exception:
+            LOG.exception("deploy job %d crashed", job_id)
+            status = "failed"
+        self._restore_skipped(job_id)
+        self.store.end_job(job_id, status)
+        LOG.info("deploy job %d: %s", job_id, status)
+
+    def _batches(self, job_id: int) -> str:
+        entries = self.store.job_guests(job_id)
+        batches = sorted({e["batch"] for e in entries})
+        for batch in batches:
+            if self.store.job(job_id)["abort"]:
+                self._skip(job_id, "job aborted")
+                return "aborted"
+            todo = [e for e in entries if e["batch"] == batch and e["status"] in ("pending", "running")]
+            by_host: dict[str, list[dict[str, Any]]] = {}
+            for e in todo:
+                by_host.setdefault(e["host"], []).append(e)
+            with ThreadPoolExecutor(max_workers=self.max_parallel_hosts, thread_name_prefix=f"deploy-{job_id}") \
+                    as pool:
+                list(pool.map(lambda item: self._host(job_id, item[0], item[1]), by_host.items()))
+            entries = self.store.job_guests(job_id)
+            failed = [e["guest"] for e in entries if e["batch"] == batch and e["status"] == "failed"]
+            if failed:
+                self._skip(job_id, f"not started: {', '.join(failed)} failed in the batch before")
+                return "failed"
+        return "done"
+
+    def _skip(self, job_id: int, why: str) -> None:
+        for e in self.store.job_guests(job_id):
+            if e["status"] == "pending":
+                self.store.set_job_guest(job_id, e["guest"], "skipped", why)
+
+    def _restore_skipped(self, job_id: int) -> None:
+        """A guest whose step never ran is as it was before the job."""
+        for e in self.store.job_guests(job_id):
+            if e["status"] not in ("pending", "skipped"):
+                continue
+            was = e["spec"].get("was")
+            if was is None:
+                self.store.delete_guest(e["guest"])
+            else:
+                self.store.set_guest(e["guest"], state=was)
+
+    # -- one host's share of a batch ---------------------------------------------
+    def _host(self, job_id: int, host_name: str, entries: list[dict[str, Any]]) -> None:
+        try:
+            record = host_records(self.store).get(host_name)
+            if record is None:
+                raise HostError(f"host {host_name} is gone")
+            gh = self.links.guest_host(record)
+        except ProvisionerError as exc:
+            for e in entries:
+                self._fail(job_id, e, str(exc))
+            return
+        try:
+            started = []
+            for e in entries:
+                self.store.set_job_guest(job_id, e["guest"], "running", e["action"])
+                try:
+                    if e["action"] == "remove":
+                        gh.delete(e["guest"])
+                        self.store.delete_guest(e["guest"])
+                        self.store.set_job_guest(job_id, e["guest"], "done", f"removed from {host_name}")
+                        continue
+                    sent = self._create(job_id, gh, host_name, e)
+                    self.store.set_job_guest(job_id, e["guest"], "running", "booting", sent)
+                    started.append(e)
+                except ProvisionerError as exc:
+                    self._fail(job_id, e, str(exc))
+            for e in started:
+                try:
+                    seconds = gh.wait_ready(e["guest"], timeout=self.ready_timeout)
+                except ProvisionerError as exc:
+                    self._fail(job_id, e, str(exc))
+                    continue
+                self.store.set_guest(e["guest"], state="ready", ready_seconds=round(seconds, 1), last_error=None)
+                self.store.set_job_guest(job_id, e["guest"], "done", f"ready on {host_name} in {seconds:.0f}s")
+                LOG.info("guest %s: ready on %s after %.1fs", e["guest"], host_name, seconds)
+        finally:
+            gh.conn.close()
+
+    def _create(self, job_id: int, gh: GuestHost, host_name: str, e: dict[str, Any]) -> int:
+        spec = e["spec"]
+        guest = guest_of(spec["guest"])
+        old_host = spec.get("old_host")
+        if old_host and old_host != host_name:  # moved (resized, or its host is gone): remove the old one
+            record = host_records(self.store).get(old_host)
+            if record is not None:
+                old = self.links.guest_host(record)
+                try:
+                    old.delete(guest.name)
+                finally:
+                    old.conn.close()
+        gh.delete(guest.name)  # whatever a failed or interrupted attempt left
+        self.store.set_guest(guest.name, state="creating", host=guest.host, cores=guest.cores,
+                             memory_mib=guest.memory_mib, upgrade_domain=guest.upgrade_domain,
+                             base_sha256=spec["base"]["sha256"], app_sha256=(spec.get("app") or {}).get("sha256"),
+                             spec_sha256=spec["spec_sha256"], job_id=job_id, last_error=None)
+        known = self.store.host_images(host_name)
+        base = self._image(spec["base"])
+        app = self._image(spec["app"]) if spec.get("app") else None
+        return gh.create(guest, base, spec["files"], app, complete=lambda sha: sha in known,
+                         uploaded=lambda sha: self.store.set_host_image(host_name, sha, True))
+
+    def _image(self, doc: dict[str, Any]) -> ImageRef:
+        path = self.catalog.path(doc["sha256"])
+        if not path.is_file():
+            raise HostError(f"image {doc.get('ref') or doc['sha256'][:16]} is no longer in the catalog")
+        return ImageRef(doc["sha256"], doc["format"], int(doc["size"]), int(doc["virtual_size"]),
+                        lambda: path.open("rb"))
+
+    def _fail(self, job_id: int, e: dict[str, Any], why: str) -> None:
+        LOG.warning("guest %s: %s failed: %s", e["guest"], e["action"], why)
+        self.store.set_job_guest(job_id, e["guest"], "failed", why)
+        self.store.set_guest(e["guest"], state="failed", last_error=why)
