@@ -44,6 +44,9 @@ def skeleton(root: Path) -> None:
     for d in ("bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "run", "tmp", "etc", "root",
               "opt/provisioner", "var/log", "var/lib/provisioner/disk", "var/lib/libvirt", "boot"):
         (root / d).mkdir(parents=True, exist_ok=True)
+    # Debian's clients (virsh, virt-ssh-helper, a remote qemu+ssh connection) look for
+    # /var/run/libvirt/libvirt-sock; libvirtd makes it in /run.
+    (root / "var/run").symlink_to("../run")
     os.mknod(root / "dev/console", 0o600 | stat.S_IFCHR, os.makedev(5, 1))
     os.mknod(root / "dev/null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
 

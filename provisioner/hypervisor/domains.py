@@ -49,6 +49,8 @@ class GuestHost:
         self.conn = conn
         self.pool = pool
         self.console_dir = console_dir
+        # A second directory pool, only so that libvirt makes the folder on the host.
+        self.consoles = Pool(conn, console_dir, name=f"{pool.name}-consoles")
         self.domain_type = _domain_type(conn) if domain_type == "auto" else domain_type
 
     # -- images ---------------------------------------------------------------
@@ -91,7 +93,6 @@ class GuestHost:
         iso = make_iso(files)
         self.pool.delete(f"{guest.name}-cidata.iso")
         drive, _ = self.pool.upload(f"{guest.name}-cidata.iso", io.BytesIO(iso), len(iso))
-        self.console_dir.mkdir(parents=True, exist_ok=True)
         xml = domain_xml(guest, domain_type=self.domain_type, overlay=overlay.path(), config_drive=drive.path(),
                          console_log=str(self.console_dir / f"{guest.name}.log"), base_sha256=base.sha256,
                          app=app_vol.path() if app_vol else None, app_format=app.format if app else "raw",
@@ -150,8 +151,9 @@ class GuestHost:
         except libvirt.libvirtError as exc:
             raise HostError(f"guest {name} did not start after its reset: {exc.get_error_message()}") from exc
 
-    def delete(self, name: str) -> bool:
-        """Remove the guest's domain, overlay and config drive, whichever exist; True if any did."""
+    def delete(self, name: str, keep_console: bool = False) -> bool:
+        """Remove the guest's domain, overlay and config drive (and its console log unless
+        keep_console), whichever exist; True if any did."""
         found = False
         try:
             dom = self.conn.lookupByName(name)
@@ -167,6 +169,9 @@ class GuestHost:
                 raise HostError(f"cannot remove guest {name}: {exc.get_error_message()}") from exc
         for volume in (f"{name}.qcow2", f"{name}-cidata.iso"):
             found = self.pool.delete(volume) or found
+        if not keep_console:
+            self.consoles.pool.refresh(0)
+            self.consoles.delete(f"{name}.log")
         return found
 
     def running(self, name: str) -> bool:

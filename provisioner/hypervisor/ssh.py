@@ -48,5 +48,8 @@ def read_tail(host: str, address: str, port: int, host_key: str, key_file: Path,
         with sftp.open(path, "rb") as fh:
             fh.seek(max(0, size - max_bytes))
             return bytes(fh.read(max_bytes))
+    except (paramiko.SSHException, EOFError, OSError) as exc:
+        raise HostError(f"host {host} ({address}): cannot read {path} over SFTP ({exc or type(exc).__name__}): "
+                        "its sshd needs the sftp subsystem") from exc
     finally:
         client.close()

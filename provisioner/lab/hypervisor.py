@@ -4,6 +4,7 @@ the lab bridge), and the lab's domains defined through libvirt-python."""
 from __future__ import annotations
 
 import logging
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,24 @@ def remove(conn: libvirt.virConnect, name: str) -> None:
     except libvirt.libvirtError as exc:
         raise LabError(f"cannot remove lab domain {name}: {exc}") from exc
     Path(f"/var/log/libvirt/qemu/{name}.log").unlink(missing_ok=True)
+
+
+def remove_guests(conn: libvirt.virConnect, under: Path) -> None:
+    """Guests and storage pools the provisioner made on this machine's libvirtd with their
+    files under `under` (the lab's directory): this machine registered as a host."""
+    for dom in conn.listAllDomains(0):
+        xml = dom.XMLDesc(0)
+        if str(under) in xml and "provisioner.invalid/xmlns/guest" in xml:
+            remove(conn, dom.name())
+    for pool in conn.listAllStoragePools(0):
+        target = ET.fromstring(pool.XMLDesc(0)).findtext("target/path") or ""
+        if target == str(under) or target.startswith(str(under) + "/"):
+            try:
+                if pool.isActive():
+                    pool.destroy()
+                pool.undefine()
+            except libvirt.libvirtError as exc:
+                raise LabError(f"cannot remove storage pool {pool.name()}: {exc}") from exc
 
 
 def domain_facts(conn: libvirt.virConnect, name: str) -> dict[str, Any]:

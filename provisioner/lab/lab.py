@@ -88,6 +88,10 @@ class Lab:
     def inventory_file(self) -> Path:
         return self.dir / "inventory.yaml"
 
+    @property
+    def guest_pool(self) -> Path:
+        return self.dir / "guest-pool"
+
     def console_log(self, name: str) -> Path:
         return self.dir / "logs" / f"{name}.console.log"
 
@@ -201,7 +205,17 @@ class Lab:
             "host_boot = 300\n"
             "[agent]\n"
             "host_heartbeat_interval = 5\n"
-            "host_lost_after = 20\n")
+            "host_lost_after = 20\n"
+            "[guests]\n"
+            "# TCG: this machine's KVM cannot run a BIOS guest, and lab hosts have no KVM (LAB.md).\n"
+            'domain_type = "qemu"\n'
+            "# Lab hosts are small (2 vCPUs): every core may go to a guest.\n"
+            "reserved_cores = 0\n"
+            "reserved_memory_mib = 256\n"
+            "# On every host (lab nodes, and this machine when registered as one): under the lab's\n"
+            "# directory, so 'lab down' takes it away.\n"
+            f'pool_path = "{self.guest_pool}"\n'
+            f'console_dir = "{self.dir / "guest-consoles"}"\n')
         return path
 
     def _start_daemon(self) -> int:
@@ -272,11 +286,12 @@ class Lab:
             system.stop_pids([state.daemon_pid])
         self.bmcs.stop()
         names = [n.name for n in state.nodes]
-        if names and hypervisor.SOCKET.exists():
+        if hypervisor.SOCKET.exists() and (names or self.dir.exists()):
             try:
                 conn = hypervisor.connect()
                 for name in names:
                     hypervisor.remove(conn, name)
+                hypervisor.remove_guests(conn, self.dir)  # this machine registered as a host
                 conn.close()
             except LabError as exc:
                 LOG.warning("lab down: %s", exc)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -24,6 +25,13 @@ from .guesthosts import HostLinks, host_records
 
 LOG = logging.getLogger(__name__)
 REMOVE_BATCH, ADD_BATCH, FIRST_ROLL_BATCH = 0, 1, 2
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, ProvisionerError):
+        return str(exc)
+    LOG.error("deploy: unexpected error", exc_info=exc)
+    return f"internal error ({type(exc).__name__}: {exc}); see the daemon's log"
 
 
 def guest_of(doc: dict[str, Any]) -> Guest:
@@ -58,7 +66,7 @@ class GuestJobs:
         except Exception:
             LOG.exception("deploy job %d crashed", job_id)
             status = "failed"
-        self._restore_skipped(job_id)
+        self._settle(job_id)
         self.store.end_job(job_id, status)
         LOG.info("deploy job %d: %s", job_id, status)
 
@@ -88,16 +96,18 @@ class GuestJobs:
             if e["status"] == "pending":
                 self.store.set_job_guest(job_id, e["guest"], "skipped", why)
 
-    def _restore_skipped(self, job_id: int) -> None:
-        """A guest whose step never ran is as it was before the job."""
+    def _settle(self, job_id: int) -> None:
+        """No guest stays busy once the job ends: one whose step never ran is as it was
+        before the job; one caught mid-step by a crash is failed (the next deploy repairs it)."""
         for e in self.store.job_guests(job_id):
-            if e["status"] not in ("pending", "skipped"):
-                continue
-            was = e["spec"].get("was")
-            if was is None:
-                self.store.delete_guest(e["guest"])
-            else:
-                self.store.set_guest(e["guest"], state=was)
+            if e["status"] == "running":
+                self._fail(job_id, e, "the deploy job stopped during this step (see the daemon's log)")
+            elif e["status"] in ("pending", "skipped"):
+                was = e["spec"].get("was")
+                if was is None:
+                    self.store.delete_guest(e["guest"])
+                else:
+                    self.store.set_guest(e["guest"], state=was)
 
     # -- one host's share of a batch ---------------------------------------------
     def _host(self, job_id: int, host_name: str, entries: list[dict[str, Any]]) -> None:
@@ -106,9 +116,9 @@ class GuestJobs:
             if record is None:
                 raise HostError(f"host {host_name} is gone")
             gh = self.links.guest_host(record)
-        except ProvisionerError as exc:
+        except Exception as exc:  # noqa: BLE001
             for e in entries:
-                self._fail(job_id, e, str(exc))
+                self._fail(job_id, e, _reason(exc))
             return
         try:
             started = []
@@ -123,13 +133,13 @@ class GuestJobs:
                     sent = self._create(job_id, gh, host_name, e)
                     self.store.set_job_guest(job_id, e["guest"], "running", "booting", sent)
                     started.append(e)
-                except ProvisionerError as exc:
-                    self._fail(job_id, e, str(exc))
+                except Exception as exc:  # noqa: BLE001 - one guest's failure is not its host's
+                    self._fail(job_id, e, _reason(exc))
             for e in started:
                 try:
                     seconds = gh.wait_ready(e["guest"], timeout=self.ready_timeout)
-                except ProvisionerError as exc:
-                    self._fail(job_id, e, str(exc))
+                except Exception as exc:  # noqa: BLE001
+                    self._fail(job_id, e, _reason(exc))
                     continue
                 self.store.set_guest(e["guest"], state="ready", ready_seconds=round(seconds, 1), last_error=None)
                 self.store.set_job_guest(job_id, e["guest"], "done", f"ready on {host_name} in {seconds:.0f}s")
@@ -146,10 +156,10 @@ class GuestJobs:
             if record is not None:
                 old = self.links.guest_host(record)
                 try:
-                    old.delete(guest.name)
+                    old.delete(guest.name, keep_console=True)
                 finally:
                     old.conn.close()
-        gh.delete(guest.name)  # whatever a failed or interrupted attempt left
+        gh.delete(guest.name, keep_console=True)  # whatever a failed or interrupted attempt left
         self.store.set_guest(guest.name, state="creating", host=guest.host, cores=guest.cores,
                              memory_mib=guest.memory_mib, upgrade_domain=guest.upgrade_domain,
                              base_sha256=spec["base"]["sha256"], app_sha256=(spec.get("app") or {}).get("sha256"),
@@ -157,8 +167,12 @@ class GuestJobs:
         known = self.store.host_images(host_name)
         base = self._image(spec["base"])
         app = self._image(spec["app"]) if spec.get("app") else None
-        return gh.create(guest, base, spec["files"], app, complete=lambda sha: sha in known,
+        started = time.monotonic()
+        sent = gh.create(guest, base, spec["files"], app, complete=lambda sha: sha in known,
                          uploaded=lambda sha: self.store.set_host_image(host_name, sha, True))
+        LOG.info("guest %s: defined and started on %s in %.1fs (%d bytes of images sent)", guest.name, host_name,
+                 time.monotonic() - started, sent)
+        return sent
 
     def _image(self, doc: dict[str, Any]) -> ImageRef:
         path = self.catalog.path(doc["sha256"])
