@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import io
+import os
 import subprocess
 import sys
 import time
@@ -13,6 +15,7 @@ import pytest
 import yaml
 
 from provisioner import cli
+from provisioner.errors import HostError
 from provisioner.lab.lab import Lab
 
 HERE = Path(__file__).resolve().parent
@@ -78,6 +81,79 @@ class LabHandle:
                 return job
             assert time.monotonic() < end, f"job {job_id} still running after {timeout}s: {job}"
             time.sleep(1)
+
+
+SSHD_CONFIG = """ListenAddress {address}
+HostKey {work}/host_key
+AuthorizedKeysFile {work}/authorized_keys
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+PidFile {work}/sshd.pid
+Subsystem sftp /usr/lib/openssh/sftp-server
+"""
+
+
+class LabSshd:
+    """An sshd for this machine on the lab bridge's address (inside the lab namespace), so
+    that its libvirtd is reached as a remote host is: over SSH, with a host key of its own."""
+
+    def __init__(self, lab: Lab, authorized: str) -> None:
+        self.lab = lab
+        self.work = lab.dir / "sshd"
+        self.work.mkdir(exist_ok=True)
+        (self.work / "authorized_keys").write_text(authorized + "\n")
+        (self.work / "sshd_config").write_text(SSHD_CONFIG.format(address=lab.cfg.address, work=self.work))
+        self.proc: subprocess.Popen | None = None
+        from provisioner.sshkeys import new_keypair
+        self._original = new_keypair("root@lab-host")
+        self.public = self._original[1]
+        self._use(*self._original)
+
+    def _use(self, private: str, public: str) -> None:
+        (self.work / "host_key").write_text(private)
+        os.chmod(self.work / "host_key", 0o600)
+        (self.work / "host_key.pub").write_text(public + "\n")
+
+    def new_key(self) -> None:
+        """Another host key (as a reinstalled or impersonated host would have); restore() undoes it."""
+        from provisioner.sshkeys import new_keypair
+        self._use(*new_keypair("root@impostor"))
+
+    def restore(self) -> None:
+        self._use(*self._original)
+
+    def start(self) -> None:
+        Path("/run/sshd").mkdir(exist_ok=True)
+        self.proc = subprocess.Popen(["ip", "netns", "exec", self.lab.cfg.netns, "/usr/sbin/sshd", "-D", "-e", "-f",
+                                      str(self.work / "sshd_config")], stderr=subprocess.PIPE, text=True)
+        time.sleep(1)
+        assert self.proc.poll() is None, self.proc.stderr.read() if self.proc.stderr else ""
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait()
+        self.proc = None
+
+
+def agent_read(host, guest: str, path: str) -> str | None:
+    try:
+        handle = host.agent(guest, {"execute": "guest-file-open", "arguments": {"path": path, "mode": "r"}})
+    except HostError:
+        return None
+    data = host.agent(guest, {"execute": "guest-file-read", "arguments": {"handle": handle, "count": 4096}})
+    host.agent(guest, {"execute": "guest-file-close", "arguments": {"handle": handle}})
+    return base64.b64decode(data["buf-b64"]).decode()
+
+
+def agent_write(host, guest: str, path: str, text: str) -> None:
+    handle = host.agent(guest, {"execute": "guest-file-open", "arguments": {"path": path, "mode": "w"}})
+    host.agent(guest, {"execute": "guest-file-write",
+                       "arguments": {"handle": handle, "buf-b64": base64.b64encode(text.encode()).decode()}})
+    host.agent(guest, {"execute": "guest-file-close", "arguments": {"handle": handle}})
 
 
 def _lab(**kwargs):

@@ -6,19 +6,15 @@ it back to pristine; delete leaves nothing behind."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
-import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import libvirt
 import pytest
 
-from provisioner.errors import HostError
 from provisioner.guests.placement import Host, place
 from provisioner.guests.render import config_files
 from provisioner.guests.roles import parse_roles
@@ -26,7 +22,9 @@ from provisioner.hypervisor.domains import GuestHost, ImageRef
 from provisioner.hypervisor.pool import Pool, base_name
 from provisioner.lab import hypervisor
 from provisioner.lab.lab import Lab
-from provisioner.sshkeys import new_keypair, operator_key
+from provisioner.sshkeys import operator_key
+
+from .conftest import LabSshd, agent_read, agent_write
 
 REPO = Path(__file__).resolve().parents[2]
 GUEST_IMAGE = REPO / "build/images/guest/guest.qcow2"
@@ -79,23 +77,6 @@ def libvirt_host():
         lab.down()
 
 
-def agent_read(host: GuestHost, guest: str, path: str) -> str | None:
-    try:
-        handle = host.agent(guest, {"execute": "guest-file-open", "arguments": {"path": path, "mode": "r"}})
-    except HostError:
-        return None
-    data = host.agent(guest, {"execute": "guest-file-read", "arguments": {"handle": handle, "count": 4096}})
-    host.agent(guest, {"execute": "guest-file-close", "arguments": {"handle": handle}})
-    return base64.b64decode(data["buf-b64"]).decode()
-
-
-def agent_write(host: GuestHost, guest: str, path: str, text: str) -> None:
-    handle = host.agent(guest, {"execute": "guest-file-open", "arguments": {"path": path, "mode": "w"}})
-    host.agent(guest, {"execute": "guest-file-write",
-                       "arguments": {"handle": handle, "buf-b64": base64.b64encode(text.encode()).decode()}})
-    host.agent(guest, {"execute": "guest-file-close", "arguments": {"handle": handle}})
-
-
 def test_two_guests_share_one_read_only_base_boot_and_reset(libvirt_host, tmp_path):
     host, lab = libvirt_host
     (tmp_path / "web.j2").write_text("#cloud-config\n# {{ guest.name }} serves on {{ port }}\n")
@@ -139,45 +120,22 @@ def test_two_guests_share_one_read_only_base_boot_and_reset(libvirt_host, tmp_pa
     assert host.pool.volumes() == [base_name(base.sha256, "qcow2")]
 
 
-SSHD_CONFIG = """ListenAddress {address}
-HostKey {work}/host_key
-AuthorizedKeysFile {work}/authorized_keys
-PermitRootLogin prohibit-password
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-StrictModes no
-PidFile {work}/sshd.pid
-"""
-
-
 def test_the_host_is_reached_over_ssh_with_its_recorded_key_only(libvirt_host):
     """The test machine's libvirtd as a remote host: sshd on the lab bridge's address,
     with a host key made as a deploy makes one, and the provisioner's operator key."""
     _, lab = libvirt_host
-    work = lab.dir / "sshd"
-    work.mkdir()
-    private, public = new_keypair("root@lab-host")
-    (work / "host_key").write_text(private)
-    os.chmod(work / "host_key", 0o600)
     key_file, operator_public = operator_key(lab.dir / "data")
-    (work / "authorized_keys").write_text(operator_public + "\n")
-    (work / "sshd_config").write_text(SSHD_CONFIG.format(address=lab.cfg.address, work=work))
-    Path("/run/sshd").mkdir(exist_ok=True)
-    sshd = subprocess.Popen(["ip", "netns", "exec", lab.cfg.netns, "/usr/sbin/sshd", "-D", "-e", "-f",
-                             str(work / "sshd_config")], stderr=subprocess.PIPE, text=True)
+    sshd = LabSshd(lab, operator_public)
     try:
-        time.sleep(1)
-        assert sshd.poll() is None, sshd.stderr.read()
+        sshd.start()
         proc = subprocess.run(["ip", "netns", "exec", lab.cfg.netns, sys.executable,
-                               str(REPO / "tests/lab/host_connect_check.py"), lab.cfg.address, public,
+                               str(REPO / "tests/lab/host_connect_check.py"), lab.cfg.address, sshd.public,
                                str(key_file), str(lab.dir / "known_hosts")],
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr
         result = json.loads(proc.stdout)
     finally:
-        sshd.terminate()
-        sshd.wait()
+        sshd.stop()
     assert result["recorded"]["ok"] and "lab-r1-n1" in result["recorded"]["domains"], result
     changed = result["changed"]
     assert not changed["ok"] and changed["error"] == "HostError", changed
