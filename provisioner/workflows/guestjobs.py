@@ -6,7 +6,8 @@ guests to a new spec (a new base or app image, new user data, a new size), one u
 domain per batch. Inside a batch, hosts are worked on in parallel and each host's guests
 are created, then waited for. A batch with a failure stops the job: later upgrade
 domains keep their old guests. Every step is "make it so": a guest is removed before it
-is made again, so a job carried on after a daemon restart does no harm."""
+is made again, so a job carried on after a daemon restart does no harm; a guest already
+started when the daemon stopped is only waited for."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from .guesthosts import HostLinks, host_records
 
 LOG = logging.getLogger(__name__)
 REMOVE_BATCH, ADD_BATCH, FIRST_ROLL_BATCH = 0, 1, 2
+BOOTING = "booting"  # a job guest's message once its domain is defined and started
 
 
 def _reason(exc: Exception) -> str:
@@ -123,6 +125,9 @@ class GuestJobs:
         try:
             started = []
             for e in entries:
+                if e["status"] == "running" and e["message"] == BOOTING:
+                    started.append(e)  # made and started before a daemon restart: only wait for it
+                    continue
                 self.store.set_job_guest(job_id, e["guest"], "running", e["action"])
                 try:
                     if e["action"] == "remove":
@@ -131,7 +136,7 @@ class GuestJobs:
                         self.store.set_job_guest(job_id, e["guest"], "done", f"removed from {host_name}")
                         continue
                     sent = self._create(job_id, gh, host_name, e)
-                    self.store.set_job_guest(job_id, e["guest"], "running", "booting", sent)
+                    self.store.set_job_guest(job_id, e["guest"], "running", BOOTING, sent)
                     started.append(e)
                 except Exception as exc:  # noqa: BLE001 - one guest's failure is not its host's
                     self._fail(job_id, e, _reason(exc))

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -78,8 +82,10 @@ def guest_lab(tmp_path_factory):
     for handle in _lab(nodes=1, racks=1, memory_mib=2048, vcpus=2, disk_gib=20):
         tmp = tmp_path_factory.mktemp("guests")
         lab = handle.lab
+        started = time.monotonic()
         code, out, err = handle.cli("enroll", "--from", str(lab.inventory_file))
         assert code == 0, out + err
+        print(f"\n[timing] enroll: {time.monotonic() - started:.0f}s")
         guest = REPO / "build/images/guest/guest.qcow2"
         subprocess.run(["qemu-img", "convert", "-O", "raw", str(guest), str(tmp / "guest-b.raw")], check=True)
         (tmp / "app.img").write_bytes(b"APP-IMAGE v1\n".ljust(1 << 20, b"\0"))
@@ -87,8 +93,10 @@ def guest_lab(tmp_path_factory):
                              (tmp / "guest-b.raw", "guest-b"), (tmp / "app.img", "app")):
             code, out, err = handle.cli("image", "import", str(source), "--name", name)
             assert code == 0, out + err
+        started = time.monotonic()
         code, out, err = handle.cli("reimage", NODE, "--image", "host")
         assert code == 0, out + err
+        print(f"[timing] reimage to the host image: {time.monotonic() - started:.0f}s")
         code, public, err = handle.cli("host", "ssh-key")
         sshd = LabSshd(lab, public.strip())
         sshd.start()
@@ -121,9 +129,12 @@ def test_hosts_that_cannot_be_trusted_or_reached_are_not_registered(guest_lab):
 
 def test_deploy_two_roles_on_shared_read_only_bases(guest_lab):
     g, _ = guest_lab
+    started = time.monotonic()
     code, out, err = g.cli("deploy", str(g.roles))
     assert code == 0, out + err
     guests = g.guests()
+    print(f"\n[timing] deploy of 4 guests: {time.monotonic() - started:.0f}s; ready after: " +
+          ", ".join(f"{n} on {x['host']} {x['ready_seconds']}s" for n, x in sorted(guests.items())))
     assert sorted(guests) == ["web-1", "web-2", "web-3", "worker-1"]
     assert all(x["state"] == "ready" for x in guests.values()), guests
     by_host = {h: sorted(n for n, x in guests.items() if x["host"] == h) for h in (NODE, "testbox")}
@@ -226,14 +237,33 @@ def test_a_smaller_count_removes_exactly_one_guest(guest_lab):
 
 def test_a_new_base_rolls_one_upgrade_domain_at_a_time_and_gc_keeps_what_is_used(guest_lab):
     g, _ = guest_lab
+    log = g.h.lab.dir / "logs/provisioner.log"
+
+    def started_web1() -> int:
+        return log.read_text().count(f"guest web-1: defined and started on {NODE}")
+
+    web1_before = started_web1()
     v2 = g.tmp / "guest-v2.qcow2"
     subprocess.run(["qemu-img", "convert", "-c", "-O", "qcow2", str(REPO / "build/images/guest/guest.qcow2"),
                     str(v2)], check=True)
     assert g.cli("image", "import", str(v2), "--name", "guest")[0] == 0
-    code, out, err = g.cli("deploy", str(g.roles))
+    code, out, err = g.cli("deploy", str(g.roles), "--no-wait")
     assert code == 0 and "0 to add, 0 to remove, 2 to roll, 0 to repair, 1 unchanged" in out, out + err
-    job = g.jobs()[-1]
+    job_id = int(re.search(r"deploy job (\d+) started", out).group(1))
+    # The daemon is killed while the first upgrade domain's guest boots, and started again.
+    end = time.monotonic() + 300
+    while not any(x["status"] == "running" and x["message"] == "booting"
+                  for x in g.h.client.get(f"/v1/jobs/{job_id}")["guests"]):
+        assert time.monotonic() < end, g.h.client.get(f"/v1/jobs/{job_id}")
+        time.sleep(0.5)
+    os.kill(g.h.lab.load().daemon_pid, signal.SIGKILL)
+    time.sleep(1)
+    g.h.lab.restart_daemon()
+    job = g.h.wait_job(job_id)
+    assert job["status"] == "done", job
     rolls = {x["name"]: x for x in job["guests"]}
+    assert all(x["status"] == "done" for x in rolls.values()), rolls
+    assert started_web1() == web1_before + 1, "web-1 was started once, not again after the restart"
     assert rolls["web-1"]["batch"] != rolls["web-2"]["batch"], "two upgrade domains, two batches"
     first, second = sorted(rolls.values(), key=lambda x: x["batch"])
     assert first["ended_at"] <= second["started_at"], "the second upgrade domain waited for the first"
