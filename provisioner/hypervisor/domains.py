@@ -204,14 +204,18 @@ class GuestHost:
         return dict(ET.fromstring(raw).attrib)
 
     def guests(self) -> list[dict[str, Any]]:
-        """The provisioner's guests on this host (their domains carry our metadata)."""
-        out = []
-        for dom in self.conn.listAllDomains(0):
-            meta = self.metadata(dom)
-            if meta:
-                out.append({"name": dom.name(), "role": meta.get("role"), "index": int(meta.get("index", 0)),
-                            "base": meta.get("base"), "running": bool(dom.isActive())})
-        return sorted(out, key=lambda g: (g["role"] or "", g["index"]))
+        return list_guests(self.conn)
+
+
+def list_guests(conn: libvirt.virConnect) -> list[dict[str, Any]]:
+    """The provisioner's guests on a host (their domains carry our metadata)."""
+    out = []
+    for dom in conn.listAllDomains(0):
+        meta = GuestHost.metadata(dom)
+        if meta:
+            out.append({"name": dom.name(), "role": meta.get("role"), "index": int(meta.get("index", 0)),
+                        "base": meta.get("base"), "running": bool(dom.isActive())})
+    return sorted(out, key=lambda g: (g["role"] or "", g["index"]))
 
 
 def _backing_format(pool: Pool, guest: str) -> str:

@@ -20,6 +20,7 @@ from ..errors import Conflict, InvalidInput, NotFound, ProvisionerError
 from ..guests.placement import Guest, Plan, place
 from ..guests.render import config_files
 from ..guests.roles import Role, parse_roles
+from ..hypervisor.domains import list_guests
 from ..images import Catalog
 from ..store import Store
 from ..store.guests import GUEST_BUSY
@@ -108,7 +109,33 @@ class GuestService:
                         from exc
         return images
 
-    def plan(self, body: dict[str, Any]) -> dict[str, Any]:
+    def survey(self, names: set[str]) -> dict[str, set[str]]:
+        """The guests running on each of these hosts, as their libvirtd says; a host that
+        cannot be reached stops the deploy before anything is changed."""
+        records = host_records(self.store)
+
+        def look(name: str) -> tuple[str, set[str] | ProvisionerError]:
+            try:
+                conn = self.links.connect(records[name])
+            except ProvisionerError as exc:
+                return name, exc
+            try:
+                return name, {g["name"] for g in list_guests(conn) if g["running"]}
+            finally:
+                conn.close()
+
+        found: dict[str, set[str]] = {}
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            for name, result in pool.map(look, sorted(n for n in names if n in records and records[n].available)):
+                if isinstance(result, ProvisionerError):
+                    raise type(result)(f"{result}; nothing was changed")
+                found[name] = result
+        return found
+
+    def plan(self, body: dict[str, Any], observed: dict[str, set[str]] | None = None) -> dict[str, Any]:
+        """observed: the guests running on each host (survey()); a guest the table has as
+        ready that its host does not run (its host was reimaged, someone removed it) is
+        repaired."""
         roles = self._roles(body)
         by_role = {r.name: r for r in roles}
         images = self._images(roles)
@@ -159,7 +186,8 @@ class GuestService:
             elif g.name in moved:
                 action, batch = "roll", FIRST_ROLL_BATCH + g.upgrade_domain
                 spec.update(old_host=row["host"], was=row["state"])
-            elif row["state"] != "ready":
+            elif row["state"] != "ready" or (observed is not None and row["host"] in observed
+                                             and g.name not in observed[row["host"]]):
                 action, batch = "repair", ADD_BATCH
                 spec["was"] = row["state"]
             elif row["spec_sha256"] != spec["spec_sha256"]:
@@ -206,7 +234,8 @@ class GuestService:
             raise type(errors[0])(f"{errors[0]}; nothing was changed")
 
     def deploy(self, body: dict[str, Any]) -> dict[str, Any]:
-        plan = self.plan(body)
+        observed = self.survey({g["host"] for g in self.store.guests()})
+        plan = self.plan(body, observed)
         doc = self.plan_doc(plan, bool(body.get("dry_run")))
         if body.get("dry_run"):
             return doc

@@ -202,6 +202,19 @@ def test_reset_brings_a_guest_back_to_pristine_and_the_same_file_changes_nothing
     assert "0 to add, 0 to remove, 0 to roll, 0 to repair, 4 unchanged" in out
     assert len(g.jobs()) == jobs and g.guests() == before
 
+    # A guest its host no longer runs (removed behind the provisioner's back, or its host
+    # reimaged) is made again by the next deploy: the hosts are asked, not just the table.
+    local = g.local()
+    try:
+        dom = local.domain("worker-1")
+        dom.destroy()
+        dom.undefine()
+    finally:
+        local.conn.close()
+    code, out, err = g.cli("deploy", str(g.roles))
+    assert code == 0 and "0 to add, 0 to remove, 0 to roll, 1 to repair, 3 unchanged" in out, out + err
+    assert g.guests()["worker-1"]["state"] == "ready"
+
 
 def test_a_host_whose_key_changed_or_that_is_gone_gets_no_change(guest_lab):
     g, sshd = guest_lab
