@@ -170,7 +170,7 @@ class GuestHost:
         for volume in (f"{name}.qcow2", f"{name}-cidata.iso"):
             found = self.pool.delete(volume) or found
         if not keep_console:
-            self.consoles.pool.refresh(0)
+            self.consoles.refresh()
             self.consoles.delete(f"{name}.log")
         return found
 

@@ -62,8 +62,16 @@ class Pool:
         except libvirt.libvirtError:
             return None
 
+    def refresh(self) -> None:
+        """Let libvirt see files that changed behind its back; skipped (not needed for our
+        own volumes) while another upload to the pool is running."""
+        try:
+            self.pool.refresh(0)
+        except libvirt.libvirtError as exc:
+            LOG.debug("pool %s: refresh skipped: %s", self.name, exc.get_error_message())
+
     def volumes(self) -> list[str]:
-        self.pool.refresh(0)
+        self.refresh()
         return sorted(self.pool.listVolumes())
 
     def upload(self, name: str, reader: BinaryIO, size: int, mode: str = "0444",
@@ -86,7 +94,6 @@ class Pool:
                 sent += len(chunk)
                 progress(sent)
             stream.finish()
-            self.pool.refresh(0)
         except libvirt.libvirtError as exc:
             try:
                 vol.delete(0)
