@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="provisioner",
         description="Bare-metal provisioning: enroll machines by MAC, power them over IPMI, "
                     "network-boot them into a maintenance image and inspect them, lay host images down "
-                    "with a differencing layer, roll them back, reimage racks by upgrade domain.")
+                    "with a differencing layer, roll them back, reimage racks by upgrade domain; "
+                    "place guests per role on the hosts, on shared read-only bases.")
     parser.add_argument("--version", action="version", version=f"provisioner {__version__}")
     parser.add_argument("--config", help="TOML config file (default /etc/provisioner/provisioner.toml)")
     parser.add_argument("--api", help="daemon address: http://HOST:PORT or unix:///PATH "

@@ -179,3 +179,24 @@ def test_deploy_dry_run_places_guests_and_bad_roles_files_change_nothing(fleet, 
     assert code == 1 and "host web-1 (127.0.0.9)" in err and "nothing was changed" in err, err
     assert fleet.cli("--json", "guests")[1].strip() == "[]"
     assert json.loads(fleet.cli("--json", "job")[1])[-1]["kind"] != "deploy", "no deploy job may start"
+
+
+def test_guest_and_host_commands_refuse_what_does_not_exist(fleet):
+    for argv, code, words in ((("guest", "show", "nope"), 1, "no guest 'nope'"),
+                              (("guest", "reset", "nope"), 1, "no guest 'nope'"),
+                              (("guest", "console", "nope"), 1, "no guest 'nope'"),
+                              (("guest", "delete", "nope"), 1, "no guest 'nope'"),
+                              (("host", "remove", "nope"), 1, "no registered host 'nope'"),
+                              (("host", "gc", "nope"), 1, "no host 'nope'"),
+                              (("host", "add", "kvm-1", "bad address!", "--rack", "rack-1", "--host-key",
+                                "ssh-ed25519 AAAA"), 2, "invalid host address"),
+                              (("host", "add", "kvm-1", "192.0.2.1", "--rack", "rack-1", "--host-key", "nonsense"),
+                               2, "give the host's SSH public host key"),
+                              (("host", "add", "web-1", "192.0.2.1", "--rack", "rack-1", "--host-key",
+                                "ssh-ed25519 AAAA"), 1, "already exists")):
+        rc, out, err = fleet.cli(*argv)
+        assert rc == code and words in err and "Traceback" not in err, (argv, rc, err)
+    assert json.loads(fleet.cli("--json", "host", "list")[1]) == [] or \
+        all(h["kind"] == "node" for h in json.loads(fleet.cli("--json", "host", "list")[1]))
+    rc, out, _ = fleet.cli("host", "ssh-key")
+    assert rc == 0 and out.startswith("ssh-ed25519 ") and "PRIVATE" not in out

@@ -247,6 +247,18 @@ def test_a_smaller_count_removes_exactly_one_guest(guest_lab):
     names = g.on_node("virsh -c qemu:///system list --all --name").split()
     assert names == ["web-1"], names
 
+    # guest delete takes a guest off its host; the file still counts it, so deploy makes it
+    # again (web spreads by rack: back on testbox, the only other rack).
+    code, out, err = g.cli("guest", "delete", "web-2")
+    assert code == 0 and "deleted web-2 from testbox" in out, out + err
+    assert "web-2" not in g.guests()
+    assert not (g.h.lab.guest_pool / "web-2.qcow2").exists()
+    assert g.cli("guest", "show", "web-2")[0] == 1
+    code, out, err = g.cli("deploy", str(g.roles))
+    assert code == 0 and "1 to add, 0 to remove, 0 to roll, 0 to repair, 2 unchanged" in out, out + err
+    again = g.guests()["web-2"]
+    assert again["state"] == "ready" and again["host"] == "testbox"
+
 
 def test_a_new_base_rolls_one_upgrade_domain_at_a_time_and_gc_keeps_what_is_used(guest_lab):
     g, _ = guest_lab
