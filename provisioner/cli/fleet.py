@@ -13,7 +13,7 @@ from ..client import Client
 from ..errors import InvalidInput
 from ..models import validate_name
 from .fetch import fetch
-from .output import print_json, progress_text, size_text as _size, table, timestamp
+from .output import print_json, progress_text, size_text as _size, table, tally, timestamp
 
 
 class Progress:
@@ -149,12 +149,9 @@ def follow(client: Client, job: dict[str, Any], as_json: bool) -> int:
     if as_json:
         print_json(job)
     else:
-        counts: dict[str, int] = {}
-        for m in job["nodes"]:
-            counts[m["status"]] = counts.get(m["status"], 0) + 1
         print()
         table(["batch", "node", "rack", "result", "detail", "transferred", "took"], _job_rows(job))
-        print(f"\njob {job['id']} {job['status']}: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+        print(f"\njob {job['id']} {job['status']}: {tally(job['nodes'])}")
     return 0 if job["status"] == "done" else 1
 
 

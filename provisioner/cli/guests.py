@@ -12,7 +12,7 @@ from typing import Any
 from ..client import Client
 from ..errors import InvalidInput
 from ..guests.roles import template_names
-from .output import print_json, size_text, table, timestamp
+from .output import print_json, size_text, table, tally, timestamp
 
 
 def _q(text: str) -> str:
@@ -50,10 +50,7 @@ def follow_deploy(client: Client, job_id: int, as_json: bool) -> int:
     if as_json:
         print_json(job)
     else:
-        counts: dict[str, int] = {}
-        for g in job["guests"]:
-            counts[g["status"]] = counts.get(g["status"], 0) + 1
-        print(f"\ndeploy job {job['id']} {job['status']}: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+        print(f"\ndeploy job {job['id']} {job['status']}: {tally(job['guests'])}")
     return 0 if job["status"] == "done" else 1
 
 

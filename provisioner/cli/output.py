@@ -64,6 +64,14 @@ def node_rows(nodes: Iterable[dict[str, Any]]) -> tuple[list[str], list[list[Any
     return headers, rows
 
 
+def tally(members: Iterable[dict[str, Any]]) -> str:
+    """'2 done, 1 failed': a job's nodes or guests counted by status."""
+    counts: dict[str, int] = {}
+    for m in members:
+        counts[m["status"]] = counts.get(m["status"], 0) + 1
+    return ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+
+
 def timestamp(ts: float | None) -> str:
     if ts is None:
         return ""

@@ -11,3 +11,9 @@ def test_write_progress_as_the_agent_last_reported_it():
     assert progress_text({"phase": "writing", "bytes": 1 << 28, "total": 1 << 30}) == "writing 25% of 1.0 GiB"
     assert progress_text({"phase": "boot-files"}) == "boot-files"
     assert progress_text({"phase": "writing", "bytes": 5, "total": 0}) == "writing"
+
+
+def test_tally_counts_members_by_status():
+    from provisioner.cli.output import tally
+    assert tally([{"status": "done"}, {"status": "failed"}, {"status": "done"}]) == "2 done, 1 failed"
+    assert tally([]) == ""
