@@ -162,6 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--memory", type=int, default=2048, help="MiB per node")
     up.add_argument("--vcpus", type=int, default=2)
     up.add_argument("--disk", type=int, default=20, help="GiB per node (sparse)")
+    up.add_argument("--vagrant", action="store_true",
+                    help="no nodes: the Vagrantfile makes them on the lab's network ('vagrant up')")
+    adopt = lab.add_parser("adopt", help="take in a node Vagrant made: virtual BMC, inventory (the "
+                           "Vagrantfile's trigger runs it)")
+    adopt.add_argument("name", metavar="DOMAIN")
+    adopt.add_argument("--rack", required=True)
     lab.add_parser("status", help="what the lab is running")
     lab.add_parser("down", help="remove everything the lab created")
     return parser

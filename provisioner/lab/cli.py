@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import asdict
 
 from ..cli.output import print_json, table
 from .lab import Lab
@@ -18,9 +19,19 @@ def run(args: argparse.Namespace) -> int:
     lab = Lab()
     if args.lab_command == "up":
         lab.up(nodes=args.nodes, racks=args.racks, memory_mib=args.memory, vcpus=args.vcpus,
-               disk_gib=args.disk, uefi=args.uefi, progress=None if args.json else _say)
-        if not args.json:
+               disk_gib=args.disk, uefi=args.uefi, progress=None if args.json else _say, vagrant=args.vagrant)
+        if args.json:
+            pass
+        elif args.vagrant:
+            _say("up: now 'vagrant up' makes the nodes, then "
+                 f"'provisioner enroll --from {lab.inventory_file}'")
+        else:
             _say(f"up: enroll the nodes with 'provisioner enroll --from {lab.inventory_file}'")
+    if args.lab_command == "adopt":
+        node = lab.adopt(args.name, args.rack, progress=None if args.json else _say)
+        if args.json:
+            print_json(asdict(node))
+        return 0
     if args.lab_command in ("up", "status"):
         doc = lab.status()
         if args.json:

@@ -81,11 +81,11 @@ def remove(conn: libvirt.virConnect, name: str) -> None:
 
 
 def remove_guests(conn: libvirt.virConnect, under: Path) -> None:
-    """Guests and storage pools the provisioner made on this machine's libvirtd with their
-    files under `under` (the lab's directory): this machine registered as a host."""
+    """Domains and storage pools on this machine's libvirtd with their files under `under`
+    (the lab's directory): guests made when this machine is registered as a host, and nodes
+    Vagrant made in the lab's pool, adopted or not."""
     for dom in conn.listAllDomains(0):
-        xml = dom.XMLDesc(0)
-        if str(under) in xml and "provisioner.invalid/xmlns/guest" in xml:
+        if str(under) + "/" in dom.XMLDesc(0):
             remove(conn, dom.name())
     for pool in conn.listAllStoragePools(0):
         target = ET.fromstring(pool.XMLDesc(0)).findtext("target/path") or ""
@@ -113,3 +113,80 @@ def domain_facts(conn: libvirt.virConnect, name: str) -> dict[str, Any]:
                 "vcpus": info[3], "disk_bytes": disk_bytes}
     except libvirt.libvirtError as exc:
         raise LabError(f"no lab domain {name}: {exc}") from exc
+
+
+def offer_network(conn: libvirt.virConnect, name: str, bridge: str) -> None:
+    """A libvirt network over the lab's bridge, for the Vagrantfile's private network: no
+    DHCP, no NAT (the provisioner's dnsmasq answers on the bridge)."""
+    xml = (f"<network><name>{name}</name><forward mode='bridge'/>"
+           f"<bridge name='{bridge}'/></network>")
+    try:
+        net = conn.networkDefineXML(xml)
+        net.create()
+    except libvirt.libvirtError as exc:
+        raise LabError(f"libvirt refused the lab network {name}: {exc}") from exc
+
+
+def offer_pool(conn: libvirt.virConnect, name: str, path: Path) -> None:
+    """A directory storage pool for the disks Vagrant gives its nodes."""
+    xml = f"<pool type='dir'><name>{name}</name><target><path>{path}</path></target></pool>"
+    try:
+        pool = conn.storagePoolDefineXML(xml, 0)
+        pool.create(0)
+    except libvirt.libvirtError as exc:
+        raise LabError(f"libvirt refused the lab storage pool {name}: {exc}") from exc
+
+
+def withdraw_network(conn: libvirt.virConnect, name: str) -> None:
+    try:
+        net = conn.networkLookupByName(name)
+    except libvirt.libvirtError:
+        return
+    try:
+        if net.isActive():
+            net.destroy()
+        net.undefine()
+    except libvirt.libvirtError as exc:
+        raise LabError(f"cannot remove the lab network {name}: {exc}") from exc
+
+
+def adoptable(conn: libvirt.virConnect, name: str, bridge: str, network: str) -> dict[str, Any]:
+    """Check a domain made outside the lab (by Vagrant) can be a lab node: it exists, boots
+    from the network first, has a NIC on the lab's bridge or network. Power it off, as a new
+    machine waits for enrollment. Returns its MAC, memory, vCPUs, disk size and firmware."""
+    try:
+        dom = conn.lookupByName(name)
+    except libvirt.libvirtError as exc:
+        raise LabError(f"no domain {name} to adopt: {exc}") from exc
+    root = ET.fromstring(dom.XMLDesc(0))
+    mac = None
+    for nic in root.iterfind("devices/interface"):
+        source = nic.find("source")
+        if source is not None and (source.get("bridge") == bridge or source.get("network") == network):
+            mac = nic.find("mac").get("address") if nic.find("mac") is not None else None
+            break
+    if mac is None:
+        raise LabError(f"domain {name} has no NIC on the lab network ({network}, bridge {bridge})")
+    boots = [b.get("dev") for b in root.iterfind("os/boot")]
+    orders = [d for d in root.iter() if d.tag == "boot" and d.get("order")]
+    first = boots[0] if boots else None
+    if orders:
+        first_dev = min(orders, key=lambda d: int(d.get("order", "99")))
+        first = "network" if first_dev in list(root.iterfind("devices/interface/boot")) else "disk"
+    if first != "network":
+        raise LabError(f"domain {name} does not boot from the network first")
+    try:
+        if dom.isActive():
+            dom.destroy()
+        info = dom.info()
+        disk_bytes = 0
+        for disk in root.iterfind("devices/disk[@device='disk']"):
+            target = disk.find("target")
+            if target is not None:
+                disk_bytes = dom.blockInfo(target.get("dev"))[0]
+                break
+    except libvirt.libvirtError as exc:
+        raise LabError(f"cannot adopt domain {name}: {exc}") from exc
+    firmware = root.find("os").get("firmware") if root.find("os") is not None else None
+    return {"mac": mac, "memory_mib": info[1] // 1024, "vcpus": info[3], "disk_gib": disk_bytes // 2**30,
+            "uefi": firmware == "efi"}

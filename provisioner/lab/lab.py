@@ -3,6 +3,7 @@ take it down leaving nothing behind (namespace, processes, domains, disks, files
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -62,6 +63,9 @@ class LabState:
     nodes: list[LabNode] = field(default_factory=list)
     daemon_pid: int | None = None
     created_at: float = 0.0
+    # True when Vagrant makes the nodes (the Vagrantfile): the lab then also offers a libvirt
+    # network and storage pool, both named after the namespace, and adopts each node.
+    vagrant: bool = False
 
 
 class Lab:
@@ -79,7 +83,7 @@ class Lab:
             return None
         doc = json.loads(self.state_file.read_text())
         return LabState(nodes=[LabNode(**n) for n in doc["nodes"]], daemon_pid=doc.get("daemon_pid"),
-                        created_at=doc.get("created_at", 0.0))
+                        created_at=doc.get("created_at", 0.0), vagrant=doc.get("vagrant", False))
 
     def save(self, state: LabState) -> None:
         self.state_file.write_text(json.dumps(asdict(state), indent=1) + "\n")
@@ -100,28 +104,31 @@ class Lab:
 
     # -- up -------------------------------------------------------------------
     def up(self, nodes: int = 2, racks: int = 2, memory_mib: int = 2048, vcpus: int = 2,
-           disk_gib: int = 20, uefi: bool = False, progress: Any = None) -> LabState:
+           disk_gib: int = 20, uefi: bool = False, progress: Any = None, vagrant: bool = False) -> LabState:
+        """The lab: namespace, bridge, libvirtd, virtual BMCs, the daemon and `nodes` PXE
+        domains. With `vagrant`, no domains: the Vagrantfile makes them on the libvirt network
+        and pool offered here, and its trigger calls `adopt` for each."""
         say = progress or (lambda msg: None)
         if os.geteuid() != 0:
             raise LabError("the lab needs root (network namespaces, libvirtd)")
         if self.load() is not None or system.netns_exists(self.cfg.netns):
             raise LabError("the lab is already up: 'provisioner lab down' first")
-        if not 1 <= nodes <= 50 or not 1 <= racks <= nodes:
+        if not vagrant and (not 1 <= nodes <= 50 or not 1 <= racks <= nodes):
             raise LabError("the lab needs 1-50 nodes and between 1 and that many racks")
         try:
-            return self._up(nodes, racks, memory_mib, vcpus, disk_gib, uefi, say)
+            return self._up(0 if vagrant else nodes, racks, memory_mib, vcpus, disk_gib, uefi, say, vagrant)
         except BaseException:
             say("lab up failed: removing what it created")
             self.down()
             raise
 
     def _up(self, nodes: int, racks: int, memory_mib: int, vcpus: int, disk_gib: int, uefi: bool,
-            say: Any) -> LabState:
+            say: Any, vagrant: bool) -> LabState:
         cfg = self.cfg
         for sub in ("disks", "logs", "bmc", "passwords", "data"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o755)
-        state = LabState(created_at=time.time())
+        state = LabState(created_at=time.time(), vagrant=vagrant)
         self.save(state)
         say("building the maintenance image (cached when nothing changed)")
         build = subprocess.run([sys.executable, str(REPO / "images/maintenance/build.py"),
@@ -140,8 +147,11 @@ class Lab:
         say("libvirtd and virtlogd inside the namespace")
         hypervisor.start_daemons(cfg.netns)
         conn = hypervisor.connect()
+        if vagrant:
+            say(f"libvirt network and storage pool '{cfg.netns}' for Vagrant (the bridge; no libvirt DHCP)")
+            hypervisor.offer_network(conn, cfg.netns, cfg.bridge)
+            hypervisor.offer_pool(conn, cfg.netns, self.dir / "disks")
         self.bmcs.start()
-        inventory = []
         for i in range(nodes):
             rack_no = i % racks + 1
             node = LabNode(name=f"lab-r{rack_no}-n{i // racks + 1}", mac=f"52:54:00:99:{rack_no:02x}:{i + 1:02x}",
@@ -154,27 +164,66 @@ class Lab:
                 disk_serial=f"LABDISK{i + 1:04d}", mac=node.mac, bridge=cfg.bridge,
                 console_log=self.console_log(node.name), serial=f"LAB{i + 1:06d}")
             hypervisor.define(conn, xml)
-            # Recorded at once: if a later step fails, 'down' must still undefine it.
-            state.nodes.append(node)
-            self.save(state)
-            password = secrets.token_urlsafe(12)
-            pw_file = self.dir / "passwords" / node.name
-            pw_file.write_text(password + "\n")
-            os.chmod(pw_file, 0o600)
-            self.bmcs.add(node.name, node.bmc_port, cfg.bmc_user, password)
-            inventory.append({"name": node.name, "mac": node.mac, "rack": node.rack, "bmc": {
-                "address": f"127.0.0.1:{node.bmc_port}", "username": cfg.bmc_user,
-                "password_file": str(pw_file), "cipher_suite": 3}})
-            say(f"node {node.name} {node.mac} {node.rack}, BMC 127.0.0.1:{node.bmc_port} (IPMI suite 3)")
+            self._add_node(state, node, say)
         conn.close()
-        self._write_inventory(inventory)
+        self._write_inventory(state)
         say("provisioner daemon inside the namespace")
         state.daemon_pid = self._start_daemon()
         self.save(state)
         return state
 
-    def _write_inventory(self, nodes: list[dict[str, Any]]) -> None:
+    def _add_node(self, state: LabState, node: LabNode, say: Any) -> None:
+        """Record a defined domain and give it a virtual BMC. Recorded first: if the BMC
+        fails, 'down' must still undefine the domain."""
+        state.nodes.append(node)
+        self.save(state)
+        password = secrets.token_urlsafe(12)
+        pw_file = self.password_file(node.name)
+        pw_file.write_text(password + "\n")
+        os.chmod(pw_file, 0o600)
+        self.bmcs.add(node.name, node.bmc_port, self.cfg.bmc_user, password)
+        say(f"node {node.name} {node.mac} {node.rack}, BMC 127.0.0.1:{node.bmc_port} (IPMI suite 3)")
+
+    def password_file(self, name: str) -> Path:
+        return self.dir / "passwords" / name
+
+    def adopt(self, name: str, rack: str, progress: Any = None) -> LabNode:
+        """Take in a domain someone else defined on the lab's network (Vagrant): power it off
+        (a new machine waits for enrollment), give it a virtual BMC, add it to the inventory.
+        Adopting a node twice changes nothing."""
+        say = progress or (lambda msg: None)
+        if not self.state_file.exists():
+            raise LabError("the lab is not up: 'provisioner lab up --vagrant' first")
+        # Vagrant brings its machines up in parallel, and so runs its triggers: one at a time
+        # here, or two nodes would get the same BMC port and one would be lost from the state.
+        with (self.dir / "adopt.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return self._adopt(name, rack, say)
+
+    def _adopt(self, name: str, rack: str, say: Any) -> LabNode:
+        state = self.load()
+        if state is None:
+            raise LabError("the lab is not up: 'provisioner lab up --vagrant' first")
+        for known in state.nodes:
+            if known.name == name:
+                return known
+        conn = hypervisor.connect()
+        try:
+            facts = hypervisor.adoptable(conn, name, self.cfg.bridge, self.cfg.netns)
+        finally:
+            conn.close()
+        node = LabNode(name=name, mac=facts["mac"], rack=rack,
+                       bmc_port=self.cfg.bmc_base_port + len(state.nodes), memory_mib=facts["memory_mib"],
+                       vcpus=facts["vcpus"], disk_gib=facts["disk_gib"], uefi=facts["uefi"])
+        self._add_node(state, node, say)
+        self._write_inventory(state)
+        return node
+
+    def _write_inventory(self, state: LabState) -> None:
         import yaml
+        nodes = [{"name": n.name, "mac": n.mac, "rack": n.rack, "bmc": {
+            "address": f"127.0.0.1:{n.bmc_port}", "username": self.cfg.bmc_user,
+            "password_file": str(self.password_file(n.name)), "cipher_suite": 3}} for n in state.nodes]
         header = ("# The lab's machines, for 'provisioner enroll --from'. Their BMCs listen on the\n"
                   "# lab namespace's loopback, where the daemon runs. virtualbmc speaks IPMI\n"
                   "# cipher suite 3 only (see LAB.md), hence cipher_suite: 3.\n")
@@ -286,12 +335,13 @@ class Lab:
             system.stop_pids([state.daemon_pid])
         self.bmcs.stop()
         names = [n.name for n in state.nodes]
-        if hypervisor.SOCKET.exists() and (names or self.dir.exists()):
+        if hypervisor.SOCKET.exists() and (names or self.dir.exists() or state.vagrant):
             try:
                 conn = hypervisor.connect()
                 for name in names:
                     hypervisor.remove(conn, name)
-                hypervisor.remove_guests(conn, self.dir)  # this machine registered as a host
+                hypervisor.remove_guests(conn, self.dir)
+                hypervisor.withdraw_network(conn, self.cfg.netns)  # this machine registered as a host
                 conn.close()
             except LabError as exc:
                 LOG.warning("lab down: %s", exc)
