@@ -88,6 +88,10 @@ class Settings:
     guests_console_dir: str = "/var/log/provisioner/guests"  # on each host: serial console logs
     guests_ready_timeout: float = 600.0  # from start to the guest agent's first answer
     guests_max_parallel_hosts: int = 8  # hosts worked on at once by a deploy
+    # [consoles] where each node's serial console is logged, {node} standing for its name:
+    # the lab's domains write there; in a hardware lab, a console server (conserver, or
+    # 'ipmitool sol activate' per node) does.
+    consoles_node_log: str = "/var/log/provisioner/consoles/{node}.log"
     # [agent]
     agent_heartbeat_interval: float = 10.0
     agent_lost_after: float = 60.0
@@ -209,6 +213,8 @@ def validate(settings: Settings) -> None:
         raise ConfigError("dhcp.router_advertisements needs dhcp.interface")
     if settings.power_cipher_suite not in (3, 17):
         raise ConfigError("power.cipher_suite must be 3 or 17")
+    if "{node}" not in settings.consoles_node_log:
+        raise ConfigError("consoles.node_log must contain {node} (each node has its own log)")
     for port in (settings.server_http_port, settings.server_tftp_port):
         if not 0 <= port <= 65535:
             raise ConfigError(f"port {port} is out of range")

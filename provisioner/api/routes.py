@@ -12,6 +12,8 @@ from .. import __version__
 from ..errors import InvalidInput, NotFound, Unauthorized
 from ..models import PowerAction
 from ..services import Services
+from ..workflows.checks import HostChecks
+from ..workflows.consoles import Consoles
 from ..workflows.labels import set_labels
 from .fleet import fleet_routes
 from .guests import guest_routes
@@ -95,6 +97,26 @@ def build_router(svc: Services) -> Router:
             raise InvalidInput("target is required: a node name, a MAC or a rack")
         return {"results": svc.power.apply(target, action)}
 
+    consoles = Consoles(settings)
+
+    def console(req: Request) -> Any:
+        raw = req.query.get("bytes") or "65536"
+        if not raw.isdigit() or not 0 < int(raw) <= 16 << 20:
+            raise InvalidInput("bytes must be a number from 1 to 16777216")
+        return consoles.tail(node(req).name, int(raw))
+
+    checks = HostChecks(settings, svc.store)
+
+    def run_checks(req: Request) -> Any:
+        body = req.json()
+        names = body.get("nodes")
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            raise InvalidInput("nodes: a list of node names")
+        playbook = body.get("playbook")
+        if playbook is not None and not isinstance(playbook, str):
+            raise InvalidInput("playbook: a path on the daemon's machine")
+        return {"results": checks.run(names, playbook)}
+
     def queue_command(req: Request) -> Any:
         return Response.of_json(svc.agents.queue_command(node(req), str(req.json().get("command"))), 201)
 
@@ -118,6 +140,13 @@ def build_router(svc: Services) -> Router:
         Route("DELETE", "/v1/nodes/{node}", delete_node, "operator", "Remove a node in a stable state"),
         Route("GET", "/v1/nodes/{node}/events", lambda r: {"events": svc.store.events(node(r))},
               "operator", "The node's history of transitions"),
+        Route("POST", "/v1/checks", run_checks, "operator",
+              "Acceptance checks on active hosts: built in over SSH, or a playbook's tasks",
+              {"type": "object", "required": ["nodes"],
+               "properties": {"nodes": {"type": "array", "items": {"type": "string"}},
+                              "playbook": {"type": "string"}}}),
+        Route("GET", "/v1/nodes/{node}/console", console, "operator",
+              "The tail of a node's serial console log (?bytes=N, default 64 KiB)"),
         Route("POST", "/v1/nodes/{node}/labels", lambda r: view(set_labels(svc.store, node(r), r.json())),
               "operator", "Add or remove tags, set the upgrade domain (a number, or 'auto')",
               {"type": "object", "properties": {"add_tags": {"type": "array"}, "remove_tags": {"type": "array"},

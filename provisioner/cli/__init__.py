@@ -68,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         p.add_argument("node", help="node name, id or MAC")
 
+    p = sub.add_parser("console", help="the end of a node's or a guest's serial console log")
+    p.add_argument("node", metavar="NAME", help="node name, id or MAC, or a guest's name")
+    p.add_argument("--bytes", type=int, default=65536, help="how much of its end (default 64 KiB)")
+
     p = sub.add_parser("power", help="power on|off|cycle|status a node, a rack, a tag or all")
     p.add_argument("action", choices=("on", "off", "cycle", "status"))
     p.add_argument("target", help="node name or MAC, a rack, a tag (tag:NAME to say so) or all")
@@ -150,6 +154,16 @@ def build_parser() -> argparse.ArgumentParser:
         one.add_argument("name", metavar="HOST")
     hst.add_parser("ssh-key", help="the provisioner's SSH public key, for a registered host's authorized_keys")
 
+    p = sub.add_parser("nightly", help="reimage a pool, check every host that came back, write JUnit XML "
+                       "and an HTML report; exit 1 if any machine failed")
+    p.add_argument("pool", help="a rack, a tag (tag:NAME) or all")
+    p.add_argument("--image", help="image to lay down (default: each machine's current image)")
+    p.add_argument("--checks", metavar="PLAYBOOK", help="run this Ansible playbook's tasks as the checks "
+                   "(e.g. playbooks/checks.yml; default: the built-in checks over SSH)")
+    p.add_argument("--report", default="nightly-report", metavar="DIR",
+                   help="where junit.xml and report.html go (default ./nightly-report)")
+    p.add_argument("--max-unavailable", metavar="N|P%", help="machines down at once (default 50%%)")
+
     p = sub.add_parser("job", help="reimage, rollback and deploy jobs: all, or one in detail")
     p.add_argument("job", nargs="?", type=int)
 
@@ -215,6 +229,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "lab":
             from ..lab import cli as lab_cli
             return lab_cli.run(args)
+        if args.command == "nightly":
+            from ..nightly.run import cmd_nightly
+            return cmd_nightly(_client(settings), args)
         handler = getattr(commands, f"cmd_{args.command}", None) or getattr(fleet, f"cmd_{args.command}", None) \
             or getattr(guests, f"cmd_{args.command}")
         return int(handler(_client(settings), args))

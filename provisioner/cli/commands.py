@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..client import Client
-from ..errors import InvalidInput, ProvisionerError
+from ..errors import InvalidInput, NotFound, ProvisionerError
 from ..states import STABLE
 from .inventory import load_inventory, read_password_file
 from .output import Progress, node_detail, node_rows, print_json, table, timestamp
@@ -145,6 +145,22 @@ def cmd_events(client: Client, args: argparse.Namespace) -> int:
         change = e["to_state"] if e["from_state"] in (None, e["to_state"]) else f"{e['from_state']} -> {e['to_state']}"
         rows.append([timestamp(e["ts"]), e["event"], change, e.get("step") or "", e.get("message") or ""])
     table(["time", "event", "state", "step", "message"], rows)
+    return 0
+
+
+def cmd_console(client: Client, args: argparse.Namespace) -> int:
+    """A node's console log; a name no node has may be a guest's."""
+    try:
+        client.get(f"/v1/nodes/{_q(args.node)}")
+        path = f"/v1/nodes/{_q(args.node)}/console?bytes={args.bytes}"
+    except NotFound:
+        try:
+            client.get(f"/v1/guests/{_q(args.node)}")
+        except NotFound:
+            raise NotFound(f"no node or guest {args.node}") from None
+        path = f"/v1/guests/{_q(args.node)}/console?bytes={args.bytes}"
+    doc = client.get(path)
+    print_json(doc) if args.json else sys.stdout.write(doc["text"])
     return 0
 
 

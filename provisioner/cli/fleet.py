@@ -128,12 +128,24 @@ def show_plan(plan: dict[str, Any]) -> None:
 
 def follow(client: Client, job: dict[str, Any], as_json: bool) -> int:
     """Print each node's progress as it changes until the job ends; exit 0 only if all came back."""
+    job = watch(client, job, not as_json)
+    if as_json:
+        print_json(job)
+    else:
+        print()
+        table(["batch", "node", "rack", "result", "detail", "transferred", "took"], _job_rows(job))
+        print(f"\njob {job['id']} {job['status']}: {tally(job['nodes'])}")
+    return 0 if job["status"] == "done" else 1
+
+
+def watch(client: Client, job: dict[str, Any], show: bool) -> dict[str, Any]:
+    """Poll a reimage or rollback job until it ends (printing each node's changes if `show`)."""
     seen: dict[str, str] = {}
     started = time.monotonic()
     while True:
         for m in job["nodes"]:
             line = f"{m['status']} {m.get('step') or ''} {m.get('message') or ''} {progress_text(m.get('progress'))}"
-            if not as_json and seen.get(m["name"]) != line:
+            if show and seen.get(m["name"]) != line:
                 seen[m["name"]] = line
                 if m["status"] == "running":
                     what = m.get("step") or m.get("state") or ""  # between its last step and the job's note
@@ -146,13 +158,7 @@ def follow(client: Client, job: dict[str, Any], as_json: bool) -> int:
             break
         time.sleep(1.0)
         job = client.get(f"/v1/jobs/{job['id']}")
-    if as_json:
-        print_json(job)
-    else:
-        print()
-        table(["batch", "node", "rack", "result", "detail", "transferred", "took"], _job_rows(job))
-        print(f"\njob {job['id']} {job['status']}: {tally(job['nodes'])}")
-    return 0 if job["status"] == "done" else 1
+    return job
 
 
 def _run_job(client: Client, args: argparse.Namespace, path: str, body: dict[str, Any]) -> int:

@@ -22,15 +22,15 @@ def _host_key(host: str, line: str) -> paramiko.PKey:
         raise HostError(f"host {host}: the recorded SSH host key is not usable ({line[:30]!r})") from exc
 
 
-def read_tail(host: str, address: str, port: int, host_key: str, key_file: Path, path: str,
-              max_bytes: int = 64 * 1024, user: str = "root") -> bytes:
-    """The last max_bytes of a file on the host (b'' if it does not exist)."""
+def connect(host: str, address: str, port: int, host_key: str, key_file: Path,
+            user: str = "root", timeout: float = 15) -> paramiko.SSHClient:
+    """An SSH session to a host whose key must be the recorded one."""
     client = paramiko.SSHClient()
     key = _host_key(host, host_key)
     client.get_host_keys().add(f"[{address}]:{port}" if port != 22 else address, key.get_name(), key)
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     try:
-        client.connect(address, port=port, username=user, key_filename=str(key_file), timeout=15,
+        client.connect(address, port=port, username=user, key_filename=str(key_file), timeout=timeout,
                        allow_agent=False, look_for_keys=False)
     except paramiko.BadHostKeyException as exc:
         raise HostError(f"host {host} ({address}): its SSH host key is not the one recorded at deploy time; "
@@ -39,6 +39,20 @@ def read_tail(host: str, address: str, port: int, host_key: str, key_file: Path,
         raise HostUnreachable(f"host {host} ({address}) is unreachable: {exc}") from exc
     except paramiko.SSHException as exc:
         raise HostError(f"host {host} ({address}): SSH failed: {exc}") from exc
+    return client
+
+
+def run(client: paramiko.SSHClient, command: str, timeout: float = 60) -> tuple[int, str]:
+    """Run a command; its exit status and its output (stdout, then stderr)."""
+    _, out, err = client.exec_command(command, timeout=timeout)
+    text = out.read().decode(errors="replace") + err.read().decode(errors="replace")
+    return out.channel.recv_exit_status(), text
+
+
+def read_tail(host: str, address: str, port: int, host_key: str, key_file: Path, path: str,
+              max_bytes: int = 64 * 1024, user: str = "root") -> bytes:
+    """The last max_bytes of a file on the host (b'' if it does not exist)."""
+    client = connect(host, address, port, host_key, key_file, user)
     try:
         sftp = client.open_sftp()
         try:

@@ -162,8 +162,10 @@ def adoptable(conn: libvirt.virConnect, name: str, bridge: str, network: str) ->
     mac = None
     for nic in root.iterfind("devices/interface"):
         source = nic.find("source")
-        if source is not None and (source.get("bridge") == bridge or source.get("network") == network):
-            mac = nic.find("mac").get("address") if nic.find("mac") is not None else None
+        mac_el = nic.find("mac")
+        if source is not None and mac_el is not None and (source.get("bridge") == bridge
+                                                          or source.get("network") == network):
+            mac = mac_el.get("address")
             break
     if mac is None:
         raise LabError(f"domain {name} has no NIC on the lab network ({network}, bridge {bridge})")
@@ -187,6 +189,7 @@ def adoptable(conn: libvirt.virConnect, name: str, bridge: str, network: str) ->
                 break
     except libvirt.libvirtError as exc:
         raise LabError(f"cannot adopt domain {name}: {exc}") from exc
-    firmware = root.find("os").get("firmware") if root.find("os") is not None else None
+    os_el = root.find("os")
+    firmware = os_el.get("firmware") if os_el is not None else None
     return {"mac": mac, "memory_mib": info[1] // 1024, "vcpus": info[3], "disk_gib": disk_bytes // 2**30,
             "uefi": firmware == "efi"}

@@ -264,7 +264,10 @@ class Lab:
             "# On every host (lab nodes, and this machine when registered as one): under the lab's\n"
             "# directory, so 'lab down' takes it away.\n"
             f'pool_path = "{self.guest_pool}"\n'
-            f'console_dir = "{self.dir / "guest-consoles"}"\n')
+            f'console_dir = "{self.dir / "guest-consoles"}"\n'
+            "[consoles]\n"
+            "# Each lab domain logs its serial console here ('provisioner console NODE').\n"
+            f'node_log = "{self.dir / "logs"}/{{node}}.console.log"\n')
         return path
 
     def _start_daemon(self) -> int:

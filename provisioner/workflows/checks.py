@@ -1,0 +1,208 @@
+"""Acceptance checks on deployed hosts, the nightly run's second half: is each host what
+its inspection said, and usable? Built in (over SSH with paramiko, one session per host),
+or an Ansible playbook of the operator's (playbooks/checks.yml is ours), run against the
+same hosts with the same key and the recorded host keys.
+
+A check is {name, ok, detail, seconds}; a host that cannot be checked at all gets one
+failed check, "reachable", that says why."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+from ..config import Settings
+from ..errors import InvalidInput, ProvisionerError
+from ..hypervisor import ssh
+from ..models import Node
+from ..states import State
+from ..store import Store
+
+Check = dict[str, Any]
+
+
+def _check(name: str, fn: Callable[[], tuple[bool, str]]) -> Check:
+    start = time.monotonic()
+    try:
+        ok, detail = fn()
+    except (ProvisionerError, OSError, ValueError, KeyError) as exc:
+        ok, detail = False, str(exc)
+    return {"name": name, "ok": ok, "detail": detail, "seconds": round(time.monotonic() - start, 2)}
+
+
+def expectations(node: Node) -> dict[str, Any]:
+    """What the host should show: the inspection's CPUs, memory and disks."""
+    inv = node.inspection or {}
+    return {"cpus": (inv.get("cpu") or {}).get("count"),
+            "memory_mib": (inv.get("memory") or {}).get("total_mib"),
+            "disks": {d["name"]: d["size_bytes"] for d in inv.get("disks") or []
+                      if d.get("name") and d.get("size_bytes")}}
+
+
+class HostChecks:
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+        self.key_file = settings.data_dir / "ssh" / "id_ed25519"
+
+    def run(self, names: list[str], playbook: str | None = None) -> dict[str, list[Check]]:
+        nodes = [self.store.get_node(n) for n in names]
+        if playbook is not None and not Path(playbook).is_file():
+            raise InvalidInput(f"no playbook at {playbook} (on the daemon's machine)")
+        results: dict[str, list[Check]] = {}
+        ready = []
+        for node in nodes:
+            why = self._not_checkable(node)
+            if why:
+                results[node.name] = [{"name": "reachable", "ok": False, "detail": why, "seconds": 0.0}]
+            else:
+                ready.append(node)
+        if playbook is not None:
+            results.update(self._playbook(ready, Path(playbook)))
+        elif ready:
+            with ThreadPoolExecutor(max_workers=min(8, len(ready))) as pool:
+                for node, checks in zip(ready, pool.map(self._builtin, ready)):
+                    results[node.name] = checks
+        return {n.name: results[n.name] for n in nodes}
+
+    @staticmethod
+    def _not_checkable(node: Node) -> str:
+        facts = node.host_facts or {}
+        if node.state != State.ACTIVE:
+            return f"{node.name} is {node.state.value}, not active: {node.last_error or 'not deployed'}"
+        if not node.host_key or not facts.get("address"):
+            return f"{node.name} has not reported as a host (no address or SSH host key)"
+        return ""
+
+    # -- built in ------------------------------------------------------------
+    def _builtin(self, node: Node) -> list[Check]:
+        facts = node.host_facts or {}
+        address = str(facts["address"])
+        try:
+            client = ssh.connect(node.name, address, 22, node.host_key or "", self.key_file)
+        except ProvisionerError as exc:
+            return [{"name": "reachable", "ok": False, "detail": str(exc), "seconds": 0.0}]
+        want = expectations(node)
+
+        def sh(command: str) -> str:
+            code, out = ssh.run(client, command)
+            if code != 0:
+                raise ValueError(f"'{command}' exited {code}: {out.strip()[-200:]}")
+            return out
+
+        def cpus() -> tuple[bool, str]:
+            seen = int(sh("grep -c ^processor /proc/cpuinfo").strip())
+            return seen == want["cpus"], f"{seen} CPUs (inspection: {want['cpus']})"
+
+        def memory() -> tuple[bool, str]:
+            # The kernel keeps some memory for itself: MemTotal is a little below the
+            # inspected size. Within 10% is the same machine; a missing DIMM is not.
+            kib = int(sh("grep ^MemTotal: /proc/meminfo").split()[1])
+            seen, inspected = kib // 1024, want["memory_mib"]
+            ok = isinstance(inspected, int) and 0.9 * inspected <= seen <= inspected
+            return ok, f"{seen} MiB usable (inspection: {inspected} MiB)"
+
+        def disks() -> tuple[bool, str]:
+            wrong, shown = [], []
+            for name, size in sorted(want["disks"].items()):
+                out = sh(f"cat /sys/block/{shlex.quote(name)}/size 2>/dev/null || echo missing").strip()
+                seen = int(out) * 512 if out.isdigit() else None
+                shown.append(f"{name} {seen if seen is not None else 'missing'}")
+                if seen != size:
+                    wrong.append(f"{name}: {'missing' if seen is None else seen} bytes, inspection {size}")
+            return not wrong and bool(want["disks"]), "; ".join(wrong) or ", ".join(shown) or "no disks inspected"
+
+        def hypervisor() -> tuple[bool, str]:
+            caps = sh("virsh -c qemu:///system capabilities")
+            kinds = sorted({t for t in ("kvm", "qemu") if f"<domain type='{t}'" in caps})
+            return bool(kinds), f"libvirtd answers; domain types {', '.join(kinds) or 'none'}"
+
+        def network() -> tuple[bool, str]:
+            # The address this session comes from is the provisioner's, as the host sees it.
+            peer = sh("echo $SSH_CONNECTION").split()[0]
+            code, out = ssh.run(client, f"ping -c 1 -W 3 {shlex.quote(peer)}")
+            return code == 0, f"ping {peer}: " + ("answered" if code == 0 else out.strip()[-120:])
+
+        try:
+            return [_check("cpus", cpus), _check("memory", memory), _check("disks", disks),
+                    _check("hypervisor", hypervisor), _check("network", network)]
+        finally:
+            client.close()
+
+    # -- a playbook ----------------------------------------------------------
+    def _playbook(self, nodes: list[Node], playbook: Path) -> dict[str, list[Check]]:
+        if not nodes:
+            return {}
+        with tempfile.TemporaryDirectory(prefix="provisioner-checks-") as tmp:
+            known = Path(tmp) / "known_hosts"
+            inventory: dict[str, Any] = {"all": {"hosts": {}}}
+            lines = []
+            for node in nodes:
+                address = str((node.host_facts or {})["address"])
+                lines.append(f"{address} {' '.join((node.host_key or '').split()[:2])}")
+                want = expectations(node)
+                inventory["all"]["hosts"][node.name] = {
+                    "ansible_host": address, "ansible_user": "root",
+                    "expected_cpus": want["cpus"], "expected_memory_mib": want["memory_mib"],
+                    "expected_disks": want["disks"]}
+            known.write_text("\n".join(lines) + "\n")
+            inv_file = Path(tmp) / "inventory.json"
+            inv_file.write_text(json.dumps(inventory))
+            env = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "json", "ANSIBLE_HOST_KEY_CHECKING": "True",
+                   "ANSIBLE_RETRY_FILES_ENABLED": "False", "ANSIBLE_LOCAL_TEMP": tmp,
+                   "ANSIBLE_SSH_ARGS": f"-o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes "
+                                       "-o ControlMaster=no -o BatchMode=yes"}
+            start = time.monotonic()
+            try:
+                proc = subprocess.run(["ansible-playbook", "-i", str(inv_file), "--private-key", str(self.key_file),
+                                       str(playbook)], capture_output=True, text=True, env=env, timeout=1800)
+            except FileNotFoundError:
+                raise InvalidInput("ansible-playbook is not installed on the daemon's machine "
+                                   "(Debian: ansible-core)") from None
+            took = time.monotonic() - start
+        return self._parse(nodes, proc, took)
+
+    @staticmethod
+    def _parse(nodes: list[Node], proc: subprocess.CompletedProcess[str], took: float) -> dict[str, list[Check]]:
+        try:
+            doc = json.loads(proc.stdout[proc.stdout.index("{"):])
+        except ValueError:
+            why = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
+            return {n.name: [{"name": "playbook", "ok": False, "detail": f"ansible-playbook failed: {why[0]}",
+                              "seconds": round(took, 2)}] for n in nodes}
+        results: dict[str, list[Check]] = {n.name: [] for n in nodes}
+        for play in doc.get("plays", []):
+            for task in play.get("tasks", []):
+                name = task["task"]["name"]
+                duration = task["task"].get("duration") or {}
+                for host, res in task.get("hosts", {}).items():
+                    if host not in results or res.get("skipped"):
+                        continue
+                    ok = not (res.get("failed") or res.get("unreachable"))
+                    # A raw task's own words are its output; a module's, its msg.
+                    detail = str(res.get("stdout") or "").strip() or str(res.get("msg") or "").strip() \
+                        or ("ok" if ok else "failed")
+                    results[host].append({"name": name, "ok": ok, "detail": detail[-500:],
+                                          "seconds": _duration(duration)})
+        for node in nodes:
+            if not results[node.name]:
+                results[node.name] = [{"name": "playbook", "ok": False, "seconds": round(took, 2),
+                                       "detail": f"the playbook ran no task on it (exit {proc.returncode})"}]
+        return results
+
+
+def _duration(span: dict[str, str]) -> float:
+    from datetime import datetime
+    try:
+        start = datetime.fromisoformat(span["start"].replace("Z", "+00:00"))
+        end = datetime.fromisoformat(span["end"].replace("Z", "+00:00"))
+        return round((end - start).total_seconds(), 2)
+    except (KeyError, ValueError):
+        return 0.0
