@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 LAB_INVENTORY := /var/lib/provisioner-lab/inventory.yaml
 
-.PHONY: setup demo test test-unit test-functional test-lab maintenance-image host-image guest-image bench lab-down clean
+.PHONY: setup demo test test-unit test-functional test-lab maintenance-image host-image guest-image wheelhouse bench lab-down clean
 
 setup: $(VENV)/.installed
 	@.ci/install-debian-packages
@@ -26,6 +26,11 @@ host-image: setup
 
 guest-image: setup
 	$(SUDO) $(PY) images/guest/build.py --out build/images/guest
+
+# The provisioner and its Python dependencies as wheels, for playbooks/install.yml: the
+# management host then installs from them with no package index.
+wheelhouse: setup
+	$(BIN)/pip wheel -q -w build/wheelhouse .
 
 # The main job in the virtual lab: lab up, enroll every node to ready, import the host
 # image, reimage every node to it (both racks at once: each is its own fault domain),
@@ -52,7 +57,7 @@ test-unit: setup
 test-functional: setup
 	$(SUDO) $(PY) -m pytest -q tests/functional
 
-test-lab: maintenance-image host-image guest-image
+test-lab: maintenance-image host-image guest-image wheelhouse
 	$(SUDO) $(PY) -m pytest -q tests/lab
 
 bench: maintenance-image host-image

@@ -47,6 +47,11 @@ class VirtualBmcs:
                     "--libvirt-uri", "qemu:///system"], netns=self.netns, env=self.env, secrets=[password])
         system.run([vbmc, "start", domain], netns=self.netns, env=self.env)
 
+    def remove(self, domain: str) -> None:
+        vbmc = self._tool("vbmc")
+        system.run([vbmc, "stop", domain], netns=self.netns, env=self.env, check=False)
+        system.run([vbmc, "delete", domain], netns=self.netns, env=self.env)
+
     def pids(self) -> list[int]:
         """vbmcd's processes (it forks one per BMC; its pid file says 0 after daemonizing)."""
         found = []
