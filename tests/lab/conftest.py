@@ -127,10 +127,13 @@ class LabSshd:
 
     def start(self) -> None:
         Path("/run/sshd").mkdir(exist_ok=True)
-        self.proc = subprocess.Popen(["ip", "netns", "exec", self.lab.cfg.netns, "/usr/sbin/sshd", "-D", "-e", "-f",
-                                      str(self.work / "sshd_config")], stderr=subprocess.PIPE, text=True)
+        # Its log to a file: a pipe nobody reads fills up after enough sessions (ansible
+        # opens many), and sshd then blocks writing to it.
+        with (self.work / "sshd.log").open("ab") as log:
+            self.proc = subprocess.Popen(["ip", "netns", "exec", self.lab.cfg.netns, "/usr/sbin/sshd", "-D", "-e",
+                                          "-f", str(self.work / "sshd_config")], stderr=log)
         time.sleep(1)
-        assert self.proc.poll() is None, self.proc.stderr.read() if self.proc.stderr else ""
+        assert self.proc.poll() is None, (self.work / "sshd.log").read_text()
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
