@@ -150,6 +150,17 @@ def withdraw_network(conn: libvirt.virConnect, name: str) -> None:
         raise LabError(f"cannot remove the lab network {name}: {exc}") from exc
 
 
+def _network_first(root: ET.Element) -> bool:
+    """Whether a domain boots from a NIC first: per-device boot orders when it has them
+    (Vagrant writes those), else the first <os><boot dev=...>."""
+    ordered = [(int(boot.get("order", "0")), dev.tag) for dev in root.iterfind("devices/*")
+               for boot in dev.iterfind("boot") if boot.get("order")]
+    if ordered:
+        return min(ordered)[1] == "interface"
+    first = root.find("os/boot")
+    return first is not None and first.get("dev") == "network"
+
+
 def adoptable(conn: libvirt.virConnect, name: str, bridge: str, network: str) -> dict[str, Any]:
     """Check a domain made outside the lab (by Vagrant) can be a lab node: it exists, boots
     from the network first, has a NIC on the lab's bridge or network. Power it off, as a new
@@ -169,13 +180,7 @@ def adoptable(conn: libvirt.virConnect, name: str, bridge: str, network: str) ->
             break
     if mac is None:
         raise LabError(f"domain {name} has no NIC on the lab network ({network}, bridge {bridge})")
-    boots = [b.get("dev") for b in root.iterfind("os/boot")]
-    orders = [d for d in root.iter() if d.tag == "boot" and d.get("order")]
-    first = boots[0] if boots else None
-    if orders:
-        first_dev = min(orders, key=lambda d: int(d.get("order", "99")))
-        first = "network" if first_dev in list(root.iterfind("devices/interface/boot")) else "disk"
-    if first != "network":
+    if not _network_first(root):
         raise LabError(f"domain {name} does not boot from the network first")
     try:
         if dom.isActive():

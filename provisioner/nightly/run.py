@@ -41,7 +41,7 @@ def inspection_summary(node: dict[str, Any]) -> dict[str, Any]:
     return {"cpus": (inv.get("cpu") or {}).get("count"), "memory_mib": (inv.get("memory") or {}).get("total_mib"),
             "disks": ", ".join(f"{d['name']} {d['size_bytes'] // 2**30} GiB" for d in inv.get("disks") or []
                                if d.get("name") and d.get("size_bytes")),
-            "serial": (inv.get("system") or {}).get("serial"), "mac": node.get("mac")}
+            "serial": (inv.get("dmi") or {}).get("product_serial"), "mac": node.get("mac")}
 
 
 def cmd_nightly(client: Client, args: argparse.Namespace) -> int:
@@ -82,7 +82,7 @@ def cmd_nightly(client: Client, args: argparse.Namespace) -> int:
         node = client.get(f"/v1/nodes/{_q(m.name)}")
         m.rack = node["rack"]
         m.inspection = inspection_summary(node)
-        m.image = (node.get("image") or {}).get("ref") if isinstance(node.get("image"), dict) else node.get("image")
+        m.image = node.get("image")  # NAME:VERSION
     back = [m.name for m in machines.values() if m.reimage_error is None]
     if back:
         if not args.json:

@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
@@ -199,7 +200,6 @@ class HostChecks:
 
 
 def _duration(span: dict[str, str]) -> float:
-    from datetime import datetime
     try:
         start = datetime.fromisoformat(span["start"].replace("Z", "+00:00"))
         end = datetime.fromisoformat(span["end"].replace("Z", "+00:00"))
