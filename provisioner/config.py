@@ -45,6 +45,16 @@ class Settings:
     server_socket: Path = field(default_factory=_default_socket)
     server_workers: int = 8
     server_log_level: str = "INFO"
+    # [http] what one client may hold of the HTTP server. A connection costs a thread only
+    # once its request has arrived whole; until then it waits in one event loop.
+    http_max_connections: int = 4096  # open at once, idle ones included; beyond: 503, closed
+    http_max_busy: int = 64  # requests being answered at once; beyond: 503 (agents retry)
+    http_request_timeout: float = 20.0  # a request's headers (and small body), from its first byte
+    http_idle_timeout: float = 30.0  # a connection with no request under way
+    http_io_timeout: float = 60.0  # longest wait for one read or write of a large body
+    # [tftp]
+    tftp_max_transfers: int = 64  # at once, over all clients
+    tftp_max_per_client: int = 4  # at once, from one address
     # [boot]
     boot_artifacts_dir: Path | None = None  # default: <data_dir>/boot
     boot_ipxe_dir: Path = Path("/usr/lib/ipxe")
@@ -92,6 +102,8 @@ class Settings:
     # the lab's domains write there; in a hardware lab, a console server (conserver, or
     # 'ipmitool sol activate' per node) does.
     consoles_node_log: str = "/var/log/provisioner/consoles/{node}.log"
+    # [checks] acceptance checks by playbook: Debian's ansible-core
+    checks_ansible_playbook: str = "ansible-playbook"
     # [agent]
     agent_heartbeat_interval: float = 10.0
     agent_lost_after: float = 60.0
@@ -215,6 +227,12 @@ def validate(settings: Settings) -> None:
         raise ConfigError("power.cipher_suite must be 3 or 17")
     if "{node}" not in settings.consoles_node_log:
         raise ConfigError("consoles.node_log must contain {node} (each node has its own log)")
+    for name in ("http_max_connections", "http_max_busy", "tftp_max_transfers", "tftp_max_per_client"):
+        if getattr(settings, name) < 1:
+            raise ConfigError(f"{name.replace('_', '.', 1)} must be at least 1")
+    for name in ("http_request_timeout", "http_idle_timeout", "http_io_timeout"):
+        if not getattr(settings, name) > 0:
+            raise ConfigError(f"{name.replace('_', '.', 1)} must be more than 0 seconds")
     for port in (settings.server_http_port, settings.server_tftp_port):
         if not 0 <= port <= 65535:
             raise ConfigError(f"port {port} is out of range")

@@ -10,6 +10,7 @@ from types import FrameType
 
 from .api.http import HttpService
 from .api.routes import artifact_paths, build_router
+from .api.server import Limits
 from .boot.accesslog import AccessLog
 from .boot.tftp import TftpService
 from .config import Settings
@@ -28,14 +29,17 @@ class Daemon:
         try:
             self.http = HttpService(build_router(self.svc), listen=s.server_listen, port=s.server_http_port,
                                     socket_path=s.server_socket,
-                                    access_log=AccessLog(s.log_dir / "http-access.log"))
+                                    access_log=AccessLog(s.log_dir / "http-access.log"),
+                                    limits=Limits(max_connections=s.http_max_connections, max_busy=s.http_max_busy,
+                                                  request_timeout=s.http_request_timeout,
+                                                  idle_timeout=s.http_idle_timeout, io_timeout=s.http_io_timeout))
         except OSError as exc:
             raise ConfigError(f"cannot serve HTTP on {s.server_listen}:{s.server_http_port}: {exc}") from exc
         self.tftp = TftpService(
             ipxe_dir=s.boot_ipxe_dir, empty_root=s.data_dir / "tftp-root",
             render_script=lambda: self.svc.renderer.render("boot.ipxe.j2", http_port=self.http.port),
             counters=self.svc.counters, access_log=AccessLog(s.log_dir / "tftp.log"), listen=s.server_listen,
-            port=s.server_tftp_port)
+            port=s.server_tftp_port, max_transfers=s.tftp_max_transfers, max_per_client=s.tftp_max_per_client)
         self._stopped = threading.Event()
 
     def start(self) -> None:

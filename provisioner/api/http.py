@@ -9,17 +9,16 @@ import logging
 import os
 import re
 import socket
-import socketserver
-import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, cast
 
 from ..boot.accesslog import AccessLog
 from ..errors import InvalidInput, NotFound, ProvisionerError
+from .server import Connection, ConnectionLoop, Limits
 
 LOG = logging.getLogger(__name__)
 MAX_BODY = 1 << 20
@@ -46,6 +45,8 @@ class Request:
             doc = json.loads(self.body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise InvalidInput(f"request body is not valid JSON: {exc}") from exc
+        except RecursionError as exc:
+            raise InvalidInput("request body is nested too deeply") from exc
         if not isinstance(doc, dict):
             raise InvalidInput("request body must be a JSON object")
         return doc
@@ -117,7 +118,9 @@ class Router:
                 return result
             return Response.of_json(result)
         if allowed:
-            return error_response(405, "MethodNotAllowed", f"{req.method} is not allowed on {req.path}")
+            refused = error_response(405, "MethodNotAllowed", f"{req.method} is not allowed on {req.path}")
+            refused.headers["Allow"] = ", ".join(sorted(set(allowed) | ({"HEAD"} if "GET" in allowed else set())))
+            return refused
         raise NotFound(f"no such resource: {req.path}")
 
 
@@ -140,11 +143,99 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None:
     return start, min(end, size - 1)
 
 
+class _Reader:
+    """A request's bytes: what the connection loop read first, then the socket (a body
+    that a route streams itself, or one sent after an Expect: 100-continue)."""
+
+    def __init__(self, sock: socket.socket, data: bytearray) -> None:
+        self._sock = sock
+        self._buf = data
+
+    def _fill(self) -> bool:
+        chunk = self._sock.recv(65536)
+        self._buf += chunk
+        return bool(chunk)
+
+    def readline(self, limit: int = -1) -> bytes:
+        while b"\n" not in self._buf and (limit < 0 or len(self._buf) < limit) and self._fill():
+            pass
+        end = self._buf.find(b"\n")
+        size = end + 1 if end >= 0 else len(self._buf)
+        if limit >= 0:
+            size = min(size, limit)
+        line = bytes(self._buf[:size])
+        del self._buf[:size]
+        return line
+
+    def read(self, size: int) -> bytes:
+        while len(self._buf) < size and self._fill():
+            pass
+        data = bytes(self._buf[:size])
+        del self._buf[:size]
+        return data
+
+    def rest(self) -> bytes:
+        return bytes(self._buf)
+
+
+class _Writer:
+    """Writes go out whole (sendall), under the connection's I/O timeout."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def write(self, data: bytes) -> int:
+        self._sock.sendall(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
 class _Handler(BaseHTTPRequestHandler):
+    """One request of a connection the loop hands over whole (see server.py)."""
     protocol_version = "HTTP/1.1"
     server_version = "provisioner"
     router: Router
     access_log: Callable[[str], None]
+    request: Connection
+    rfile: _Reader  # type: ignore[assignment]
+    rest: bytes | None = None
+
+    def setup(self) -> None:
+        self.connection = self.request.sock
+        self.rfile = _Reader(self.request.sock, self.request.buffer)
+        self.wfile = _Writer(self.request.sock)  # type: ignore[assignment]
+
+    def handle(self) -> None:
+        self.close_connection = True
+        self.raw_requestline = self.rfile.readline(65537)
+        if len(self.raw_requestline) > 65536:
+            self.requestline = self.command = ""
+            self.request_version = "HTTP/1.1"
+            self.send_error(414, "request line over 65536 bytes")
+            return
+        if not self.raw_requestline or not self.parse_request():
+            return
+        if self.request_version == "HTTP/0.9":
+            self.send_error(400, "HTTP/0.9 is not spoken here")
+            return
+        self._handle()
+
+    def finish(self) -> None:
+        self.rest = None if self.close_connection else self.rfile.rest()
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The standard library's own refusals (a bad request line, bad headers), as one
+        JSON line like every other error."""
+        if self.request_version == "HTTP/0.9":
+            self.request_version = "HTTP/1.1"  # so the status line is written at all
+        reason = self.responses.get(code, ("error",))[0]
+        response = error_response(code, "InvalidInput" if 400 <= code < 500 else "InternalError",
+                                  f"{reason}: {message}" if message and message != reason else reason)
+        response.headers["Connection"] = "close"
+        self.close_connection = True
+        self._send(response)
 
     def address_string(self) -> str:
         return self.client_address[0] if isinstance(self.client_address, tuple) else "unix"
@@ -152,27 +243,46 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
         LOG.debug("http %s: " + format, self.address_string(), *args)
 
+    def _length(self) -> int:
+        """The body's length, from one Content-Length that is a number of bytes."""
+        if "Transfer-Encoding" in self.headers:
+            raise _Refusal(411, "send a Content-Length: chunked or encoded bodies are not accepted")
+        values = {v.strip() for v in self.headers.get_all("Content-Length") or []}
+        if len(values) > 1:
+            raise _Refusal(400, "conflicting Content-Length headers")
+        raw = values.pop() if values else "0"
+        if not re.fullmatch(r"[0-9]{1,19}", raw):
+            raise _Refusal(400, f"Content-Length must be a number of bytes, not {raw[:40]!r}")
+        return int(raw)
+
     def _handle(self) -> None:
         started = time.monotonic()
         url = urllib.parse.urlsplit(self.path)
         raw_path = url.path
         try:
-            length = int(self.headers.get("Content-Length") or 0)
+            length = self._length()
             streaming = self.router.streams(self.command, raw_path)
             if streaming:
                 # Whatever the handler leaves unread cannot be told apart from a next request.
                 self.close_connection = True
             elif length > MAX_BODY:
-                raise InvalidInput(f"request body over {MAX_BODY} bytes")
+                raise _Refusal(413, f"request body over {MAX_BODY} bytes")
             body = self.rfile.read(length) if length and not streaming else b""
+            if len(body) < length and not streaming:
+                raise _Refusal(400, f"the body ended after {len(body)} of {length} bytes")
             req = Request(method=self.command, path=raw_path,
                           query=dict(urllib.parse.parse_qsl(url.query)),
                           headers={k.lower(): v for k, v in self.headers.items()}, body=body,
                           client=self.address_string(), local=not isinstance(self.client_address, tuple),
                           stream=cast(BinaryIO, self.rfile) if streaming else None, length=length)
             response = self.router.dispatch(req)
+        except _Refusal as exc:
+            self.close_connection = True  # what is left of the request cannot be trusted
+            response = error_response(exc.status, "InvalidInput", exc.message)
         except ProvisionerError as exc:
             response = error_response(exc.http_status, type(exc).__name__, str(exc))
+        except (ConnectionError, TimeoutError):
+            raise  # the client went away: the loop says so in one line
         except Exception as exc:  # a bug: answer 500 with a one-line reason, log the trace
             LOG.exception("http: %s %s failed", self.command, raw_path)
             response = error_response(500, "InternalError", f"internal error: {exc}")
@@ -220,65 +330,64 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             if self.command == "HEAD" or count == 0:
                 return 0
-            self.wfile.flush()
             try:
                 return int(self.connection.sendfile(fh, offset=start, count=count))
             except (BrokenPipeError, ConnectionResetError):
                 self.close_connection = True
                 return 0
 
-    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle
 
+class _Refusal(Exception):
+    """A request the HTTP layer refuses before any route sees it."""
 
-class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-
-
-class _TcpHTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 256
-    allow_reuse_address = True
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
 
 
 class HttpService:
-    """Runs the router on a TCP port and, when given, on a unix socket."""
+    """Runs the router on a TCP port and, when given, on a unix socket, both through one
+    connection loop (server.py)."""
 
     def __init__(self, router: Router, *, listen: str, port: int, socket_path: Path | None,
-                 access_log: AccessLog) -> None:
+                 access_log: AccessLog, limits: Limits | None = None) -> None:
         handler = type("Handler", (_Handler,), {"router": router, "access_log": access_log.write})
-        self.tcp = _TcpHTTPServer((listen, port), handler)
-        self.unix: _UnixHTTPServer | None = None
+        self.tcp = socket.create_server((listen, port), backlog=1024)
+        listeners = [self.tcp]
         if socket_path is not None:
             socket_path.parent.mkdir(parents=True, exist_ok=True)
             if socket_path.exists():
                 if _socket_alive(socket_path):
+                    self.tcp.close()
                     raise OSError(f"another daemon already answers on {socket_path}")
                 socket_path.unlink()
+            unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             old = os.umask(0o117)  # the socket is the operator's key: owner and group only
             try:
-                self.unix = _UnixHTTPServer(str(socket_path), handler)
+                unix.bind(str(socket_path))
             finally:
                 os.umask(old)
+            unix.listen(1024)  # a burst of CLI calls must not meet EAGAIN
+            listeners.append(unix)
         self.socket_path = socket_path
-        self._threads: list[threading.Thread] = []
+
+        def serve(conn: Connection) -> bytes | None:
+            done: _Handler = handler(conn, conn.client, self)
+            return done.rest
+
+        self.loop = ConnectionLoop(listeners, serve, limits or Limits(),
+                                   body_in_loop=lambda method, path: not router.streams(method, path))
 
     @property
     def port(self) -> int:
-        return int(self.tcp.server_address[1])
+        return int(self.tcp.getsockname()[1])
 
     def start(self) -> None:
-        for server, name in ((self.tcp, "http"), (self.unix, "http-unix")):
-            if server is None:
-                continue
-            thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        self.loop.start()
 
     def stop(self) -> None:
-        for server in (self.tcp, self.unix):
-            if server is not None:
-                server.shutdown()
-                server.server_close()
+        self.loop.stop()
         if self.socket_path is not None and self.socket_path.exists():
             self.socket_path.unlink()
 

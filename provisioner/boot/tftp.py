@@ -1,10 +1,13 @@
 """The TFTP server (tftpy). It serves an allowlist only: the iPXE loaders from Debian's
 ipxe package and the rendered hand-over script. No name outside the list can be read,
-whatever its spelling, so path traversal has nothing to reach."""
+whatever its spelling, so path traversal has nothing to reach. It is read-only, bounds
+transfers per client and in all, and answers a malformed packet with an error packet."""
 
 from __future__ import annotations
 
+import importlib
 import logging
+import struct
 import tempfile
 import threading
 import time
@@ -12,6 +15,7 @@ from pathlib import Path
 from typing import IO, Callable
 
 import tftpy
+from tftpy.TftpContexts import TftpContextServer
 
 from .accesslog import AccessLog
 from .counters import Counters
@@ -20,13 +24,66 @@ LOG = logging.getLogger(__name__)
 
 LOADERS = ("undionly.kpxe", "ipxe.efi", "snponly.efi")
 SCRIPT = "boot.ipxe"
+MAX_REQUEST = 512  # RFC 1350: a request fits in one 512-byte packet
+OP_RRQ, OP_WRQ, OP_ERROR = 1, 2, 5
+ACCESS_VIOLATION, ILLEGAL_OPERATION = 2, 4
+
+
+def error_packet(code: int, message: str) -> bytes:
+    """An ERROR packet (RFC 1350, section 5): opcode, code, a netascii message, NUL."""
+    return struct.pack("!HH", OP_ERROR, code) + message.encode("ascii", "replace") + b"\0"
+
+
+class _GuardedContext(TftpContextServer):  # type: ignore[misc]
+    """tftpy's server context, with its first packet checked before tftpy parses it, and
+    any parse error after that turned into an error packet. tftpy lets struct.error,
+    ValueError (a blksize that is not a number) and UnicodeDecodeError out of its
+    parsing, and they end its listen loop, and with it every transfer in flight. A write
+    request is refused here, before tftpy would create directories for it."""
+
+    def _refuse(self, code: int, message: str) -> None:
+        try:
+            self.sock.sendto(error_packet(code, message), (self.host, self.port))
+        except OSError:
+            pass
+        raise tftpy.TftpException(f"refused a request from {self.host}: {message}")
+
+    def start(self, buffer: bytes) -> None:
+        opcode = struct.unpack("!H", buffer[:2])[0] if len(buffer) >= 2 else 0
+        if opcode == OP_WRQ:
+            self._refuse(ACCESS_VIOLATION, "read-only server: uploads are not accepted")
+        if opcode != OP_RRQ or len(buffer) > MAX_REQUEST or not buffer.endswith(b"\0"):
+            self._refuse(ILLEGAL_OPERATION, "malformed request")
+        fields = buffer[2:-1].split(b"\0")
+        # A name and a mode, then option/value pairs; every field ASCII and the name not empty.
+        if len(fields) < 2 or len(fields) % 2 or not fields[0] or not all(f.isascii() for f in fields):
+            self._refuse(ILLEGAL_OPERATION, "malformed request")
+        try:
+            super().start(buffer)
+        except (struct.error, ValueError, IndexError, KeyError, TypeError) as exc:
+            LOG.debug("tftp: malformed request from %s: %s", self.host, exc)
+            self._refuse(ILLEGAL_OPERATION, "malformed request")
+
+    def cycle(self) -> None:
+        try:
+            super().cycle()
+        except (struct.error, ValueError, IndexError, KeyError, TypeError) as exc:
+            LOG.debug("tftp: malformed packet from %s: %s", self.host, exc)
+            self._refuse(ILLEGAL_OPERATION, "malformed packet")
+
+
+# tftpy's listen() makes its contexts by this module-level name; there is no other hook.
+# (The package re-exports the class TftpServer under the module's name: go by sys.modules.)
+setattr(importlib.import_module("tftpy.TftpServer"), "TftpContextServer", _GuardedContext)
 
 
 class TftpService:
     def __init__(self, *, ipxe_dir: Path, empty_root: Path, render_script: Callable[[], str],
                  counters: Counters, access_log: AccessLog, listen: str = "0.0.0.0",
-                 port: int = 69) -> None:
+                 port: int = 69, max_transfers: int = 64, max_per_client: int = 4) -> None:
         self.ipxe_dir = ipxe_dir
+        self.max_transfers = max_transfers
+        self.max_per_client = max_per_client
         self.listen = listen
         self.port = port
         self.counters = counters
@@ -43,13 +100,35 @@ class TftpService:
     def _new_server(self) -> tftpy.TftpServer:
         # tftpy 0.8.7 does not pass flock=False on to its transfers: each one still locks
         # and unlocks its file, so whatever _open returns must be a real file.
-        return tftpy.TftpServer(str(self._root), dyn_file_func=self._open, flock=False)
+        return tftpy.TftpServer(str(self._root), dyn_file_func=self._open, upload_open=self._refuse_upload,
+                                flock=False)
+
+    def _refuse_upload(self, path: str, context: object) -> None:
+        """A second wall behind _GuardedContext: tftpy asks this before writing anything."""
+        LOG.warning("tftp: refused an upload of %r: read-only server", path)
+        return None
+
+    def _busy(self, client: str) -> str | None:
+        """Why a new transfer for `client` must wait, if it must (its session is counted)."""
+        sessions = list(self._server.sessions.values())
+        if len(sessions) > self.max_transfers:
+            return f"{len(sessions) - 1} transfers under way (tftp.max_transfers)"
+        mine = sum(1 for s in sessions if s.host == client)
+        if mine > self.max_per_client:
+            return f"{mine - 1} transfers under way for {client} (tftp.max_per_client)"
+        return None
 
     def _log(self, client: str, name: str, outcome: str) -> None:
         self._access_log.write(f"{client} RRQ {name} {outcome}")
 
     def _open(self, name: str, raddress: str = "", rport: int = 0) -> IO[bytes] | None:
         key = name.lstrip("/")
+        busy = self._busy(raddress)
+        if busy is not None:
+            self.counters.add("tftp:busy")
+            self._log(raddress, name, "busy")
+            LOG.warning("tftp: refused %r from %s: %s", name, raddress, busy)
+            return None
         if key == SCRIPT:
             self.counters.add(f"tftp:{SCRIPT}")
             self._log(raddress, name, "sent")

@@ -3,7 +3,7 @@ IPMI on the namespace's loopback and driving libvirt."""
 
 from __future__ import annotations
 
-import shutil
+import sys
 from pathlib import Path
 
 from ..errors import LabError
@@ -19,11 +19,15 @@ class VirtualBmcs:
         self.log_file = log_file
         self.env = {"VIRTUALBMC_CONFIG": str(self.conf)}
 
-    def _tool(self, name: str) -> str:
-        path = shutil.which(name)
-        if path is None:
-            raise LabError(f"{name} not found: install virtualbmc ('make setup')")
-        return path
+    @staticmethod
+    def _tool(name: str) -> str:
+        """virtualbmc's commands, from the environment we run in: `make setup` installs
+        them into the venv, whose bin/ no fresh shell (nor sudo) has on PATH."""
+        path = Path(sys.executable).parent / name
+        if not path.is_file():
+            raise LabError(f"{name} not found next to {sys.executable}: install virtualbmc "
+                           "into that environment ('make setup')")
+        return str(path)
 
     def start(self) -> None:
         (self.dir / "domains").mkdir(parents=True, exist_ok=True)

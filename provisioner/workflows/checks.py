@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import tempfile
 import time
+import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
@@ -156,53 +157,69 @@ class HostChecks:
             known.write_text("\n".join(lines) + "\n")
             inv_file = Path(tmp) / "inventory.json"
             inv_file.write_text(json.dumps(inventory))
-            env = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "json", "ANSIBLE_HOST_KEY_CHECKING": "True",
+            # Debian's ansible-core has no json stdout callback (that lives in a collection it
+            # does not ship); its junit callback gives every task's result on every host.
+            env = {**os.environ, "ANSIBLE_CALLBACKS_ENABLED": "junit", "JUNIT_OUTPUT_DIR": tmp,
+                   "JUNIT_FAIL_ON_IGNORE": "true", "ANSIBLE_HOST_KEY_CHECKING": "True",
                    "ANSIBLE_RETRY_FILES_ENABLED": "False", "ANSIBLE_LOCAL_TEMP": tmp,
                    "ANSIBLE_SSH_ARGS": f"-o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes "
                                        "-o ControlMaster=no -o BatchMode=yes"}
             start = time.monotonic()
             try:
-                proc = subprocess.run(["ansible-playbook", "-i", str(inv_file), "--private-key", str(self.key_file),
-                                       str(playbook)], capture_output=True, text=True, env=env, timeout=1800)
+                proc = subprocess.run([self.settings.checks_ansible_playbook, "-i", str(inv_file),
+                                       "--private-key", str(self.key_file), str(playbook)],
+                                      capture_output=True, text=True, env=env, timeout=1800)
             except FileNotFoundError:
-                raise InvalidInput("ansible-playbook is not installed on the daemon's machine "
-                                   "(Debian: ansible-core)") from None
+                raise InvalidInput(f"{self.settings.checks_ansible_playbook} is not installed on the "
+                                   "daemon's machine (Debian: ansible-core)") from None
             took = time.monotonic() - start
-        return self._parse(nodes, proc, took)
-
-    @staticmethod
-    def _parse(nodes: list[Node], proc: subprocess.CompletedProcess[str], took: float) -> dict[str, list[Check]]:
-        try:
-            doc = json.loads(proc.stdout[proc.stdout.index("{"):])
-        except ValueError:
-            why = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
-            return {n.name: [{"name": "playbook", "ok": False, "detail": f"ansible-playbook failed: {why[0]}",
-                              "seconds": round(took, 2)}] for n in nodes}
-        results: dict[str, list[Check]] = {n.name: [] for n in nodes}
-        for play in doc.get("plays", []):
-            for task in play.get("tasks", []):
-                name = task["task"]["name"]
-                duration = task["task"].get("duration") or {}
-                for host, res in task.get("hosts", {}).items():
-                    if host not in results or res.get("skipped"):
-                        continue
-                    ok = not (res.get("failed") or res.get("unreachable"))
-                    # A raw task's own words are its output; a module's, its msg.
-                    detail = str(res.get("stdout") or "").strip() or str(res.get("msg") or "").strip() \
-                        or ("ok" if ok else "failed")
-                    results[host].append({"name": name, "ok": ok, "detail": detail[-500:],
-                                          "seconds": _duration(duration)})
-        for node in nodes:
-            if not results[node.name]:
-                results[node.name] = [{"name": "playbook", "ok": False, "seconds": round(took, 2),
-                                       "detail": f"the playbook ran no task on it (exit {proc.returncode})"}]
-        return results
+            reports = sorted(Path(tmp).glob("*.xml"))
+            report = reports[-1].read_text() if reports else None
+        return playbook_results(nodes, report, proc, took)
 
 
-def _duration(span: dict[str, str]) -> float:
+def playbook_results(nodes: list[Node], report: str | None, proc: subprocess.CompletedProcess[str],
+                     took: float) -> dict[str, list[Check]]:
+    """Checks from the junit callback's report: one per task and host, named after the task
+    in lower case (a task "CPUs" is the check "cpus", as the built-in checks are named)."""
+    def failed_all(detail: str) -> dict[str, list[Check]]:
+        return {n.name: [{"name": "playbook", "ok": False, "detail": detail, "seconds": round(took, 2)}]
+                for n in nodes}
+
+    why = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
+    if report is None:
+        return failed_all(f"ansible-playbook failed: {why[0]}")
     try:
-        start = datetime.fromisoformat(span["start"].replace("Z", "+00:00"))
-        end = datetime.fromisoformat(span["end"].replace("Z", "+00:00"))
-        return round((end - start).total_seconds(), 2)
-    except (KeyError, ValueError):
-        return 0.0
+        suites = ET.fromstring(report)
+    except ET.ParseError as exc:
+        return failed_all(f"ansible-playbook's report is not XML ({exc}): {why[0]}")
+    results: dict[str, list[Check]] = {n.name: [] for n in nodes}
+    for case in suites.iter("testcase"):
+        match = re.fullmatch(r"\[([^\]]+)\] (.*)", case.get("name", ""), re.DOTALL)
+        if match is None or match[1] not in results or case.find("skipped") is not None:
+            continue
+        # "PLAY: TASK"; the task's name is what follows the last ": " that a play name ends at.
+        task = match[2].rsplit(": ", 1)[-1]
+        problem = case.find("failure") if case.find("failure") is not None else case.find("error")
+        text = (problem.text if problem is not None else case.findtext("system-out")) or ""
+        try:
+            result = json.loads(text)
+        except ValueError:
+            result = {}
+        if not isinstance(result, dict):
+            result = {}
+        # A raw task's own words are its output; a module's, its msg.
+        detail = str(result.get("stdout") or "").strip() or str(result.get("msg") or "").strip() \
+            or (problem.get("message", "") if problem is not None else "") \
+            or ("ok" if problem is None else "failed")
+        try:
+            seconds = round(float(case.get("time", "0")), 2)
+        except ValueError:
+            seconds = 0.0
+        results[match[1]].append({"name": task.lower(), "ok": problem is None, "detail": detail[-500:],
+                                  "seconds": seconds})
+    for node in nodes:
+        if not results[node.name]:
+            results[node.name] = [{"name": "playbook", "ok": False, "seconds": round(took, 2),
+                                   "detail": f"the playbook ran no task on it (exit {proc.returncode}: {why[0]})"}]
+    return results
