@@ -4,6 +4,7 @@ a clean stop on SIGTERM/SIGINT."""
 from __future__ import annotations
 
 import logging
+import resource
 import signal
 import threading
 from types import FrameType
@@ -43,6 +44,7 @@ class Daemon:
         self._stopped = threading.Event()
 
     def start(self) -> None:
+        _raise_open_files_limit(self.settings.http_max_connections + 1024)
         for path in artifact_paths(self.settings.artifacts_dir):
             if not path.is_file():
                 LOG.warning("boot artifact %s is missing: nodes cannot boot the maintenance image "
@@ -88,3 +90,11 @@ class Daemon:
             done.wait()
         finally:
             self.stop()
+
+
+def _raise_open_files_limit(wanted: int) -> None:
+    """Every open HTTP connection is a file descriptor; the soft limit is often 1024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))

@@ -220,6 +220,9 @@ class _Handler(BaseHTTPRequestHandler):
         if self.request_version == "HTTP/0.9":
             self.send_error(400, "HTTP/0.9 is not spoken here")
             return
+        if self.headers.defects:  # e.g. a line with no colon: the rest would be read as a body
+            self.send_error(400, f"malformed header: {type(self.headers.defects[0]).__name__}")
+            return
         self._handle()
 
     def finish(self) -> None:

@@ -49,6 +49,9 @@ class _GuardedContext(TftpContextServer):  # type: ignore[misc]
         raise tftpy.TftpException(f"refused a request from {self.host}: {message}")
 
     def start(self, buffer: bytes) -> None:
+        # tftpy sweeps its sessions for timeouts before it deletes refused ones, and a
+        # session that never started has no packet to resend: its assert would end listen().
+        self.last_update = time.time()
         opcode = struct.unpack("!H", buffer[:2])[0] if len(buffer) >= 2 else 0
         if opcode == OP_WRQ:
             self._refuse(ACCESS_VIOLATION, "read-only server: uploads are not accepted")

@@ -100,12 +100,13 @@ class DaemonProcess:
         self.sets = sets
         self.proc: subprocess.Popen | None = None
         self.http_port = free_port()
+        self.tftp_port = free_port(socket.SOCK_DGRAM)
         self.client = Client(f"unix://{workdir / 'api.sock'}", timeout=10)
 
     def start(self) -> None:
         args = [sys.executable, "-m", "provisioner", "serve", "--data-dir", str(self.workdir / "data"),
                 "--listen", "127.0.0.1", "--http-port", str(self.http_port),
-                "--tftp-port", str(free_port(socket.SOCK_DGRAM)), "--socket", str(self.workdir / "api.sock"),
+                "--tftp-port", str(self.tftp_port), "--socket", str(self.workdir / "api.sock"),
                 "--set", "power.driver=fake", "--set", "dhcp.enabled=false", "--set", "power.min_interval=0",
                 "--set", "timeouts.deadline_check=0.2"]
         for item in self.sets:
