@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -13,6 +14,19 @@ from .states import State, Step
 
 _MAC_RE = re.compile(r"^[0-9a-f]{2}([:-]?)[0-9a-f]{2}(\1[0-9a-f]{2}){4}$")
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_LABEL_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+# IPMI 2.0 (section 22.26, Set User Name / Set User Password): names up to 16 bytes,
+# passwords up to 20; printable ASCII, so what an operator typed is what the BMC gets.
+IPMI_MAX_USERNAME, IPMI_MAX_PASSWORD = 16, 20
+_PRINTABLE_RE = re.compile(r"^[\x20-\x7e]+$")
+
+# The same domains as JSON Schema, for the OpenAPI document: what the parsers below accept.
+NAME_SCHEMA = {"type": "string", "pattern": _NAME_RE.pattern, "maxLength": 63}
+MAC_SCHEMA = {"type": "string", "pattern": "^([0-9A-Fa-f]{2}[:-]?){5}[0-9A-Fa-f]{2}$",
+              "description": "a unicast MAC, not all zeros"}
+ADDRESS_SCHEMA = {"type": "string", "minLength": 1, "maxLength": 253,
+                  "description": "an IP address or a DNS name"}
+PORT_SCHEMA = {"type": "integer", "minimum": 1, "maximum": 65535}
 
 
 class PowerState(StrEnum):
@@ -42,7 +56,48 @@ def normalize_mac(text: str) -> str:
     mac = ":".join(digits[i:i + 2] for i in range(0, 12, 2))
     if int(digits[0:2], 16) & 1:
         raise InvalidInput(f"MAC address {text!r} is a multicast address, not a NIC's")
+    if int(digits, 16) == 0:
+        raise InvalidInput(f"MAC address {text!r} is all zeros, not a NIC's")
     return mac
+
+
+def parse_host_address(text: str, what: str = "host address") -> str:
+    """An IP address a machine can have, or a DNS name (RFC 1123); IPs come back in their
+    canonical spelling."""
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        labels = text[:-1].split(".") if text.endswith(".") else text.split(".")
+        if not text or len(text) > 253 or not all(_LABEL_RE.match(label) for label in labels) \
+                or labels[-1].isdigit():  # 10.0.0.999 is a broken IP address, not a name
+            raise InvalidInput(f"invalid {what} {text!r}: give an IP address or a DNS name") from None
+        return text.lower()
+    if ip.is_unspecified or ip.is_multicast or ip == ipaddress.ip_address("255.255.255.255"):
+        raise InvalidInput(f"invalid {what} {text!r}: no machine has that address")
+    return str(ip)
+
+
+def parse_port(value: Any, what: str) -> int:
+    """A TCP/UDP port, 1-65535, as a JSON integer or its digits."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)) \
+            or (isinstance(value, str) and not value.isascii()) \
+            or (isinstance(value, str) and not value.isdigit()):
+        raise InvalidInput(f"invalid {what} {value!r}: a port number from 1 to 65535")
+    port = int(value)
+    if not 0 < port < 65536:
+        raise InvalidInput(f"invalid {what} {value!r}: a port number from 1 to 65535")
+    return port
+
+
+def check_bmc_login(username: str, password: str) -> None:
+    """What an IPMI BMC can hold (see IPMI_MAX_*)."""
+    if not username or not password:
+        raise InvalidInput("the BMC username and password are required")
+    if not _PRINTABLE_RE.match(username) or len(username) > IPMI_MAX_USERNAME:
+        raise InvalidInput(f"invalid BMC username: up to {IPMI_MAX_USERNAME} printable ASCII characters")
+    if not _PRINTABLE_RE.match(password) or len(password) > IPMI_MAX_PASSWORD:
+        raise InvalidInput(f"invalid BMC password: up to {IPMI_MAX_PASSWORD} printable ASCII characters "
+                           "(IPMI 2.0's limit)")
 
 
 def validate_name(text: str, what: str = "name") -> str:
@@ -81,13 +136,8 @@ def parse_bmc_address(text: str) -> tuple[str, int]:
         host, port_text = text.split(":")
     else:
         host, port_text = text, ""
-    try:
-        port = int(port_text) if port_text else 623
-    except ValueError as exc:
-        raise InvalidInput(f"invalid BMC port in {text!r}") from exc
-    if not 0 < port < 65536 or not host:
-        raise InvalidInput(f"invalid BMC address {text!r}")
-    return host, port
+    port = parse_port(port_text, "BMC port") if port_text else 623
+    return parse_host_address(host, "BMC address"), port
 
 
 @dataclass

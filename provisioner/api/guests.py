@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import InvalidInput
+from ..models import ADDRESS_SCHEMA, NAME_SCHEMA, PORT_SCHEMA
 from ..services import Services
 from .http import Request, Response, Route
 
@@ -13,9 +14,9 @@ DEPLOY_BODY = {"type": "object", "required": ["roles"],
                "properties": {"roles": {"type": "string"}, "templates": {"type": "object"},
                               "source": {"type": "string"}, "dry_run": {"type": "boolean"}}}
 HOST_BODY = {"type": "object", "required": ["name", "address", "rack", "host_key"],
-             "properties": {"name": {"type": "string"}, "address": {"type": "string"},
-                            "port": {"type": "integer"}, "rack": {"type": "string"},
-                            "host_key": {"type": "string"}}}
+             "properties": {"name": NAME_SCHEMA, "address": ADDRESS_SCHEMA,
+                            "port": PORT_SCHEMA, "rack": NAME_SCHEMA,
+                            "host_key": {"type": "string", "description": "TYPE BASE64, as in a .pub file"}}}
 
 
 def guest_routes(svc: Services) -> list[Route]:

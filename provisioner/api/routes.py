@@ -10,7 +10,8 @@ from typing import Any
 
 from .. import __version__
 from ..errors import InvalidInput, NotFound, Unauthorized
-from ..models import PowerAction
+from ..models import (ADDRESS_SCHEMA, IPMI_MAX_PASSWORD, IPMI_MAX_USERNAME, MAC_SCHEMA, NAME_SCHEMA,
+                      PORT_SCHEMA, PowerAction)
 from ..services import Services
 from ..workflows.checks import HostChecks
 from ..workflows.consoles import Consoles
@@ -27,11 +28,13 @@ _HOST_RE = re.compile(r"^[A-Za-z0-9.:\[\]-]+$")
 NODE_BODY = {
     "type": "object", "required": ["mac", "rack", "bmc"],
     "properties": {
-        "mac": {"type": "string"}, "rack": {"type": "string"}, "name": {"type": "string"},
+        "mac": MAC_SCHEMA, "rack": NAME_SCHEMA, "name": NAME_SCHEMA,
         "inspect": {"type": "boolean", "default": True},
         "bmc": {"type": "object", "required": ["address", "username", "password"],
-                "properties": {"address": {"type": "string"}, "port": {"type": "integer"},
-                               "username": {"type": "string"}, "password": {"type": "string"},
+                "properties": {"address": {**ADDRESS_SCHEMA, "description": "ADDRESS or ADDRESS:PORT"},
+                               "port": PORT_SCHEMA,
+                               "username": {"type": "string", "minLength": 1, "maxLength": IPMI_MAX_USERNAME},
+                               "password": {"type": "string", "minLength": 1, "maxLength": IPMI_MAX_PASSWORD},
                                "cipher_suite": {"type": "integer", "enum": [3, 17]}}},
     },
 }

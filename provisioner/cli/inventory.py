@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 
 from ..errors import InvalidInput
-from ..models import normalize_mac, parse_bmc_address, validate_name
+from ..models import check_bmc_login, normalize_mac, parse_bmc_address, validate_name
 
 
 def read_password_file(path: Path) -> str:
@@ -53,6 +53,7 @@ def load_inventory(path: Path) -> list[dict[str, Any]]:
             if not pw_path.is_absolute():
                 pw_path = path.parent / pw_path
             password = read_password_file(pw_path)
+            check_bmc_login(str(bmc["username"]), password)
         except InvalidInput as exc:
             raise InvalidInput(f"{where}: {exc}") from exc
         if mac in macs:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import resource
+import struct
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,30 +46,68 @@ def declared_format(filename: str, given: str | None = None) -> str:
     return EXTENSIONS[suffix]
 
 
+# qemu probes a file's format from its first 2048 bytes (BLOCK_PROBE_BUF_SIZE); raw
+# scores lowest, so any other format whose probe matches wins.
+PROBE_SIZE = 2048
+_VDI_SIGNATURE = struct.pack("<II", 0xBEDA107F, 0x00010001)  # at 0x40: signature, version 1.1
+
+
+def _vmdk_descriptor(head: bytes) -> bool:
+    """qemu's vmdk_probe for a text descriptor: comment lines and blank lines, then a
+    'version=1|2|3' line. So the marker need not be at offset 0."""
+    pos = 0
+    while pos < len(head):
+        if head[pos:pos + 1] == b"#":
+            end = head.find(b"\n", pos)
+            pos = len(head) if end < 0 else end + 1
+            continue
+        if head[pos:pos + 1] == b" ":
+            while head[pos:pos + 1] == b" ":
+                pos += 1
+            if head[pos:pos + 1] == b"\r":
+                pos += 1
+            if head[pos:pos + 1] != b"\n":
+                return False
+            pos += 1
+            continue
+        return any(head.startswith(f"version={v}{eol}".encode(), pos) for v in "123" for eol in ("\n", "\r\n"))
+    return False
+
+
 def sniff(path: Path) -> str:
-    """What the bytes say the file is, by magic numbers only."""
+    """What the bytes say the file is, by qemu's own probing rules (block/*.c, *_probe),
+    without running qemu: magic numbers wherever qemu looks for them."""
     with path.open("rb") as fh:
-        head = fh.read(4096)
-        fh.seek(0, 2)
-        size = fh.tell()
-        tail = b""
-        if size >= 512:
-            fh.seek(size - 512)
-            tail = fh.read(512)
+        head = fh.read(PROBE_SIZE)
     if head[:4] == b"QFI\xfb":
-        return "qcow2"
+        return "qcow2" if head[4:8] in (b"\0\0\0\2", b"\0\0\0\3") else "qcow"
     if head[:8] == b"vhdxfile":
         return "vhdx"
-    if head[:8] == b"conectix" or tail[:8] == b"conectix":
+    if head[:8] == b"conectix":
         return "vpc"
     # Formats we refuse: a file that is one of these must never pass as raw, because
     # qemu would follow its references (VMDK extents, QED backing files...).
-    for magic, name in ((b"KDMV", "vmdk"), (b"# Disk DescriptorFile", "vmdk"), (b"QED\x00", "qed"),
-                        (b"WithoutFreeSpace", "parallels"), (b"<<< Oracle VM VirtualBox Disk Image >>>", "vdi"),
-                        (b"COWD", "vmdk"), (b"cloop", "cloop"), (b"LUKS\xba\xbe", "luks")):
+    for magic, name in ((b"KDMV", "vmdk"), (b"COWD", "vmdk"), (b"QED\x00", "qed"),
+                        (b"WithoutFreeSpace", "parallels"), (b"WithouFreSpacExt", "parallels"),
+                        (b"Bochs Virtual HD Image", "bochs"), (b"#!/bin/sh\n#V2.0 Format\n", "cloop"),
+                        (b"LUKS\xba\xbe", "luks")):
         if head.startswith(magic):
             return name
+    if head[0x40:0x48] == _VDI_SIGNATURE:
+        return "vdi"
+    if _vmdk_descriptor(head):
+        return "vmdk"
     return "raw"
+
+
+def _has_vhd_footer(path: Path) -> bool:
+    """A fixed VHD keeps its only header as a footer, in the last 512 bytes."""
+    with path.open("rb") as fh:
+        size = fh.seek(0, 2)
+        if size < 512:
+            return False
+        fh.seek(size - 512)
+        return fh.read(8) == b"conectix"
 
 
 def _limit() -> None:
@@ -96,6 +135,8 @@ def inspect_image(path: Path, declared: str) -> ImageInfo:
     if path.stat().st_size == 0:
         raise ImageRefused("the image is empty")
     found = sniff(path)
+    if found == "raw" and _has_vhd_footer(path):
+        found = "vpc"
     if found not in FORMATS:
         raise ImageRefused(f"the file is a {found} image, a format we do not accept")
     if found != declared:

@@ -8,7 +8,8 @@ import logging
 from typing import Any, Callable
 
 from ..errors import Conflict, InvalidInput
-from ..models import BmcCredentials, Node, normalize_mac, parse_bmc_address, validate_name
+from ..models import (BmcCredentials, Node, check_bmc_login, normalize_mac, parse_bmc_address, parse_port,
+                      validate_name)
 from ..secrets import Secret
 from .engine import Conductor
 from .inspect import InspectionFlow
@@ -17,10 +18,10 @@ LOG = logging.getLogger(__name__)
 
 
 def _integer(value: Any, what: str) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"{what} must be a number, not {value!r}") from exc
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).isascii() \
+            or not str(value).lstrip("-").isdigit():
+        raise InvalidInput(f"{what} must be a whole number, not {value!r}")
+    return int(value)
 
 
 class EnrollService:
@@ -39,11 +40,14 @@ class EnrollService:
             raise InvalidInput("bmc must be an object with address, username and password")
         address, port = parse_bmc_address(str(bmc_doc.get("address", "")))
         if bmc_doc.get("port") is not None:
-            port = _integer(bmc_doc["port"], "bmc.port")
-        username = str(bmc_doc.get("username") or "")
-        password = str(bmc_doc.get("password") or "")
-        if not username or not password:
-            raise InvalidInput("the BMC username and password are required")
+            port = parse_port(bmc_doc["port"], "bmc.port")
+        username = bmc_doc.get("username") or ""
+        password = bmc_doc.get("password") or ""
+        if not isinstance(username, str) or not isinstance(password, str):
+            raise InvalidInput("the BMC username and password must be strings")
+        check_bmc_login(username, password)
+        if not isinstance(body.get("inspect", True), bool):
+            raise InvalidInput("inspect must be true or false")
         suite = _integer(bmc_doc.get("cipher_suite") or self.c.settings.power_cipher_suite, "bmc.cipher_suite")
         if suite not in (3, 17):
             raise InvalidInput(f"IPMI cipher suite {suite} is not supported: use 3 or 17")

@@ -8,7 +8,6 @@ libvirtd when it is added). Either way every connection checks the recorded key.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from ..hypervisor.connect import open_host
 from ..hypervisor.domains import GuestHost
 from ..hypervisor.pool import Pool
 from ..hypervisor.ssh import read_tail
-from ..models import validate_name
+from ..models import parse_host_address, parse_port, validate_name
 from ..sshkeys import operator_key
 from ..states import State
 from ..store import Store
@@ -104,27 +103,13 @@ class HostLinks:
         return read_tail(host.name, host.address, host.port, host.host_key, self.key_file, path, max_bytes)
 
 
-def check_address(address: str) -> str:
-    try:
-        return str(ipaddress.ip_address(address))
-    except ValueError:
-        pass
-    labels = address.rstrip(".").split(".")
-    if not address or len(address) > 253 or not all(
-            label and len(label) <= 63 and label.replace("-", "").isalnum() for label in labels):
-        raise InvalidInput(f"invalid host address {address!r}: an IP address or a DNS name")
-    return address
-
-
 def register_host(store: Store, links: HostLinks, body: dict[str, Any]) -> dict[str, Any]:
     """Record a libvirt host the provisioner did not deploy, after connecting to it with
     the host key the operator gave (nothing is recorded if that fails)."""
     name = validate_name(str(body.get("name") or ""), "host name")
-    address = check_address(str(body.get("address") or ""))
+    address = parse_host_address(str(body.get("address") or ""), "host address")
     rack = validate_name(str(body.get("rack") or ""), "rack")
-    port = body.get("port", 22)
-    if not isinstance(port, int) or not 0 < port < 65536:
-        raise InvalidInput(f"invalid SSH port {port!r}")
+    port = parse_port(body.get("port", 22), "SSH port")
     key = " ".join(str(body.get("host_key") or "").split()[:2])
     if len(key.split()) != 2:
         raise InvalidInput("give the host's SSH public host key, e.g. the line of "

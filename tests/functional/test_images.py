@@ -1,6 +1,7 @@
 """The image catalog through the real daemon and CLI: images that are unsafe or not what
 they claim are refused with one clear line, and nothing is stored."""
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -53,3 +54,38 @@ def test_import_versions_and_remove(running, images):
     code, out, _ = running.cli("image", "remove", "base:2")
     assert code == 0 and not stored.exists()
     assert running.client.get("/v1/images/base")["version"] == "1"
+
+
+def qemu_probes(path: Path) -> str:
+    """The format qemu-img itself guesses (run here on the test's own files only)."""
+    out = subprocess.run(["qemu-img", "info", "--output=json", str(path)], check=True, capture_output=True,
+                         text=True).stdout
+    return json.loads(out)["format"]
+
+
+def disguised_raw_images(tmp_path: Path) -> dict[str, Path]:
+    """Files whose format marker is not at offset 0, named .raw: qemu would still open each
+    as something else and follow what it says."""
+    extent = tmp_path / "extent.bin"
+    extent.write_bytes(b"\0" * 512 * 8)
+    made = {}
+    vmdk = tmp_path / "vmdk-after-comments.raw"
+    vmdk.write_bytes(b"# just a disk\n  \nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\n"
+                     + f'RW 8 FLAT "{extent}" 0\n'.encode() + b"\0" * (1 << 20))
+    made["vmdk"] = vmdk
+    qemu_img("create", "-f", "vdi", str(tmp_path / "real.vdi"), "1M")
+    vdi = bytearray((tmp_path / "real.vdi").read_bytes())
+    vdi[0:0x40] = b"\0" * 0x40  # no banner: qemu goes by the signature at 0x40
+    (tmp_path / "vdi-at-0x40.raw").write_bytes(bytes(vdi))
+    made["vdi"] = tmp_path / "vdi-at-0x40.raw"
+    return made
+
+
+def test_raw_images_that_qemu_would_open_as_another_format_are_refused(running, tmp_path):
+    for fmt, path in disguised_raw_images(tmp_path).items():
+        assert qemu_probes(path) == fmt  # the hazard is real: qemu does not see raw
+        code, out, err = running.cli("image", "import", str(path), "--name", "bad")
+        assert code == 2, out + err
+        errors = [line for line in err.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and f"a {fmt} image" in errors[0], err
+    assert running.client.get("/v1/images")["images"] == []
