@@ -15,6 +15,7 @@ from .config import Settings
 from .images import Catalog
 from .power import PowerDriver, PowerManager, make_driver
 from .secrets import SecretBox
+from .sshkeys import operator_key
 from .store import Store
 from .workflows.agent import AgentService
 from .workflows.deploy import DeployFlow
@@ -69,6 +70,7 @@ class Services:
         os.chmod(settings.data_dir, 0o700)
         settings.log_dir.mkdir(parents=True, exist_ok=True)
         store = Store(settings.db_path)
+        operator_key(settings.data_dir)  # made once at start, never by a request (two at once raced)
         box = SecretBox(settings.data_dir / "secret.key")
         power = PowerManager(driver or make_driver(settings), min_interval=settings.power_min_interval,
                              retries=settings.power_retries, backoff=settings.power_backoff,

@@ -152,6 +152,12 @@ class Store(ImageRows, JobRows, GuestRows, SqlBase):
                 "WHERE id = ? AND agent_token_hash IS NULL", (token_hash, time.time(), node_id))
             return cur.rowcount == 1
 
+    def withdraw_token(self, node_id: int, token_hash: str) -> None:
+        """Undo issue_token, if that token is still the one set."""
+        with self._tx() as db:
+            db.execute("UPDATE nodes SET agent_token_hash = NULL, updated_at = ? "
+                       "WHERE id = ? AND agent_token_hash = ?", (time.time(), node_id, token_hash))
+
     # -- transitions ----------------------------------------------------------
     def transition(self, node: Node, event: Event, *, step: Step | None = None,
                    deadline: float | None = None, error: str | None = None,

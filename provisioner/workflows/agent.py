@@ -55,18 +55,27 @@ class AgentService:
         if not self.store.issue_token(node.id, hash_token(token)):
             raise Conflict(f"node {node.name}: a token was already issued for this boot; "
                            "boot the node into the maintenance image again to get a new one")
-        self.store.update_node(node.id, agent_last_seen=self.c.clock())
-        self.store.record_event(node, "agent", f"agent called home (boot {body.get('boot', '?')}) "
-                                f"and received its token")
+        try:
+            self._welcome(node, body, deploying)
+        except BaseException:
+            # The agent never learns this token: take it back, so its retry can look up again.
+            self.store.withdraw_token(node.id, hash_token(token))
+            raise
+        LOG.info("node %s: agent looked up by %s, token issued", node.name, mac)
+        return {"node": {"id": node.id, "name": node.name}, "token": token,
+                "heartbeat_interval": self.c.settings.agent_heartbeat_interval}
+
+    def _welcome(self, node: Node, body: dict[str, Any], deploying: bool) -> None:
+        """What a lookup does once the token is issued; what can fail goes first."""
+        if deploying and self.deploy is not None:
+            self.deploy.agent_ready(self.store.get_node(str(node.id)))
         if node.state == State.INSPECTING and node.step != Step.WAIT_INSPECTION:
             deadline = self.c.clock() + self.c.settings.timeouts_inspection
             self.store.set_step(node, Step.WAIT_INSPECTION, deadline, expect_state=State.INSPECTING,
                                 message="agent authenticated")
-        if deploying and self.deploy is not None:
-            self.deploy.agent_ready(self.store.get_node(str(node.id)))
-        LOG.info("node %s: agent looked up by %s, token issued", node.name, mac)
-        return {"node": {"id": node.id, "name": node.name}, "token": token,
-                "heartbeat_interval": self.c.settings.agent_heartbeat_interval}
+        self.store.update_node(node.id, agent_last_seen=self.c.clock())
+        self.store.record_event(node, "agent", f"agent called home (boot {body.get('boot', '?')}) "
+                                f"and received its token")
 
     def authenticate(self, token: str | None) -> Node:
         if not token:
