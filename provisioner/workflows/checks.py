@@ -20,6 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
+import yaml
+
 from ..config import Settings
 from ..errors import InvalidInput, ProvisionerError
 from ..hypervisor import ssh
@@ -157,13 +159,7 @@ class HostChecks:
             known.write_text("\n".join(lines) + "\n")
             inv_file = Path(tmp) / "inventory.json"
             inv_file.write_text(json.dumps(inventory))
-            # Debian's ansible-core has no json stdout callback (that lives in a collection it
-            # does not ship); its junit callback gives every task's result on every host.
-            env = {**os.environ, "ANSIBLE_CALLBACKS_ENABLED": "junit", "JUNIT_OUTPUT_DIR": tmp,
-                   "JUNIT_FAIL_ON_IGNORE": "true", "ANSIBLE_HOST_KEY_CHECKING": "True",
-                   "ANSIBLE_RETRY_FILES_ENABLED": "False", "ANSIBLE_LOCAL_TEMP": tmp,
-                   "ANSIBLE_SSH_ARGS": f"-o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes "
-                                       "-o ControlMaster=no -o BatchMode=yes"}
+            env = ansible_env(Path(tmp), known)
             start = time.monotonic()
             try:
                 proc = subprocess.run([self.settings.checks_ansible_playbook, "-i", str(inv_file),
@@ -175,11 +171,33 @@ class HostChecks:
             took = time.monotonic() - start
             reports = sorted(Path(tmp).glob("*.xml"))
             report = reports[-1].read_text() if reports else None
-        return playbook_results(nodes, report, proc, took)
+        return playbook_results(nodes, report, proc, took, play_names(playbook))
+
+
+def play_names(playbook: Path) -> list[str]:
+    """The names the junit callback gives the playbook's plays (their hosts when unnamed)."""
+    try:
+        doc = yaml.safe_load(playbook.read_text())
+    except (OSError, yaml.YAMLError):
+        return []
+    plays = doc if isinstance(doc, list) else []
+    return [str(p.get("name") or p.get("hosts") or "") for p in plays if isinstance(p, dict)]
+
+
+def ansible_env(tmp: Path, known_hosts: Path) -> dict[str, str]:
+    """ansible-playbook's environment for checks: results as a JUnit file in `tmp` (Debian's
+    ansible-core has no json stdout callback: that lives in a collection it does not ship),
+    an ignored failure counted as a failure, and only the recorded host keys trusted."""
+    return {**os.environ, "ANSIBLE_CALLBACKS_ENABLED": "junit", "JUNIT_OUTPUT_DIR": str(tmp),
+            "JUNIT_FAIL_ON_IGNORE": "true", "JUNIT_HIDE_TASK_ARGUMENTS": "true",
+            "ANSIBLE_HOST_KEY_CHECKING": "True",
+            "ANSIBLE_RETRY_FILES_ENABLED": "False", "ANSIBLE_LOCAL_TEMP": str(tmp),
+            "ANSIBLE_SSH_ARGS": f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes "
+                                "-o ControlMaster=no -o BatchMode=yes"}
 
 
 def playbook_results(nodes: list[Node], report: str | None, proc: subprocess.CompletedProcess[str],
-                     took: float) -> dict[str, list[Check]]:
+                     took: float, plays: tuple[str, ...] | list[str] = ()) -> dict[str, list[Check]]:
     """Checks from the junit callback's report: one per task and host, named after the task
     in lower case (a task "CPUs" is the check "cpus", as the built-in checks are named)."""
     def failed_all(detail: str) -> dict[str, list[Check]]:
@@ -198,8 +216,9 @@ def playbook_results(nodes: list[Node], report: str | None, proc: subprocess.Com
         match = re.fullmatch(r"\[([^\]]+)\] (.*)", case.get("name", ""), re.DOTALL)
         if match is None or match[1] not in results or case.find("skipped") is not None:
             continue
-        # "PLAY: TASK"; the task's name is what follows the last ": " that a play name ends at.
-        task = match[2].rsplit(": ", 1)[-1]
+        # "PLAY: TASK": the play's name is one of the playbook's, when it has several.
+        task = next((match[2][len(play) + 2:] for play in sorted(plays, key=len, reverse=True)
+                     if match[2].startswith(f"{play}: ")), match[2].split(": ", 1)[-1])
         problem = case.find("failure") if case.find("failure") is not None else case.find("error")
         text = (problem.text if problem is not None else case.findtext("system-out")) or ""
         try:
