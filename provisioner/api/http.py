@@ -18,7 +18,7 @@ from typing import Any, BinaryIO, Callable, cast
 
 from ..boot.accesslog import AccessLog
 from ..errors import InvalidInput, NotFound, ProvisionerError
-from .server import Connection, ConnectionLoop, Limits
+from .server import Connection, ConnectionLoop, Limits, Reader, Writer
 
 LOG = logging.getLogger(__name__)
 MAX_BODY = 1 << 20
@@ -143,55 +143,6 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None:
     return start, min(end, size - 1)
 
 
-class _Reader:
-    """A request's bytes: what the connection loop read first, then the socket (a body
-    that a route streams itself, or one sent after an Expect: 100-continue)."""
-
-    def __init__(self, sock: socket.socket, data: bytearray) -> None:
-        self._sock = sock
-        self._buf = data
-
-    def _fill(self) -> bool:
-        chunk = self._sock.recv(65536)
-        self._buf += chunk
-        return bool(chunk)
-
-    def readline(self, limit: int = -1) -> bytes:
-        while b"\n" not in self._buf and (limit < 0 or len(self._buf) < limit) and self._fill():
-            pass
-        end = self._buf.find(b"\n")
-        size = end + 1 if end >= 0 else len(self._buf)
-        if limit >= 0:
-            size = min(size, limit)
-        line = bytes(self._buf[:size])
-        del self._buf[:size]
-        return line
-
-    def read(self, size: int) -> bytes:
-        while len(self._buf) < size and self._fill():
-            pass
-        data = bytes(self._buf[:size])
-        del self._buf[:size]
-        return data
-
-    def rest(self) -> bytes:
-        return bytes(self._buf)
-
-
-class _Writer:
-    """Writes go out whole (sendall), under the connection's I/O timeout."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-
-    def write(self, data: bytes) -> int:
-        self._sock.sendall(data)
-        return len(data)
-
-    def flush(self) -> None:
-        pass
-
-
 class _Handler(BaseHTTPRequestHandler):
     """One request of a connection the loop hands over whole (see server.py)."""
     protocol_version = "HTTP/1.1"
@@ -199,13 +150,13 @@ class _Handler(BaseHTTPRequestHandler):
     router: Router
     access_log: Callable[[str], None]
     request: Connection
-    rfile: _Reader  # type: ignore[assignment]
+    rfile: Reader  # type: ignore[assignment]
     rest: bytes | None = None
 
     def setup(self) -> None:
         self.connection = self.request.sock
-        self.rfile = _Reader(self.request.sock, self.request.buffer)
-        self.wfile = _Writer(self.request.sock)  # type: ignore[assignment]
+        self.rfile = Reader(self.request.sock, self.request.buffer)
+        self.wfile = Writer(self.request.sock)  # type: ignore[assignment]
 
     def handle(self) -> None:
         self.close_connection = True

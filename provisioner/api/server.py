@@ -1,4 +1,4 @@
-"""The HTTP connection loop. One thread accepts connections and reads each request's head
+"""The HTTP connection loop, and the reader and writer a worker answers through. One thread accepts connections and reads each request's head
 (and its body, when it is small) without giving the connection a thread of its own, so an
 idle or slow client costs a file descriptor, never a thread. A request that has arrived
 whole is answered on a worker thread; a kept-alive connection then comes back to the loop.
@@ -55,6 +55,55 @@ def plain_response(status: int, reason: str, kind: str, message: str, extra: str
     body = json.dumps({"error": {"type": kind, "message": message}}).encode() + b"\n"
     return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n{extra}\r\n").encode() + body
+
+
+class Reader:
+    """A request's bytes: what the connection loop read first, then the socket (a body
+    that a route streams itself, or one sent after an Expect: 100-continue)."""
+
+    def __init__(self, sock: socket.socket, data: bytearray) -> None:
+        self._sock = sock
+        self._buf = data
+
+    def _fill(self) -> bool:
+        chunk = self._sock.recv(65536)
+        self._buf += chunk
+        return bool(chunk)
+
+    def readline(self, limit: int = -1) -> bytes:
+        while b"\n" not in self._buf and (limit < 0 or len(self._buf) < limit) and self._fill():
+            pass
+        end = self._buf.find(b"\n")
+        size = end + 1 if end >= 0 else len(self._buf)
+        if limit >= 0:
+            size = min(size, limit)
+        line = bytes(self._buf[:size])
+        del self._buf[:size]
+        return line
+
+    def read(self, size: int) -> bytes:
+        while len(self._buf) < size and self._fill():
+            pass
+        data = bytes(self._buf[:size])
+        del self._buf[:size]
+        return data
+
+    def rest(self) -> bytes:
+        return bytes(self._buf)
+
+
+class Writer:
+    """Writes go out whole (sendall), under the connection's I/O timeout."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def write(self, data: bytes) -> int:
+        self._sock.sendall(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
 
 
 # What a worker does with a whole request: answer it, and say what is left for the

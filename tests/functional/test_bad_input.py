@@ -89,7 +89,7 @@ def test_daemon_not_running_is_one_line(workdir):
     ('{"mac": "52:54:00:00:00:05", "rack": "rack-1", "bmc": {"address": "x", "username": "u", '
      '"password": "p", "cipher_suite": 2}}', "cipher suite 2"),
     ('{"mac": "52:54:00:00:00:05", "rack": "rack-1", "bmc": {"address": "x", "username": "u", '
-     '"password": "p", "port": "http"}}', "bmc.port must be a number"),
+     '"password": "p", "port": "http"}}', "invalid bmc.port 'http': a port number"),
 ])
 def test_api_validation(running, body, words):
     import http.client
