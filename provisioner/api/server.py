@@ -1,7 +1,8 @@
-"""The HTTP connection loop, and the reader and writer a worker answers through. One thread accepts connections and reads each request's head
-(and its body, when it is small) without giving the connection a thread of its own, so an
-idle or slow client costs a file descriptor, never a thread. A request that has arrived
-whole is answered on a worker thread; a kept-alive connection then comes back to the loop.
+"""The HTTP connection loop, and the reader and writer a worker answers through. One
+thread accepts connections and reads each request's head (and its body, when it is small)
+without giving the connection a thread of its own, so an idle or slow client costs a file
+descriptor, never a thread. A request that has arrived whole is answered on a worker
+thread; a kept-alive connection then comes back to the loop.
 
 Limits, each with a clear answer: open connections (503 and close), requests answered at
 once (503, Retry-After), a request's head and small body from its first byte (408), a
