@@ -62,7 +62,9 @@ class Servers:
                     "--listen", "127.0.0.1", "--http-port", str(HTTP_PORT), "--tftp-port", str(TFTP_PORT),
                     "--socket", str(self.work / "api.sock"), "--set", "dhcp.enabled=false",
                     "--set", "power.driver=fake", "--set", f"boot.artifacts_dir={artifacts}",
-                    "--set", "server.log_level=WARNING"], "ours.log")
+                    "--set", "server.log_level=WARNING",
+                    # All 20 TFTP clients come from 127.0.0.1: one address, as no PXE network has.
+                    "--set", "tftp.max_per_client=64"], "ours.log")
         wait_http(f"http://127.0.0.1:{HTTP_PORT}/v1/health")
 
     def nginx(self, root: Path) -> None:
