@@ -58,7 +58,7 @@ test-functional: setup
 	$(SUDO) $(PY) -m pytest -q tests/functional
 
 test-lab: maintenance-image host-image guest-image wheelhouse
-	$(SUDO) $(PY) -m pytest -q tests/lab
+	$(SUDO) $(PY) -m pytest -q --durations=0 tests/lab
 
 bench: maintenance-image host-image
 	$(SUDO) $(PY) bench/run.py

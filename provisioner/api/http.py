@@ -147,6 +147,7 @@ class _Handler(BaseHTTPRequestHandler):
     """One request of a connection the loop hands over whole (see server.py)."""
     protocol_version = "HTTP/1.1"
     server_version = "provisioner"
+    sys_version = ""  # no need to tell every client which Python answers
     router: Router
     access_log: Callable[[str], None]
     request: Connection
@@ -178,6 +179,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def finish(self) -> None:
         self.rest = None if self.close_connection else self.rfile.rest()
+
+    def handle_expect_100(self) -> bool:
+        if self.request.continued:
+            return True  # the loop already said it, and read the body
+        return bool(super().handle_expect_100())
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """The standard library's own refusals (a bad request line, bad headers), as one

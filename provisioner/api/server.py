@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import queue
 import re
 import selectors
@@ -27,7 +26,8 @@ LOG = logging.getLogger(__name__)
 
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 _CONTENT_LENGTH = re.compile(rb"(?im)^content-length:[ \t]*(\d+)[ \t]*\r?$")
-_NEEDS_WORKER = re.compile(rb"(?im)^(transfer-encoding|expect):")
+_NEEDS_WORKER = re.compile(rb"(?im)^transfer-encoding:")
+_EXPECT_CONTINUE = re.compile(rb"(?im)^expect:[ \t]*100-continue[ \t]*\r?$")
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,7 @@ class Connection:
     buffer: bytearray = field(default_factory=bytearray)
     deadline: float = 0.0
     started: bool = False  # a byte of the next request has arrived
+    continued: bool = False  # the loop said "100 Continue" for this request
 
 
 def plain_response(status: int, reason: str, kind: str, message: str, extra: str = "") -> bytes:
@@ -121,9 +122,11 @@ class ConnectionLoop:
         self._body_in_loop = body_in_loop  # False for routes that stream their own body
         self._selector = selectors.DefaultSelector()
         self._returned: queue.SimpleQueue[Connection] = queue.SimpleQueue()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        # Never closed by hand: a worker may still wake the loop while it stops, and a closed
+        # descriptor number could by then belong to another file. They close with the loop.
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
         self._lock = threading.Lock()
         self._open = 0
         self._busy = 0
@@ -150,14 +153,12 @@ class ConnectionLoop:
         self._selector.close()
         for sock in self.listeners:
             sock.close()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
 
     def _wake(self) -> None:
         try:
-            os.write(self._wake_w, b"x")
+            self._wake_w.send(b"x")
         except OSError:
-            pass  # the pipe is full: the loop is awake anyway
+            pass  # the buffer is full: the loop is awake anyway
 
     def _run(self) -> None:
         next_sweep = 0.0
@@ -168,7 +169,7 @@ class ConnectionLoop:
                 elif key.data == "wake":
                     while True:
                         try:
-                            if not os.read(self._wake_r, 4096):
+                            if not self._wake_r.recv(4096):
                                 break
                         except BlockingIOError:
                             break
@@ -207,6 +208,7 @@ class ConnectionLoop:
 
     def _wait_for_request(self, conn: Connection) -> None:
         conn.started = bool(conn.buffer)
+        conn.continued = False
         conn.deadline = time.monotonic() + (self.limits.request_timeout if conn.started
                                             else self.limits.idle_timeout)
         conn.sock.setblocking(False)
@@ -257,7 +259,17 @@ class ConnectionLoop:
         path = words[1].split(b"?", 1)[0].decode("latin-1")
         if not self._body_in_loop(words[0].decode("latin-1"), path):
             return True
-        return len(conn.buffer) - end.end() >= length
+        if len(conn.buffer) - end.end() >= length:
+            return True
+        if not conn.continued and _EXPECT_CONTINUE.search(head):
+            # The client waits for this before its body; the body then comes to the loop
+            # under the request's deadline, like any other (the handler does not ask again).
+            conn.continued = True
+            try:
+                conn.sock.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+            except OSError:
+                pass
+        return False
 
     def _dispatch(self, conn: Connection) -> None:
         with self._lock:

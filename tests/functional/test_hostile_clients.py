@@ -283,3 +283,19 @@ def test_sixteen_cli_calls_at_once_over_the_unix_socket(daemon):
     results = [(p.wait(timeout=120), p.stdout.read(), p.stderr.read()) for p in procs]  # type: ignore[union-attr]
     for code, out, err in results:
         assert code == 0 and "nodes" in json.loads(out), err
+
+
+def test_expect_100_continue_is_answered_by_the_loop_and_the_body_read_there(daemon):
+    body = b'{"mac": "52:54:00:ee:00:01"}'
+    with socket.create_connection(("127.0.0.1", daemon.http_port), timeout=5) as sock:
+        sock.sendall(b"POST /v1/agent/lookup HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body))
+        assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        reply = b""
+        while b"}" not in reply.partition(b"\r\n\r\n")[2]:
+            chunk = sock.recv(4096)
+            assert chunk, reply
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 404") and b"not enrolled" in reply, reply
+    assert reply.count(b"100 Continue") == 0
