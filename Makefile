@@ -1,5 +1,7 @@
 # provisioner: two commands matter. `make demo` and `make test` set up what they need.
-PYTHON ?= python3
+# Debian's python3 (python3-venv and python3-dev are in .ci/debian-packages.txt), whatever
+# else the caller's PATH offers: the venv must not depend on a pyenv or a personal Python.
+PYTHON ?= /usr/bin/python3
 VENV := .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
