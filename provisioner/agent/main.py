@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import host, inventory
+from .protocol import CommandKind, CommandStatus
 from .api import AgentApi, AuthRejected, Refused
 from .deploy import Deployer, DeployFailed
 from .download import ChecksumMismatch, DownloadFailed
@@ -102,20 +103,20 @@ class Agent:
         cid, kind = cmd["id"], cmd["kind"]
         if cid in self.commands.done:
             LOG.info("agent: command %s (%s) already done; reporting again", cid, kind)
-            report = self.commands.results[cid] or {"status": "done", "result": {"repeat": True}}
+            report = self.commands.results[cid] or {"status": CommandStatus.DONE, "result": {"repeat": True}}
             self.api.call(f"/v1/agent/commands/{cid}", report)
             return
-        if kind == "deploy":
+        if kind == CommandKind.DEPLOY:
             self.deploy(cid, cmd.get("args") or {})
             return
-        if kind not in ("poweroff", "reboot"):
-            self.api.call(f"/v1/agent/commands/{cid}", {"status": "failed",
+        if kind not in (CommandKind.POWEROFF, CommandKind.REBOOT):
+            self.api.call(f"/v1/agent/commands/{cid}", {"status": CommandStatus.FAILED,
                                                          "result": {"error": f"unknown command {kind}"}})
             self.commands.add(cid)
             return
         # Report before acting: after a power-off nobody is left to report.
         self.commands.add(cid)
-        self.api.call(f"/v1/agent/commands/{cid}", {"status": "done", "result": {"action": kind}})
+        self.api.call(f"/v1/agent/commands/{cid}", {"status": CommandStatus.DONE, "result": {"action": kind}})
         LOG.info("agent: carrying out %s (%s)", kind, cid)
         self.act(kind)
 
@@ -128,7 +129,7 @@ class Agent:
             if time.monotonic() - last[0] >= 3.0 or doc.get("phase") != "writing":
                 last[0] = time.monotonic()
                 try:
-                    self.api.call(f"/v1/agent/commands/{cid}", {"status": "running", "result": doc}, max_wait=5)
+                    self.api.call(f"/v1/agent/commands/{cid}", {"status": CommandStatus.RUNNING, "result": doc}, max_wait=5)
                 except (Refused, AuthRejected):
                     pass
 
@@ -137,10 +138,10 @@ class Agent:
         LOG.info("agent: deploy %s: base %s", cid, str(args.get("image", {}).get("sha256", "?"))[:16])
         try:
             result = deployer.run(args, progress)
-            report: dict[str, Any] = {"status": "done", "result": result}
+            report: dict[str, Any] = {"status": CommandStatus.DONE, "result": result}
         except (DeployFailed, ChecksumMismatch, DownloadFailed, KeyError) as exc:
             LOG.error("agent: deploy %s failed: %s", cid, exc)
-            report = {"status": "failed", "result": {"error": str(exc)}}
+            report = {"status": CommandStatus.FAILED, "result": {"error": str(exc)}}
         self.commands.add(cid, report)
         self.api.call(f"/v1/agent/commands/{cid}", report)
 

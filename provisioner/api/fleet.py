@@ -7,6 +7,7 @@ from typing import Any
 from ..errors import InvalidInput, NotFound
 from ..images.formats import declared_format
 from ..services import Services
+from ..statuses import AuthKind, JobKind
 from .http import Request, Response, Route
 from .views import job_view
 
@@ -65,7 +66,7 @@ def fleet_routes(svc: Services) -> list[Route]:
         svc.counters.add(f"http:{name}")
         return Response(file=path, on_sent=lambda n: svc.counters.add("image_bytes_served", n))
 
-    def job_request(req: Request, kind: str) -> Any:
+    def job_request(req: Request, kind: JobKind) -> Any:
         body = req.json()
         target = str(body.get("target") or "")
         if not target:
@@ -91,23 +92,23 @@ def fleet_routes(svc: Services) -> list[Route]:
         return svc.jobs.abort(int(raw) if raw is not None else None)
 
     return [
-        Route("PUT", "/v1/images", upload, "operator",
+        Route("PUT", "/v1/images", upload, AuthKind.OPERATOR,
               "Import an image: the body is the file; ?name=N[&version=V][&format=F][&filename=F]",
               stream=True),
-        Route("GET", "/v1/images", list_images, "operator", "The catalog (?name=N for one name's versions)"),
-        Route("GET", "/v1/images/{ref}", show_image, "operator", "One image: NAME (newest) or NAME:VERSION"),
-        Route("DELETE", "/v1/images/{ref}", remove_image, "operator", "Remove an image no node uses"),
-        Route("POST", "/v1/reimage", lambda r: job_request(r, "reimage"), "operator",
+        Route("GET", "/v1/images", list_images, AuthKind.OPERATOR, "The catalog (?name=N for one name's versions)"),
+        Route("GET", "/v1/images/{ref}", show_image, AuthKind.OPERATOR, "One image: NAME (newest) or NAME:VERSION"),
+        Route("DELETE", "/v1/images/{ref}", remove_image, AuthKind.OPERATOR, "Remove an image no node uses"),
+        Route("POST", "/v1/reimage", lambda r: job_request(r, JobKind.REIMAGE), AuthKind.OPERATOR,
               "Plan (dry_run) or start a reimage of a node, rack or all", REIMAGE_BODY),
-        Route("POST", "/v1/rollback", lambda r: job_request(r, "rollback"), "operator",
+        Route("POST", "/v1/rollback", lambda r: job_request(r, JobKind.ROLLBACK), AuthKind.OPERATOR,
               "Plan (dry_run) or start a rollback: discard the differencing layer", ROLLBACK_BODY),
-        Route("GET", "/v1/jobs", lambda r: {"jobs": [job_view(svc.store, j) for j in svc.store.jobs()]}, "operator", "Every job"),
-        Route("GET", "/v1/jobs/{job}", lambda r: job_view(svc.store, svc.store.job(job_id(r))), "operator",
+        Route("GET", "/v1/jobs", lambda r: {"jobs": [job_view(svc.store, j) for j in svc.store.jobs()]}, AuthKind.OPERATOR, "Every job"),
+        Route("GET", "/v1/jobs/{job}", lambda r: job_view(svc.store, svc.store.job(job_id(r))), AuthKind.OPERATOR,
               "One job and its nodes"),
-        Route("POST", "/v1/jobs/abort", abort, "operator",
+        Route("POST", "/v1/jobs/abort", abort, AuthKind.OPERATOR,
               "Stop a running job (the newest unless 'job' is given) before its next node starts"),
-        Route("GET", "/v1/agent/images/{sha256}", agent_image, "agent",
+        Route("GET", "/v1/agent/images/{sha256}", agent_image, AuthKind.AGENT,
               "Agent: download a base image (Range requests resume)"),
-        Route("POST", "/v1/host/heartbeat", lambda r: svc.agents.host_heartbeat(r.node, r.json()), "host",
+        Route("POST", "/v1/host/heartbeat", lambda r: svc.agents.host_heartbeat(r.node, r.json()), AuthKind.HOST,
               "Host agent: alive, with host facts", {"type": "object", "required": ["facts"]}),
     ]

@@ -18,6 +18,7 @@ from typing import Any, BinaryIO, Callable, cast
 
 from ..boot.accesslog import AccessLog
 from ..errors import InvalidInput, NotFound, ProvisionerError
+from ..statuses import AuthKind
 from .server import Connection, ConnectionLoop, Limits, Reader, Writer
 
 LOG = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ class Route:
     method: str
     template: str  # /v1/nodes/{node}
     handler: Handler
-    auth: str  # "operator" | "agent" | "none"
+    auth: AuthKind
     summary: str
     body: dict[str, Any] | None = None  # JSON schema of the request body, for OpenAPI
     stream: bool = False  # the handler reads a large body itself (uploads)
@@ -89,7 +90,7 @@ class Route:
 
 
 class Router:
-    def __init__(self, authorize: Callable[[Request, str], None]) -> None:
+    def __init__(self, authorize: Callable[[Request, AuthKind], None]) -> None:
         self.routes: list[Route] = []
         self._compiled: list[tuple[re.Pattern[str], Route]] = []
         self._authorize = authorize

@@ -6,6 +6,7 @@ import re
 from typing import Any, Iterable
 
 from .. import __version__
+from ..statuses import AuthKind
 
 
 def openapi_document(routes: Iterable[Any]) -> dict[str, Any]:
@@ -20,9 +21,9 @@ def openapi_document(routes: Iterable[Any]) -> dict[str, Any]:
         if params:
             op["parameters"] = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
                                 for p in params]
-        if route.auth == "operator":
+        if route.auth == AuthKind.OPERATOR:
             op["security"] = [{"operatorToken": []}]
-        elif route.auth == "agent":
+        elif route.auth == AuthKind.AGENT:
             op["security"] = [{"agentToken": []}]
         if route.body:
             op["requestBody"] = {"required": True,

@@ -18,6 +18,7 @@ from ..workflows.consoles import Consoles
 from ..workflows.labels import set_labels
 from .fleet import fleet_routes
 from .guests import guest_routes
+from ..statuses import AuthKind
 from .http import Request, Response, Route, Router
 from .openapi import openapi_document
 from .views import deploy_progress, image_ref, node_view
@@ -44,9 +45,9 @@ def build_router(svc: Services) -> Router:
     settings = svc.settings
 
     def authorize(req: Request, kind: str) -> None:
-        if kind == "none":
+        if kind == AuthKind.NONE:
             return
-        if kind == "operator":
+        if kind == AuthKind.OPERATOR:
             if req.local:
                 return  # the unix socket's file mode is the operator's credential
             header = req.headers.get("authorization", "")
@@ -55,7 +56,7 @@ def build_router(svc: Services) -> Router:
                 raise Unauthorized("the operator API needs 'Authorization: Bearer <token>' "
                                    f"(the token is in {settings.operator_token_file} on the daemon's host)")
             return
-        if kind == "host":
+        if kind == AuthKind.HOST:
             req.node = svc.agents.authenticate_host(req.headers.get("x-agent-token"))
             return
         req.node = svc.agents.authenticate(req.headers.get("x-agent-token"))
@@ -130,62 +131,62 @@ def build_router(svc: Services) -> Router:
         return cmd
 
     ops = [
-        Route("GET", "/v1/health", lambda r: {"status": "ok", "version": __version__}, "none",
+        Route("GET", "/v1/health", lambda r: {"status": "ok", "version": __version__}, AuthKind.NONE,
               "Liveness of the daemon"),
-        Route("GET", "/v1/openapi.json", lambda r: openapi_document(router.routes), "none",
+        Route("GET", "/v1/openapi.json", lambda r: openapi_document(router.routes), AuthKind.NONE,
               "This document"),
-        Route("GET", "/v1/nodes", list_nodes, "operator", "List nodes (?rack=R)"),
-        Route("POST", "/v1/nodes", create_node, "operator",
+        Route("GET", "/v1/nodes", list_nodes, AuthKind.OPERATOR, "List nodes (?rack=R)"),
+        Route("POST", "/v1/nodes", create_node, AuthKind.OPERATOR,
               "Enroll a node by MAC with its BMC and rack; inspection starts unless inspect=false",
               NODE_BODY),
-        Route("GET", "/v1/nodes/{node}", lambda r: view(node(r)), "operator",
+        Route("GET", "/v1/nodes/{node}", lambda r: view(node(r)), AuthKind.OPERATOR,
               "One node by name, id or MAC"),
-        Route("DELETE", "/v1/nodes/{node}", delete_node, "operator", "Remove a node in a stable state"),
+        Route("DELETE", "/v1/nodes/{node}", delete_node, AuthKind.OPERATOR, "Remove a node in a stable state"),
         Route("GET", "/v1/nodes/{node}/events", lambda r: {"events": svc.store.events(node(r))},
-              "operator", "The node's history of transitions"),
-        Route("POST", "/v1/checks", run_checks, "operator",
+              AuthKind.OPERATOR, "The node's history of transitions"),
+        Route("POST", "/v1/checks", run_checks, AuthKind.OPERATOR,
               "Acceptance checks on active hosts: built in over SSH, or a playbook's tasks",
               {"type": "object", "required": ["nodes"],
                "properties": {"nodes": {"type": "array", "items": {"type": "string"}},
                               "playbook": {"type": "string"}}}),
-        Route("GET", "/v1/nodes/{node}/console", console, "operator",
+        Route("GET", "/v1/nodes/{node}/console", console, AuthKind.OPERATOR,
               "The tail of a node's serial console log (?bytes=N, default 64 KiB)"),
         Route("POST", "/v1/nodes/{node}/labels", lambda r: view(set_labels(svc.store, node(r), r.json())),
-              "operator", "Add or remove tags, set the upgrade domain (a number, or 'auto')",
+              AuthKind.OPERATOR, "Add or remove tags, set the upgrade domain (a number, or 'auto')",
               {"type": "object", "properties": {"add_tags": {"type": "array"}, "remove_tags": {"type": "array"},
                                                 "upgrade_domain": {}}}),
         Route("POST", "/v1/nodes/{node}/inspect", lambda r: view(svc.inspection.start(node(r))),
-              "operator", "Boot the node into the maintenance image and inspect it"),
-        Route("POST", "/v1/nodes/{node}/commands", queue_command, "operator",
+              AuthKind.OPERATOR, "Boot the node into the maintenance image and inspect it"),
+        Route("POST", "/v1/nodes/{node}/commands", queue_command, AuthKind.OPERATOR,
               "Queue a command (poweroff, reboot) for the node's agent",
               {"type": "object", "properties": {"command": {"type": "string", "enum": ["poweroff", "reboot"]}}}),
-        Route("GET", "/v1/nodes/{node}/commands/{command}", get_command, "operator",
+        Route("GET", "/v1/nodes/{node}/commands/{command}", get_command, AuthKind.OPERATOR,
               "One agent command and its result"),
-        Route("POST", "/v1/power", power, "operator",
+        Route("POST", "/v1/power", power, AuthKind.OPERATOR,
               "Power on/off/cycle/status a node (name or MAC) or a rack",
               {"type": "object", "required": ["target", "action"],
                "properties": {"target": {"type": "string"},
                               "action": {"type": "string", "enum": ["on", "off", "cycle", "status"]}}}),
-        Route("GET", "/v1/racks", lambda r: {"racks": svc.store.racks()}, "operator", "Racks in use"),
-        Route("GET", "/v1/discovered", lambda r: {"discovered": svc.store.discovered()}, "operator",
+        Route("GET", "/v1/racks", lambda r: {"racks": svc.store.racks()}, AuthKind.OPERATOR, "Racks in use"),
+        Route("GET", "/v1/discovered", lambda r: {"discovered": svc.store.discovered()}, AuthKind.OPERATOR,
               "Unknown MACs seen by DHCP (dhcp.unknown_macs = discover)"),
         Route("GET", "/v1/stats", lambda r: {"counters": svc.counters.snapshot(),
                                              "dhcp_pid": svc.dhcp.pid if svc.dhcp else None,
                                              "dhcp_restarts": svc.dhcp.restarts if svc.dhcp else 0},
-              "operator", "What the boot servers handed out, and the DHCP child's health"),
+              AuthKind.OPERATOR, "What the boot servers handed out, and the DHCP child's health"),
     ]
     # -- agents ---------------------------------------------------------------
     agents = [
-        Route("POST", "/v1/agent/lookup", lambda r: svc.agents.lookup(r.json()), "none",
+        Route("POST", "/v1/agent/lookup", lambda r: svc.agents.lookup(r.json()), AuthKind.NONE,
               "Agent: find my node by MAC and receive this boot's token (once)",
               {"type": "object", "required": ["mac"], "properties": {"mac": {"type": "string"},
                                                                      "boot": {"type": "string"}}}),
         Route("POST", "/v1/agent/inspection", lambda r: svc.agents.report_inspection(r.node, r.json()),
-              "agent", "Agent: report inspection data", {"type": "object", "required": ["inventory"]}),
-        Route("POST", "/v1/agent/heartbeat", lambda r: svc.agents.heartbeat(r.node), "agent",
+              AuthKind.AGENT, "Agent: report inspection data", {"type": "object", "required": ["inventory"]}),
+        Route("POST", "/v1/agent/heartbeat", lambda r: svc.agents.heartbeat(r.node), AuthKind.AGENT,
               "Agent: I am alive; returns pending commands"),
         Route("POST", "/v1/agent/commands/{command}",
-              lambda r: svc.agents.command_result(r.node, r.params["command"], r.json()), "agent",
+              lambda r: svc.agents.command_result(r.node, r.params["command"], r.json()), AuthKind.AGENT,
               "Agent: report a command's status and result"),
     ]
 
@@ -212,9 +213,9 @@ def build_router(svc: Services) -> Router:
         return Response(file=path)
 
     boot = [
-        Route("GET", "/boot/maintenance/{artifact}", artifact, "none",
+        Route("GET", "/boot/maintenance/{artifact}", artifact, AuthKind.NONE,
               "Maintenance image kernel and initramfs"),
-        Route("GET", "/boot/{script}", boot_script, "none",
+        Route("GET", "/boot/{script}", boot_script, AuthKind.NONE,
               "Per-node iPXE script by MAC (aa-bb-cc-dd-ee-ff.ipxe)"),
     ]
     for route in ops + fleet_routes(svc) + guest_routes(svc) + agents + boot:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ..agent.protocol import CommandKind, CommandStatus
 from ..models import Node
 from ..states import Step
 from ..store import Store
@@ -46,7 +47,7 @@ def deploy_progress(store: Store, node_id: int, step: str | None) -> dict[str, A
     """What the agent last said while writing an image: phase, and bytes of total."""
     if step != Step.WRITE_IMAGE.value:
         return None
-    command = store.last_command(node_id, "deploy", status="running")
+    command = store.last_command(node_id, CommandKind.DEPLOY, status=CommandStatus.RUNNING)
     result = (command or {}).get("result")
     return result if isinstance(result, dict) else None
 

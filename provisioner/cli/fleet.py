@@ -12,6 +12,7 @@ from typing import Any
 from ..client import Client
 from ..errors import InvalidInput
 from ..models import validate_name
+from ..statuses import JobStatus, MemberStatus
 from .fetch import fetch
 from .output import print_json, progress_text, size_text as _size, table, tally, timestamp
 
@@ -104,9 +105,9 @@ def _job_rows(job: dict[str, Any]) -> list[list[Any]]:
     rows = []
     for m in job["nodes"]:
         detail = m.get("message") or ""
-        if m["status"] == "running" and m.get("step"):
+        if m["status"] == MemberStatus.RUNNING and m.get("step"):
             detail = m["step"]
-        if m["status"] == "failed":
+        if m["status"] == MemberStatus.FAILED:
             detail = m.get("message") or m.get("last_error") or ""
         took = f"{m['ended_at'] - m['started_at']:.0f}s" if m.get("ended_at") and m.get("started_at") else ""
         rows.append([m["batch"] + 1, m["name"], m["rack"], m["status"], detail,
@@ -135,7 +136,7 @@ def follow(client: Client, job: dict[str, Any], as_json: bool) -> int:
         print()
         table(["batch", "node", "rack", "result", "detail", "transferred", "took"], _job_rows(job))
         print(f"\njob {job['id']} {job['status']}: {tally(job['nodes'])}")
-    return 0 if job["status"] == "done" else 1
+    return 0 if job["status"] == JobStatus.DONE else 1
 
 
 def watch(client: Client, job: dict[str, Any], show: bool) -> dict[str, Any]:
@@ -147,14 +148,14 @@ def watch(client: Client, job: dict[str, Any], show: bool) -> dict[str, Any]:
             line = f"{m['status']} {m.get('step') or ''} {m.get('message') or ''} {progress_text(m.get('progress'))}"
             if show and seen.get(m["name"]) != line:
                 seen[m["name"]] = line
-                if m["status"] == "running":
+                if m["status"] == MemberStatus.RUNNING:
                     what = m.get("step") or m.get("state") or ""  # between its last step and the job's note
                 else:
-                    what = m.get("message") or (m.get("last_error") if m["status"] == "failed" else "") or ""
-                if m["status"] == "running" and m.get("progress"):
+                    what = m.get("message") or (m.get("last_error") if m["status"] == MemberStatus.FAILED else "") or ""
+                if m["status"] == MemberStatus.RUNNING and m.get("progress"):
                     what += ": " + progress_text(m["progress"])
                 print(f"[{time.monotonic() - started:6.1f}s] {m['name']:<16} {m['status']:<8} {what}", flush=True)
-        if job["status"] != "running":
+        if job["status"] != JobStatus.RUNNING:
             break
         time.sleep(1.0)
         job = client.get(f"/v1/jobs/{job['id']}")

@@ -12,6 +12,7 @@ from typing import Any
 from ..client import Client
 from ..errors import InvalidInput
 from ..guests.roles import template_names
+from ..statuses import GuestState, JobStatus
 from .output import print_json, size_text, table, tally, timestamp
 
 
@@ -44,14 +45,14 @@ def follow_deploy(client: Client, job_id: int, as_json: bool) -> int:
                 sent = f" ({size_text(g['bytes'])} of images sent)" if g.get("bytes") else ""
                 print(f"[{time.monotonic() - started:6.1f}s] {g['name']:<16} {g['host']:<14} {g['status']:<8} "
                       f"{g.get('message') or ''}{sent}", flush=True)
-        if job["status"] != "running":
+        if job["status"] != JobStatus.RUNNING:
             break
         time.sleep(1.0)
     if as_json:
         print_json(job)
     else:
         print(f"\ndeploy job {job['id']} {job['status']}: {tally(job['guests'])}")
-    return 0 if job["status"] == "done" else 1
+    return 0 if job["status"] == JobStatus.DONE else 1
 
 
 def cmd_deploy(client: Client, args: argparse.Namespace) -> int:
@@ -125,7 +126,7 @@ def cmd_guest(client: Client, args: argparse.Namespace) -> int:
     end = time.monotonic() + args.timeout
     while not args.no_wait:
         doc = client.get(f"/v1/guests/{name}")
-        if doc["state"] != "resetting":
+        if doc["state"] != GuestState.RESETTING:
             break
         if time.monotonic() > end:
             raise InvalidInput(f"{args.name} is still starting after {args.timeout}s: "
@@ -133,9 +134,9 @@ def cmd_guest(client: Client, args: argparse.Namespace) -> int:
         time.sleep(1.0)
     if args.json:
         print_json(doc)
-    elif doc.get("state") == "ready":
+    elif doc.get("state") == GuestState.READY:
         print(f"{args.name}: ready after {doc['ready_seconds']:.0f}s")
-    elif doc.get("state") == "failed":
+    elif doc.get("state") == GuestState.FAILED:
         print(f"{args.name}: failed: {doc.get('last_error')}")
         return 1
     return 0

@@ -15,6 +15,7 @@ from ..cli.fleet import show_plan, watch
 from ..cli.output import print_json, table
 from ..client import Client
 from ..errors import Conflict, InvalidInput
+from ..statuses import MemberStatus
 from .report import Machine, write_report
 
 CONSOLE_TAIL = 8 * 1024
@@ -73,7 +74,7 @@ def cmd_nightly(client: Client, args: argparse.Namespace) -> int:
             m.rack = member["rack"]
             m.reimage_seconds = round(member["ended_at"] - member["started_at"], 1) \
                 if member.get("ended_at") and member.get("started_at") else None
-            if member["status"] != "done":
+            if member["status"] != MemberStatus.DONE:
                 m.reimage_error = member.get("message") or member.get("last_error") or member["status"]
             if member.get("started_at"):
                 events = client.get(f"/v1/nodes/{_q(m.name)}/events")["events"]

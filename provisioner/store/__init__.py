@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from .. import states
+from ..agent.protocol import CommandKind, CommandStatus
 from ..errors import Conflict, InvalidTransition, NotFound
 from ..models import Node
 from ..states import Event, State, Step
@@ -230,14 +231,14 @@ class Store(ImageRows, JobRows, GuestRows, SqlBase):
         return [_node(r) for r in rows]
 
     # -- agent commands -------------------------------------------------------
-    def add_command(self, node: Node, command_id: str, kind: str,
+    def add_command(self, node: Node, command_id: str, kind: CommandKind,
                     args_sealed: str | None = None) -> dict[str, Any]:
         """Queue a command; its arguments are stored sealed (they may carry credentials)."""
         now = time.time()
         with self._tx() as db:
             db.execute("INSERT INTO commands (id, node_id, kind, status, created_at, updated_at, "
-                       "args_sealed) VALUES (?, ?, ?, 'pending', ?, ?, ?)",
-                       (command_id, node.id, kind, now, now, args_sealed))
+                       "args_sealed) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (command_id, node.id, kind, CommandStatus.PENDING, now, now, args_sealed))
         return self.command(command_id)
 
     def command(self, command_id: str) -> dict[str, Any]:
@@ -249,7 +250,8 @@ class Store(ImageRows, JobRows, GuestRows, SqlBase):
         out["result"] = json.loads(out["result"]) if out["result"] else None
         return out
 
-    def last_command(self, node_id: int, kind: str, status: str = "done") -> dict[str, Any] | None:
+    def last_command(self, node_id: int, kind: CommandKind,
+                     status: CommandStatus = CommandStatus.DONE) -> dict[str, Any] | None:
         """The node's newest command of `kind` in `status` ('running': with its last progress)."""
         rows = self._query("SELECT id FROM commands WHERE node_id = ? AND kind = ? AND status = ? "
                            "ORDER BY updated_at DESC LIMIT 1", (node_id, kind, status))
@@ -257,10 +259,10 @@ class Store(ImageRows, JobRows, GuestRows, SqlBase):
 
     def pending_commands(self, node: Node) -> list[dict[str, Any]]:
         rows = self._query("SELECT id, kind, args_sealed FROM commands WHERE node_id = ? AND status IN "
-                           "('pending', 'sent') ORDER BY created_at", (node.id,))
+                           "(?, ?) ORDER BY created_at", (node.id, CommandStatus.PENDING, CommandStatus.SENT))
         return [dict(r) for r in rows]
 
-    def set_command_status(self, command_id: str, status: str, result: Any = None) -> None:
+    def set_command_status(self, command_id: str, status: CommandStatus, result: Any = None) -> None:
         with self._tx() as db:
             db.execute("UPDATE commands SET status = ?, result = ?, updated_at = ? WHERE id = ?",
                        (status, json.dumps(result) if result is not None else None, time.time(),

@@ -9,10 +9,8 @@ import time
 from typing import Any
 
 from ..errors import Conflict, NotFound
+from ..statuses import GuestState, JobKind, JobStatus, MemberStatus, PlanAction
 from .base import SqlBase
-
-GUEST_BUSY = ("pending", "creating", "removing", "resetting")
-
 
 def _guest(row: Any) -> dict[str, Any]:
     doc = dict(row)
@@ -100,34 +98,37 @@ class GuestRows(SqlBase):
         row is written (or marked) in the same transaction, so the plan is all or nothing."""
         now = time.time()
         with self._tx() as db:
-            running = db.execute("SELECT id FROM jobs WHERE kind = 'deploy' AND status = 'running'").fetchone()
+            running = db.execute("SELECT id FROM jobs WHERE kind = ? AND status = ?",
+                                 (JobKind.DEPLOY, JobStatus.RUNNING)).fetchone()
             if running is not None:
                 raise Conflict(f"deploy job {running[0]} is still running: wait for it "
                                "('provisioner job') or stop it ('provisioner reimage --abort')")
             cur = db.execute("INSERT INTO jobs (kind, target, options, status, created_at, updated_at) "
-                             "VALUES ('deploy', ?, ?, 'running', ?, ?)",
-                             (source, json.dumps(options, sort_keys=True), now, now))
+                             "VALUES (?, ?, ?, ?, ?, ?)",
+                             (JobKind.DEPLOY, source, json.dumps(options, sort_keys=True), JobStatus.RUNNING, now, now))
             job_id = int(cur.lastrowid or 0)
             for e in entries:
                 db.execute("INSERT INTO job_guests (job_id, guest, action, batch, host, spec, status) "
-                           "VALUES (?, ?, ?, ?, ?, ?, 'pending')",
-                           (job_id, e["guest"], e["action"], e["batch"], e["host"], json.dumps(e["spec"])))
-                if e["action"] == "remove":
-                    db.execute("UPDATE guests SET state = 'removing', job_id = ?, updated_at = ? WHERE name = ?",
-                               (job_id, now, e["guest"]))
+                           "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           (job_id, e["guest"], e["action"], e["batch"], e["host"], json.dumps(e["spec"]),
+                            MemberStatus.PENDING))
+                if e["action"] == PlanAction.REMOVE:
+                    db.execute("UPDATE guests SET state = ?, job_id = ?, updated_at = ? WHERE name = ?",
+                               (GuestState.REMOVING, job_id, now, e["guest"]))
                     continue
                 g = e["spec"]["guest"]
                 db.execute(
                     "INSERT INTO guests (name, role, idx, host, cores, memory_mib, upgrade_domain, state, job_id, "
-                    "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?) "
-                    "ON CONFLICT (name) DO UPDATE SET state = 'pending', job_id = excluded.job_id, "
+                    "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (name) DO UPDATE SET state = excluded.state, job_id = excluded.job_id, "
                     "updated_at = excluded.updated_at",
                     (g["name"], g["role"], g["index"], g["host"], json.dumps(g["cores"]), g["memory_mib"],
-                     g["upgrade_domain"], job_id, now, now))
+                     g["upgrade_domain"], GuestState.PENDING, job_id, now, now))
         return job_id
 
     def job_guests(self, job_id: int) -> list[dict[str, Any]]:
-        rows = self._query("SELECT guest, action, batch, host, spec, status, message, bytes, started_at, ended_at "
+        rows = self._query("SELECT guest, action, batch, host, spec, status, step, message, bytes, started_at, "
+                           "ended_at "
                            "FROM job_guests WHERE job_id = ? ORDER BY batch, guest", (job_id,))
         out = []
         for r in rows:
@@ -135,15 +136,3 @@ class GuestRows(SqlBase):
             doc["spec"] = json.loads(doc["spec"])
             out.append(doc)
         return out
-
-    def set_job_guest(self, job_id: int, guest: str, status: str, message: str | None = None,
-                      transferred: int | None = None) -> None:
-        now = time.time()
-        with self._tx() as db:
-            db.execute(
-                "UPDATE job_guests SET status = ?, message = COALESCE(?, message), bytes = COALESCE(?, bytes), "
-                "started_at = CASE WHEN ? = 'running' AND started_at IS NULL THEN ? ELSE started_at END, "
-                "ended_at = CASE WHEN ? IN ('done', 'failed', 'skipped') THEN ? ELSE ended_at END "
-                "WHERE job_id = ? AND guest = ?",
-                (status, message, transferred, status, now, status, now, job_id, guest))
-            db.execute("UPDATE jobs SET updated_at = ? WHERE id = ?", (now, job_id))

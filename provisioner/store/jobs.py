@@ -9,13 +9,11 @@ from typing import Any
 
 from ..errors import NodeBusy, NotFound
 from ..states import IN_PROGRESS
+from ..statuses import MEMBER_ENDED, JobKind, JobStatus, MemberStatus, MemberStep
 from .base import SqlBase
 
-JOB_ENDED = ("done", "failed", "aborted", "stopped")
-
-
 class JobRows(SqlBase):
-    def create_job(self, kind: str, target: str, options: dict[str, Any],
+    def create_job(self, kind: JobKind, target: str, options: dict[str, Any],
                    members: list[tuple[int, int]]) -> int:
         """Create a job over (node id, batch) pairs and claim the nodes, all or none."""
         now = time.time()
@@ -30,12 +28,12 @@ class JobRows(SqlBase):
                 if row["state"] in busy_states:
                     raise NodeBusy(node=row["name"], what=f"it is {row['state']}")
             cur = db.execute("INSERT INTO jobs (kind, target, options, status, created_at, updated_at) "
-                             "VALUES (?, ?, ?, 'running', ?, ?)",
-                             (kind, target, json.dumps(options, sort_keys=True), now, now))
+                             "VALUES (?, ?, ?, ?, ?, ?)",
+                             (kind, target, json.dumps(options, sort_keys=True), JobStatus.RUNNING, now, now))
             job_id = int(cur.lastrowid or 0)
             for node_id, batch in members:
-                db.execute("INSERT INTO job_nodes (job_id, node_id, batch, status) VALUES (?, ?, ?, 'pending')",
-                           (job_id, node_id, batch))
+                db.execute("INSERT INTO job_nodes (job_id, node_id, batch, status) VALUES (?, ?, ?, ?)",
+                           (job_id, node_id, batch, MemberStatus.PENDING))
                 db.execute("UPDATE nodes SET job_id = ? WHERE id = ?", (job_id, node_id))
         return job_id
 
@@ -58,38 +56,44 @@ class JobRows(SqlBase):
         doc["guests"] = [dict(r) for r in guests]
         return doc
 
-    def jobs(self, running_only: bool = False, kind: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-        where = ["status = 'running'"] if running_only else []
+    def jobs(self, running_only: bool = False, kind: tuple[JobKind, ...] = ()) -> list[dict[str, Any]]:
+        where: list[str] = ["status = ?"] if running_only else []
+        args: list[str] = [JobStatus.RUNNING] if running_only else []
         if kind:
             where.append(f"kind IN ({', '.join('?' * len(kind))})")
+            args += kind
         sql = "SELECT id FROM jobs" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id"
-        rows = self._query(sql, kind)
+        rows = self._query(sql, tuple(args))
         return [self.job(int(r[0])) for r in rows]
 
-    def set_job_node(self, job_id: int, node_id: int, status: str, message: str | None = None,
-                     transferred: int | None = None) -> None:
+    def set_job_member(self, job_id: int, member: int | str, status: MemberStatus, message: str | None = None,
+                       transferred: int | None = None, step: MemberStep | None = None) -> None:
+        """One member of a job: a node (by id) of a reimage or rollback, or a guest (by
+        name) of a deploy. Its start and end times follow its status."""
+        table, key = ("job_nodes", "node_id") if isinstance(member, int) else ("job_guests", "guest")
         now = time.time()
+        started = now if status == MemberStatus.RUNNING else None
+        ended = now if status in MEMBER_ENDED else None
         with self._tx() as db:
             db.execute(
-                "UPDATE job_nodes SET status = ?, message = COALESCE(?, message), bytes = COALESCE(?, bytes), "
-                "started_at = CASE WHEN ? = 'running' AND started_at IS NULL THEN ? ELSE started_at END, "
-                "ended_at = CASE WHEN ? IN ('done', 'failed', 'skipped') THEN ? ELSE ended_at END "
-                "WHERE job_id = ? AND node_id = ?",
-                (status, message, transferred, status, now, status, now, job_id, node_id))
+                f"UPDATE {table} SET status = ?, message = COALESCE(?, message), bytes = COALESCE(?, bytes), "
+                "step = ?, started_at = COALESCE(started_at, ?), ended_at = COALESCE(?, ended_at) "
+                f"WHERE job_id = ? AND {key} = ?",
+                (status, message, transferred, step, started, ended, job_id, member))
             db.execute("UPDATE jobs SET updated_at = ? WHERE id = ?", (now, job_id))
 
     def request_abort(self, job_id: int) -> None:
         with self._tx() as db:
-            db.execute("UPDATE jobs SET abort = 1, updated_at = ? WHERE id = ? AND status = 'running'",
-                       (time.time(), job_id))
+            db.execute("UPDATE jobs SET abort = 1, updated_at = ? WHERE id = ? AND status = ?",
+                       (time.time(), job_id, JobStatus.RUNNING))
 
-    def end_job(self, job_id: int, status: str) -> None:
+    def end_job(self, job_id: int, status: JobStatus) -> None:
         """Close the job and release its nodes."""
         now = time.time()
         with self._tx() as db:
             for table in ("job_nodes", "job_guests"):
-                db.execute(f"UPDATE {table} SET status = 'skipped', ended_at = ? "
-                           "WHERE job_id = ? AND status = 'pending'", (now, job_id))
+                db.execute(f"UPDATE {table} SET status = ?, ended_at = ? WHERE job_id = ? AND status = ?",
+                           (MemberStatus.SKIPPED, now, job_id, MemberStatus.PENDING))
             db.execute("UPDATE jobs SET status = ?, updated_at = ?, ended_at = ? WHERE id = ?",
                        (status, now, now, job_id))
             db.execute("UPDATE nodes SET job_id = NULL WHERE job_id = ?", (job_id,))

@@ -161,4 +161,8 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (job_id, guest)
     );
     """,
+    """
+    ALTER TABLE job_nodes ADD COLUMN step TEXT;
+    ALTER TABLE job_guests ADD COLUMN step TEXT;
+    """,
 )

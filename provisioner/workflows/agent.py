@@ -11,6 +11,7 @@ import json
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from ..agent.protocol import REPORTED, CommandKind, CommandStatus
 from ..errors import Conflict, InvalidInput, NotFound, Unauthorized
 from ..models import Node, normalize_mac
 from ..states import Event, State, Step
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 
 LOG = logging.getLogger(__name__)
 
-COMMANDS = ("poweroff", "reboot")
+COMMANDS = (CommandKind.POWEROFF, CommandKind.REBOOT)  # what an operator may queue
 _INVENTORY_KEYS = {"cpu": dict, "memory": dict, "disks": list, "nics": list, "dmi": dict, "firmware": str}
 
 
@@ -106,7 +107,7 @@ class AgentService:
         self.store.update_node(node.id, agent_last_seen=self.c.clock())
         pending = []
         for cmd in self.store.pending_commands(node):
-            self.store.set_command_status(cmd["id"], "sent")
+            self.store.set_command_status(cmd["id"], CommandStatus.SENT)
             sealed = cmd.pop("args_sealed", None)
             if sealed:
                 cmd["args"] = json.loads(self.c.box.open(sealed).reveal())
@@ -117,23 +118,26 @@ class AgentService:
         cmd = self.store.command(command_id)
         if cmd["node_id"] != node.id:
             raise NotFound(f"no command {command_id!r} for node {node.name}")
-        status = body.get("status")
-        if status not in ("running", "done", "failed"):
-            raise InvalidInput("status must be running, done or failed")
-        if cmd["status"] == "superseded":
+        try:
+            status = CommandStatus(str(body.get("status")))
+        except ValueError:
+            status = CommandStatus.PENDING  # not one an agent may report: refused below
+        if status not in REPORTED:
+            raise InvalidInput(f"status must be {', '.join(REPORTED)}")
+        if cmd["status"] == CommandStatus.SUPERSEDED:
             return cmd
         raw = body.get("result")
         result: dict[str, Any] = raw if isinstance(raw, dict) else {}
-        if status != "running" or cmd["status"] != "running":
+        if status != CommandStatus.RUNNING or cmd["status"] != CommandStatus.RUNNING:
             self.store.record_event(node, "command", f"agent: {cmd['kind']} {command_id} {status}"
-                                    + (f": {result.get('error')}" if status == "failed" else ""))
+                                    + (f": {result.get('error')}" if status == CommandStatus.FAILED else ""))
         self.store.set_command_status(command_id, status, result)
-        if cmd["kind"] == "deploy" and self.deploy is not None:
+        if cmd["kind"] == CommandKind.DEPLOY and self.deploy is not None:
             node = self.store.get_node(str(node.id))
-            if status == "running":
+            if status == CommandStatus.RUNNING:
                 self.deploy.progress(node, result)
             else:
-                self.deploy.written(node, status == "done", result)
+                self.deploy.written(node, status == CommandStatus.DONE, result)
         return self.store.command(command_id)
 
     # -- the host agent -------------------------------------------------------
@@ -156,9 +160,10 @@ class AgentService:
             self.deploy.host_reported(node, facts)
         return {"heartbeat_interval": self.c.settings.agent_host_heartbeat_interval}
 
-    def queue_command(self, node: Node, kind: str) -> dict[str, Any]:
-        if kind not in COMMANDS:
-            raise InvalidInput(f"unknown agent command {kind!r}: use one of {', '.join(COMMANDS)}")
+    def queue_command(self, node: Node, name: str) -> dict[str, Any]:
+        kind = next((c for c in COMMANDS if c == name), None)
+        if kind is None:
+            raise InvalidInput(f"unknown agent command {name!r}: use one of {', '.join(COMMANDS)}")
         if node.state not in (State.INSPECTING, State.READY) or not self.store.token_hash(node.id):
             raise Conflict(f"node {node.name} has no agent running")
         command = self.store.add_command(node, str(uuid.uuid4()), kind)

@@ -12,6 +12,7 @@ import time
 import uuid
 from typing import Any
 
+from ..agent.protocol import CommandKind, CommandStatus
 from ..errors import InvalidTransition, PowerError
 from ..images import Catalog, Image
 from ..models import BootDevice, Node, PowerAction
@@ -115,8 +116,8 @@ class DeployFlow:
             "kernel_args": self.c.settings.boot_kernel_args,
         }
         for old in self.c.store.pending_commands(node):
-            self.c.store.set_command_status(old["id"], "superseded")
-        command = self.c.store.add_command(node, str(uuid.uuid4()), "deploy", self.c.box.seal(Secret(json.dumps(args))))
+            self.c.store.set_command_status(old["id"], CommandStatus.SUPERSEDED)
+        command = self.c.store.add_command(node, str(uuid.uuid4()), CommandKind.DEPLOY, self.c.box.seal(Secret(json.dumps(args))))
         self.c.store.update_node(node.id, host_token_hash=hash_token(host_token), host_key=host_key_pub)
         self.c.store.set_step(node, Step.WRITE_IMAGE, self._deadline(Step.WRITE_IMAGE),
                               expect_state=State.DEPLOYING,

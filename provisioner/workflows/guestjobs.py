@@ -21,12 +21,12 @@ from ..errors import HostError, ProvisionerError
 from ..guests.placement import Guest
 from ..hypervisor.domains import GuestHost, ImageRef
 from ..images import Catalog
+from ..statuses import MEMBER_ENDED, GuestState, JobKind, JobStatus, MemberStatus, MemberStep, PlanAction
 from ..store import Store
 from .guesthosts import HostLinks, host_records
 
 LOG = logging.getLogger(__name__)
 REMOVE_BATCH, ADD_BATCH, FIRST_ROLL_BATCH = 0, 1, 2
-BOOTING = "booting"  # a job guest's message once its domain is defined and started
 
 
 def _reason(exc: Exception) -> str:
@@ -57,7 +57,7 @@ class GuestJobs:
         thread.start()
 
     def resume(self) -> None:
-        for job in self.store.jobs(running_only=True, kind=("deploy",)):
+        for job in self.store.jobs(running_only=True, kind=(JobKind.DEPLOY,)):
             LOG.info("deploy job %d: carried on after a daemon restart", job["id"])
             self.start(int(job["id"]))
 
@@ -67,19 +67,19 @@ class GuestJobs:
             status = self._batches(job_id)
         except Exception:
             LOG.exception("deploy job %d crashed", job_id)
-            status = "failed"
+            status = JobStatus.FAILED
         self._settle(job_id)
         self.store.end_job(job_id, status)
         LOG.info("deploy job %d: %s", job_id, status)
 
-    def _batches(self, job_id: int) -> str:
+    def _batches(self, job_id: int) -> JobStatus:
         entries = self.store.job_guests(job_id)
         batches = sorted({e["batch"] for e in entries})
         for batch in batches:
             if self.store.job(job_id)["abort"]:
                 self._skip(job_id, "job aborted")
-                return "aborted"
-            todo = [e for e in entries if e["batch"] == batch and e["status"] in ("pending", "running")]
+                return JobStatus.ABORTED
+            todo = [e for e in entries if e["batch"] == batch and e["status"] not in MEMBER_ENDED]
             by_host: dict[str, list[dict[str, Any]]] = {}
             for e in todo:
                 by_host.setdefault(e["host"], []).append(e)
@@ -87,24 +87,24 @@ class GuestJobs:
                     as pool:
                 list(pool.map(lambda item: self._host(job_id, item[0], item[1]), by_host.items()))
             entries = self.store.job_guests(job_id)
-            failed = [e["guest"] for e in entries if e["batch"] == batch and e["status"] == "failed"]
+            failed = [e["guest"] for e in entries if e["batch"] == batch and e["status"] == MemberStatus.FAILED]
             if failed:
                 self._skip(job_id, f"not started: {', '.join(failed)} failed in the batch before")
-                return "failed"
-        return "done"
+                return JobStatus.FAILED
+        return JobStatus.DONE
 
     def _skip(self, job_id: int, why: str) -> None:
         for e in self.store.job_guests(job_id):
-            if e["status"] == "pending":
-                self.store.set_job_guest(job_id, e["guest"], "skipped", why)
+            if e["status"] == MemberStatus.PENDING:
+                self.store.set_job_member(job_id, e["guest"], MemberStatus.SKIPPED, why)
 
     def _settle(self, job_id: int) -> None:
         """No guest stays busy once the job ends: one whose step never ran is as it was
         before the job; one caught mid-step by a crash is failed (the next deploy repairs it)."""
         for e in self.store.job_guests(job_id):
-            if e["status"] == "running":
+            if e["status"] == MemberStatus.RUNNING:
                 self._fail(job_id, e, "the deploy job stopped during this step (see the daemon's log)")
-            elif e["status"] in ("pending", "skipped"):
+            elif e["status"] in (MemberStatus.PENDING, MemberStatus.SKIPPED):
                 was = e["spec"].get("was")
                 if was is None:
                     self.store.delete_guest(e["guest"])
@@ -125,18 +125,19 @@ class GuestJobs:
         try:
             started = []
             for e in entries:
-                if e["status"] == "running" and e["message"] == BOOTING:
+                if e["status"] == MemberStatus.RUNNING and e["step"] == MemberStep.STARTED:
                     started.append(e)  # made and started before a daemon restart: only wait for it
                     continue
-                self.store.set_job_guest(job_id, e["guest"], "running", e["action"])
+                self.store.set_job_member(job_id, e["guest"], MemberStatus.RUNNING, e["action"])
                 try:
-                    if e["action"] == "remove":
+                    if e["action"] == PlanAction.REMOVE:
                         gh.delete(e["guest"])
                         self.store.delete_guest(e["guest"])
-                        self.store.set_job_guest(job_id, e["guest"], "done", f"removed from {host_name}")
+                        self.store.set_job_member(job_id, e["guest"], MemberStatus.DONE, f"removed from {host_name}")
                         continue
                     sent = self._create(job_id, gh, host_name, e)
-                    self.store.set_job_guest(job_id, e["guest"], "running", BOOTING, sent)
+                    self.store.set_job_member(job_id, e["guest"], MemberStatus.RUNNING, "booting", sent,
+                                              step=MemberStep.STARTED)
                     started.append(e)
                 except Exception as exc:  # noqa: BLE001 - one guest's failure is not its host's
                     self._fail(job_id, e, _reason(exc))
@@ -146,8 +147,10 @@ class GuestJobs:
                 except Exception as exc:  # noqa: BLE001
                     self._fail(job_id, e, _reason(exc))
                     continue
-                self.store.set_guest(e["guest"], state="ready", ready_seconds=round(seconds, 1), last_error=None)
-                self.store.set_job_guest(job_id, e["guest"], "done", f"ready on {host_name} in {seconds:.0f}s")
+                self.store.set_guest(e["guest"], state=GuestState.READY, ready_seconds=round(seconds, 1),
+                                     last_error=None)
+                self.store.set_job_member(job_id, e["guest"], MemberStatus.DONE,
+                                          f"ready on {host_name} in {seconds:.0f}s")
                 LOG.info("guest %s: ready on %s after %.1fs", e["guest"], host_name, seconds)
         finally:
             gh.conn.close()
@@ -165,7 +168,7 @@ class GuestJobs:
                 finally:
                     old.conn.close()
         gh.delete(guest.name, keep_console=True)  # whatever a failed or interrupted attempt left
-        self.store.set_guest(guest.name, state="creating", host=guest.host, cores=guest.cores,
+        self.store.set_guest(guest.name, state=GuestState.CREATING, host=guest.host, cores=guest.cores,
                              memory_mib=guest.memory_mib, upgrade_domain=guest.upgrade_domain,
                              base_sha256=spec["base"]["sha256"], app_sha256=(spec.get("app") or {}).get("sha256"),
                              spec_sha256=spec["spec_sha256"], job_id=job_id, last_error=None)
@@ -188,5 +191,5 @@ class GuestJobs:
 
     def _fail(self, job_id: int, e: dict[str, Any], why: str) -> None:
         LOG.warning("guest %s: %s failed: %s", e["guest"], e["action"], why)
-        self.store.set_job_guest(job_id, e["guest"], "failed", why)
-        self.store.set_guest(e["guest"], state="failed", last_error=why)
+        self.store.set_job_member(job_id, e["guest"], MemberStatus.FAILED, why)
+        self.store.set_guest(e["guest"], state=GuestState.FAILED, last_error=why)

@@ -23,8 +23,8 @@ from ..guests.render import config_files
 from ..guests.roles import Role, parse_roles
 from ..hypervisor.domains import list_guests
 from ..images import Catalog
+from ..statuses import GUEST_BUSY, GuestState, JobKind, PlanAction
 from ..store import Store
-from ..store.guests import GUEST_BUSY
 from .guesthosts import HostLinks, HostRecord, find_host, host_records, register_host
 from .guestjobs import ADD_BATCH, FIRST_ROLL_BATCH, REMOVE_BATCH, GuestJobs, guest_of
 
@@ -71,7 +71,7 @@ class GuestService:
         """Remove from a host's pool every base no guest there uses; never one in use,
         nor one a running deploy job is about to use."""
         host = find_host(self.store, name)
-        pending = {e["spec"][k]["sha256"] for j in self.store.jobs(running_only=True, kind=("deploy",))
+        pending = {e["spec"][k]["sha256"] for j in self.store.jobs(running_only=True, kind=(JobKind.DEPLOY,))
                    for e in self.store.job_guests(int(j["id"])) for k in ("base", "app") if e["spec"].get(k)}
         gh = self.links.guest_host(host)
         try:
@@ -167,7 +167,7 @@ class GuestService:
         entries: list[dict[str, Any]] = []
         removed = {g.name for g in plan.remove}
         for g in plan.remove:
-            entries.append({"guest": g.name, "action": "remove", "batch": REMOVE_BATCH, "host": g.host,
+            entries.append({"guest": g.name, "action": PlanAction.REMOVE, "batch": REMOVE_BATCH, "host": g.host,
                             "spec": {"guest": asdict(g), "was": rows[g.name]["state"]}})
         for placed in plan.keep + plan.add:
             role = by_role[placed.role]
@@ -180,23 +180,23 @@ class GuestService:
                     "spec_sha256": _spec_sha(base, app, files, g), "was": None, "old_host": None}
             row = rows.get(g.name)
             if row is None or g.name in removed:
-                action, batch = "add", ADD_BATCH
+                action, batch = PlanAction.ADD, ADD_BATCH
                 if g.name in removed:  # its host is gone: made again elsewhere
                     entries[:] = [e for e in entries if e["guest"] != g.name]
                     spec["old_host"] = rows[g.name]["host"]
-                    action, spec["was"] = "roll", rows[g.name]["state"]
+                    action, spec["was"] = PlanAction.ROLL, rows[g.name]["state"]
             elif g.name in moved:
-                action, batch = "roll", FIRST_ROLL_BATCH + g.upgrade_domain
+                action, batch = PlanAction.ROLL, FIRST_ROLL_BATCH + g.upgrade_domain
                 spec.update(old_host=row["host"], was=row["state"])
-            elif row["state"] != "ready" or (observed is not None and row["host"] in observed
+            elif row["state"] != GuestState.READY or (observed is not None and row["host"] in observed
                                              and g.name not in observed[row["host"]]):
-                action, batch = "repair", ADD_BATCH
+                action, batch = PlanAction.REPAIR, ADD_BATCH
                 spec["was"] = row["state"]
             elif row["spec_sha256"] != spec["spec_sha256"]:
-                action, batch = "roll", FIRST_ROLL_BATCH + g.upgrade_domain
+                action, batch = PlanAction.ROLL, FIRST_ROLL_BATCH + g.upgrade_domain
                 spec["was"] = row["state"]
             else:
-                action, batch = "keep", -1
+                action, batch = PlanAction.KEEP, -1
             entries.append({"guest": g.name, "action": action, "batch": batch, "host": g.host, "spec": spec})
         return {"hosts": [h.doc() for h in hosts], "entries": entries}
 
@@ -213,7 +213,7 @@ class GuestService:
         for g in guests:
             counts[g["action"]] = counts.get(g["action"], 0) + 1
         return {"hosts": plan["hosts"], "guests": guests, "counts": counts, "dry_run": dry_run,
-                "changes": any(g["action"] != "keep" for g in guests)}
+                "changes": any(g["action"] != PlanAction.KEEP for g in guests)}
 
     def deploy(self, body: dict[str, Any]) -> dict[str, Any]:
         observed = self.survey({g["host"] for g in self.store.guests()})
@@ -221,7 +221,7 @@ class GuestService:
         doc = self.plan_doc(plan, bool(body.get("dry_run")))
         if body.get("dry_run"):
             return doc
-        work = [e for e in plan["entries"] if e["action"] != "keep"]
+        work = [e for e in plan["entries"] if e["action"] != PlanAction.KEEP]
         if not work:
             doc["job"] = None
             return doc
@@ -229,7 +229,7 @@ class GuestService:
         # Every host the plan touches must answer with its recorded key before anything
         # is created; the survey has already reached those that run guests.
         self.survey(touched - set(observed))
-        job_id = self.store.create_deploy_job(str(body.get("source") or "roles file"), {"kind": "deploy"}, work)
+        job_id = self.store.create_deploy_job(str(body.get("source") or "roles file"), {"kind": JobKind.DEPLOY}, work)
         LOG.info("deploy job %d: %s", job_id, ", ".join(f"{e['action']} {e['guest']}" for e in work))
         self.jobs.start(job_id)
         doc["job"] = job_id
@@ -265,20 +265,20 @@ class GuestService:
             gh.reset(name)
         except ProvisionerError as exc:
             gh.conn.close()
-            self.store.set_guest(name, state="failed", last_error=f"reset: {exc}")
+            self.store.set_guest(name, state=GuestState.FAILED, last_error=f"reset: {exc}")
             raise
-        self.store.set_guest(name, state="resetting", last_error=None)
+        self.store.set_guest(name, state=GuestState.RESETTING, last_error=None)
         threading.Thread(target=self._await_ready, args=(gh, name), name=f"reset-{name}", daemon=True).start()
         LOG.info("guest %s: overlay discarded, started again on its pristine base", name)
-        return {"reset": name, "host": row["host"], "state": "resetting"}
+        return {"reset": name, "host": row["host"], "state": GuestState.RESETTING}
 
     def _await_ready(self, gh: Any, name: str) -> None:
         try:
             seconds = gh.wait_ready(name, timeout=self.settings.guests_ready_timeout)
-            self.store.set_guest(name, state="ready", ready_seconds=round(seconds, 1), last_error=None)
+            self.store.set_guest(name, state=GuestState.READY, ready_seconds=round(seconds, 1), last_error=None)
             LOG.info("guest %s: ready after its reset (%.1fs)", name, seconds)
         except ProvisionerError as exc:
-            self.store.set_guest(name, state="failed", last_error=f"reset: {exc}")
+            self.store.set_guest(name, state=GuestState.FAILED, last_error=f"reset: {exc}")
         finally:
             gh.conn.close()
 

@@ -13,9 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from ..agent.protocol import CommandKind
 from ..errors import Conflict, InvalidInput, NotFound, ProvisionerError
 from ..images import Catalog, Image
 from ..models import Node
+from ..statuses import MEMBER_ENDED, JobKind, JobStatus, MemberStatus
 from ..states import DEPLOYABLE, State
 from .deploy import DeployFlow
 from .engine import Conductor
@@ -45,7 +47,7 @@ def parse_limit(text: str | int | None, total: int, default: int, what: str) -> 
 
 @dataclass(frozen=True)
 class Plan:
-    kind: str
+    kind: JobKind
     target: str
     image: Image | None
     batches: list[list[Node]]
@@ -77,14 +79,14 @@ class JobRunner:
         names = sorted(n.name for n in rack_nodes)
         return names.index(node.name) % max(1, self.c.settings.reimage_upgrade_domains)
 
-    def plan(self, kind: str, target: str, image_ref: str | None = None, *, max_parallel: Any = None,
+    def plan(self, kind: JobKind, target: str, image_ref: str | None = None, *, max_parallel: Any = None,
              max_unavailable: Any = None, max_failures: Any = None, to_previous: bool = False) -> Plan:
         nodes = resolve_target(self.c, target)
         wrong = [f"{n.name} ({n.state})" for n in nodes if n.state not in DEPLOYABLE]
         if wrong:
             raise Conflict(f"cannot {kind} {', '.join(wrong)}: a node must be ready, active or deploy-failed")
         image: Image | None = None
-        if kind == "reimage":
+        if kind == JobKind.REIMAGE:
             if image_ref:
                 image = self.catalog.resolve(image_ref)
             else:
@@ -126,7 +128,7 @@ class JobRunner:
         return job_id
 
     def resume(self) -> None:
-        for job in self.c.store.jobs(running_only=True, kind=("reimage", "rollback")):
+        for job in self.c.store.jobs(running_only=True, kind=(JobKind.REIMAGE, JobKind.ROLLBACK)):
             LOG.info("job %d: resuming after a daemon restart", job["id"])
             self._spawn(int(job["id"]))
 
@@ -149,11 +151,11 @@ class JobRunner:
             status = self._batches(job_id)
         except Exception:
             LOG.exception("job %d crashed", job_id)
-            status = "failed"
+            status = JobStatus.FAILED
         self.c.store.end_job(job_id, status)
         LOG.info("job %d: %s", job_id, status)
 
-    def _batches(self, job_id: int) -> str:
+    def _batches(self, job_id: int) -> JobStatus:
         job = self.c.store.job(job_id)
         options = job["options"]
         by_batch: dict[int, list[dict[str, Any]]] = {}
@@ -162,37 +164,37 @@ class JobRunner:
         for batch in sorted(by_batch):
             if self.c.store.job(job_id)["abort"]:
                 self._skip_rest(job_id, "job aborted")
-                return "aborted"
+                return JobStatus.ABORTED
             members = by_batch[batch]
             with ThreadPoolExecutor(max_workers=max(1, int(options["max_parallel"])),
                                     thread_name_prefix=f"job-{job_id}") as pool:
                 outcomes = list(pool.map(lambda m: self._one(job_id, m, options), members))
-            failed = outcomes.count("failed")
+            failed = outcomes.count(MemberStatus.FAILED)
             if failed > int(options["max_failures"]):
                 LOG.warning("job %d: batch %d had %d failures (threshold %s): stopping", job_id, batch, failed,
                             options["max_failures"])
                 self._skip_rest(job_id, f"not started: batch {batch + 1} had {failed} failures")
-                return "stopped" if batch != max(by_batch) else "failed"
+                return JobStatus.STOPPED if batch != max(by_batch) else JobStatus.FAILED
         final = [m["status"] for m in self.c.store.job(job_id)["nodes"]]
-        return "done" if all(s == "done" for s in final) else "failed"
+        return JobStatus.DONE if all(s == MemberStatus.DONE for s in final) else JobStatus.FAILED
 
     def _skip_rest(self, job_id: int, why: str) -> None:
         for member in self.c.store.job(job_id)["nodes"]:
-            if member["status"] == "pending":
-                self.c.store.set_job_node(job_id, int(member["node_id"]), "skipped", why)
+            if member["status"] == MemberStatus.PENDING:
+                self.c.store.set_job_member(job_id, int(member["node_id"]), MemberStatus.SKIPPED, why)
 
-    def _one(self, job_id: int, member: dict[str, Any], options: dict[str, Any]) -> str:
+    def _one(self, job_id: int, member: dict[str, Any], options: dict[str, Any]) -> MemberStatus:
         node_id = int(member["node_id"])
-        if member["status"] in ("done", "failed", "skipped"):
-            return str(member["status"])
+        if member["status"] in MEMBER_ENDED:
+            return MemberStatus(member["status"])
         node = self.c.store.get_node(str(node_id))
         # Pending but deploying: the daemon died between starting it and noting that.
-        if member["status"] == "pending" and node.state != State.DEPLOYING:
+        if member["status"] == MemberStatus.PENDING and node.state != State.DEPLOYING:
             if self.c.store.job(job_id)["abort"]:
-                self.c.store.set_job_node(job_id, node_id, "skipped", "job aborted")
-                return "skipped"
+                self.c.store.set_job_member(job_id, node_id, MemberStatus.SKIPPED, "job aborted")
+                return MemberStatus.SKIPPED
             try:
-                if options["kind"] == "rollback":
+                if options["kind"] == JobKind.ROLLBACK:
                     sha = node.previous_image_sha256 if options["to_previous"] else node.image_sha256
                     image = self.catalog.image_by_sha(str(sha))
                     why = "rollback to previous" if options["to_previous"] else "rollback"
@@ -200,10 +202,10 @@ class JobRunner:
                 else:
                     image = self.catalog.image_by_sha(str(options["image_sha256"]))
                     self.deploy.start(node, image, job=job_id, why="reimage")
-                self.c.store.set_job_node(job_id, node_id, "running", f"{options['kind']} started")
+                self.c.store.set_job_member(job_id, node_id, MemberStatus.RUNNING, f"{options['kind']} started")
             except ProvisionerError as exc:
-                self.c.store.set_job_node(job_id, node_id, "failed", str(exc))
-                return "failed"
+                self.c.store.set_job_member(job_id, node_id, MemberStatus.FAILED, str(exc))
+                return MemberStatus.FAILED
         # Running (now or before a restart): wait for the node to leave deploying.
         while True:
             node = self.c.store.get_node(str(node_id))
@@ -212,14 +214,14 @@ class JobRunner:
             time.sleep(self.poll)
         if node.state == State.ACTIVE:
             transferred = self._transferred(node)
-            self.c.store.set_job_node(job_id, node_id, "done", "active", transferred)
-            return "done"
-        self.c.store.set_job_node(job_id, node_id, "failed", node.last_error or f"ended {node.state}")
-        return "failed"
+            self.c.store.set_job_member(job_id, node_id, MemberStatus.DONE, "active", transferred)
+            return MemberStatus.DONE
+        self.c.store.set_job_member(job_id, node_id, MemberStatus.FAILED, node.last_error or f"ended {node.state}")
+        return MemberStatus.FAILED
 
     def _transferred(self, node: Node) -> int | None:
         """Image bytes the node's last deploy command received, as its agent reported."""
-        command = self.c.store.last_command(node.id, "deploy")
+        command = self.c.store.last_command(node.id, CommandKind.DEPLOY)
         result = (command or {}).get("result") or {}
         value = result.get("transferred_bytes")
         return int(value) if isinstance(value, int) else None
