@@ -1,13 +1,19 @@
-"""Secrets: a string type that never prints, and at-rest encryption of BMC passwords."""
+"""Secrets: a string type that never prints, at-rest encryption of BMC passwords, and the
+hash under which agents' tokens are stored (never the tokens themselves)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
 from .errors import ConfigError
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 class Secret:

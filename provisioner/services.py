@@ -88,8 +88,7 @@ class Services:
 
         catalog = Catalog(settings.data_dir / "images", store)
         deploy = DeployFlow(conductor, catalog)
-        agents = AgentService(conductor)
-        agents.deploy = deploy
+        agents = AgentService(conductor, deploy)
         svc = cls(settings=settings, store=store, box=box, conductor=conductor, inspection=inspection,
                   enroll=EnrollService(conductor, inspection, nodes_changed),
                   agents=agents, netboot=NetbootService(conductor, renderer.render),

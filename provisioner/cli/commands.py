@@ -13,7 +13,7 @@ from ..client import Client
 from ..errors import InvalidInput, NotFound, ProvisionerError
 from ..states import STABLE
 from .inventory import load_inventory, read_password_file
-from .output import Progress, node_detail, node_rows, print_json, table, timestamp
+from ..display.output import Progress, node_detail, node_rows, print_json, table, timestamp
 
 _STABLE = {s.value for s in STABLE}
 _POLL = 1.0

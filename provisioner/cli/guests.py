@@ -13,7 +13,7 @@ from ..client import Client
 from ..errors import InvalidInput
 from ..guests.roles import template_names
 from ..statuses import GuestState, JobStatus
-from .output import print_json, size_text, table, tally, timestamp
+from ..display.output import print_json, size_text, table, tally, timestamp
 
 
 def _q(text: str) -> str:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from dataclasses import asdict
 
-from ..cli.output import print_json, table
+from ..display.output import print_json, table
 from .lab import Lab
 
 

@@ -11,8 +11,8 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from ..cli.fleet import show_plan, watch
-from ..cli.output import print_json, table
+from ..display.jobs import show_plan, watch
+from ..display.output import print_json, table
 from ..client import Client
 from ..errors import Conflict, InvalidInput
 from ..statuses import MemberStatus

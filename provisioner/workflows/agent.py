@@ -4,22 +4,19 @@ once per boot, stored only as a SHA-256 hash, and required on every later call."
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import secrets
 import json
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..agent.protocol import REPORTED, CommandKind, CommandStatus
 from ..errors import Conflict, InvalidInput, NotFound, Unauthorized
 from ..models import Node, normalize_mac
+from ..secrets import hash_token
 from ..states import Event, State, Step
 from ..store import Store
 from .engine import Conductor
-
-if TYPE_CHECKING:
-    from .deploy import DeployFlow
 
 LOG = logging.getLogger(__name__)
 
@@ -27,18 +24,24 @@ COMMANDS = (CommandKind.POWEROFF, CommandKind.REBOOT)  # what an operator may qu
 _INVENTORY_KEYS = {"cpu": dict, "memory": dict, "disks": list, "nics": list, "dmi": dict, "firmware": str}
 
 
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 # Deploying nodes boot the maintenance agent at these steps (a reboot mid-write repeats it).
 _DEPLOY_AGENT_STEPS = (Step.SET_BOOT_DEVICE, Step.POWER_ON, Step.WAIT_AGENT, Step.WRITE_IMAGE)
 
 
+class DeployListener(Protocol):
+    """What the deploy flow is told by the agents (it registers itself here, so this module
+    does not import it)."""
+
+    def agent_ready(self, node: Node) -> None: ...
+    def progress(self, node: Node, result: dict[str, Any]) -> None: ...
+    def written(self, node: Node, ok: bool, result: dict[str, Any]) -> None: ...
+    def host_reported(self, node: Node, facts: dict[str, Any]) -> None: ...
+
+
 class AgentService:
-    def __init__(self, conductor: Conductor) -> None:
+    def __init__(self, conductor: Conductor, deploy: DeployListener | None = None) -> None:
         self.c = conductor
-        self.deploy: DeployFlow | None = None
+        self.deploy = deploy
 
     @property
     def store(self) -> Store:

@@ -16,10 +16,9 @@ from ..agent.protocol import CommandKind, CommandStatus
 from ..errors import InvalidTransition, PowerError
 from ..images import Catalog, Image
 from ..models import BootDevice, Node, PowerAction
-from ..secrets import Secret
+from ..secrets import Secret, hash_token
 from ..sshkeys import new_keypair, operator_key
 from ..states import ACTIVE_STEPS, Event, State, Step
-from .agent import hash_token
 from .engine import Conductor
 
 LOG = logging.getLogger(__name__)

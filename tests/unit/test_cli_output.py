@@ -1,4 +1,4 @@
-from provisioner.cli.output import progress_text, size_text
+from provisioner.display.output import progress_text, size_text
 
 
 def test_sizes_read_like_an_operator_writes_them():
@@ -14,6 +14,6 @@ def test_write_progress_as_the_agent_last_reported_it():
 
 
 def test_tally_counts_members_by_status():
-    from provisioner.cli.output import tally
+    from provisioner.display.output import tally
     assert tally([{"status": "done"}, {"status": "failed"}, {"status": "done"}]) == "2 done, 1 failed"
     assert tally([]) == ""

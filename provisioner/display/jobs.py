@@ -1,0 +1,74 @@
+"""A reimage or rollback job for people: its plan, its nodes' progress as it runs, and
+the table it ends with."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..client import Client
+from ..statuses import JobStatus, MemberStatus
+from .output import print_json, progress_text, size_text, table, tally
+
+
+def job_rows(job: dict[str, Any]) -> list[list[Any]]:
+    rows = []
+    for m in job["nodes"]:
+        detail = m.get("message") or ""
+        if m["status"] == MemberStatus.RUNNING and m.get("step"):
+            detail = m["step"]
+        if m["status"] == MemberStatus.FAILED:
+            detail = m.get("message") or m.get("last_error") or ""
+        took = f"{m['ended_at'] - m['started_at']:.0f}s" if m.get("ended_at") and m.get("started_at") else ""
+        rows.append([m["batch"] + 1, m["name"], m["rack"], m["status"], detail,
+                     "" if m.get("bytes") is None else size_text(m["bytes"]), took])
+    return rows
+
+
+def show_plan(plan: dict[str, Any]) -> None:
+    image = plan.get("image")
+    print(f"{plan['kind']} {plan['target']}" + (f" to {image['ref']} ({image['sha256'][:16]})" if image else
+                                               (" to the previous image" if plan.get("to_previous") else
+                                                " to each node's current image")))
+    print(f"  {sum(len(b) for b in plan['batches'])} nodes in {len(plan['batches'])} batches "
+          f"(upgrade domains), at most {plan['max_unavailable']} down at once, {plan['max_parallel']} in "
+          f"parallel, stop after a batch with more than {plan['max_failures']} failures")
+    for i, batch in enumerate(plan["batches"], start=1):
+        print(f"  batch {i}: {', '.join(batch)}")
+
+
+def follow(client: Client, job: dict[str, Any], as_json: bool) -> int:
+    """Print each node's progress as it changes until the job ends; exit 0 only if all came back."""
+    job = watch(client, job, not as_json)
+    if as_json:
+        print_json(job)
+    else:
+        print()
+        table(["batch", "node", "rack", "result", "detail", "transferred", "took"], job_rows(job))
+        print(f"\njob {job['id']} {job['status']}: {tally(job['nodes'])}")
+    return 0 if job["status"] == JobStatus.DONE else 1
+
+
+def watch(client: Client, job: dict[str, Any], show: bool) -> dict[str, Any]:
+    """Poll a reimage or rollback job until it ends (printing each node's changes if `show`)."""
+    seen: dict[str, str] = {}
+    started = time.monotonic()
+    while True:
+        for m in job["nodes"]:
+            line = f"{m['status']} {m.get('step') or ''} {m.get('message') or ''} {progress_text(m.get('progress'))}"
+            if show and seen.get(m["name"]) != line:
+                seen[m["name"]] = line
+                if m["status"] == MemberStatus.RUNNING:
+                    what = m.get("step") or m.get("state") or ""  # between its last step and the job's note
+                else:
+                    what = m.get("message") or (m.get("last_error") if m["status"] == MemberStatus.FAILED else "") or ""
+                if m["status"] == MemberStatus.RUNNING and m.get("progress"):
+                    what += ": " + progress_text(m["progress"])
+                print(f"[{time.monotonic() - started:6.1f}s] {m['name']:<16} {m['status']:<8} {what}", flush=True)
+        if job["status"] != JobStatus.RUNNING:
+            break
+        time.sleep(1.0)
+        job = client.get(f"/v1/jobs/{job['id']}")
+    return job
+
+
