@@ -20,7 +20,7 @@ from ..errors import HostError, NotFound
 from ..guests.configdrive import make_iso
 from ..guests.placement import Guest
 from ..guests.render import NAMESPACE, domain_xml
-from .pool import Pool, base_name
+from .pool import Pool, _err, base_name
 
 LOG = logging.getLogger(__name__)
 
@@ -41,9 +41,45 @@ def _domain_type(conn: libvirt.virConnect) -> str:
     return "kvm" if caps.find(".//guest/arch/domain[@type='kvm']") is not None else "qemu"
 
 
+class HostConnection:
+    """A host's libvirtd, for what a workflow asks of a host as a whole; its connection is
+    closed when the `with` block ends, and libvirt's errors come out as HostError."""
+
+    def __init__(self, conn: libvirt.virConnect, host: str) -> None:
+        self.conn = conn
+        self.host = host
+
+    def __enter__(self) -> "HostConnection":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        except libvirt.libvirtError:
+            pass  # the connection is gone either way
+
+    def machine(self) -> tuple[int, int]:
+        """(cores, memory in MiB), as the host's libvirtd describes the machine."""
+        try:
+            _, memory_mib, cpus = self.conn.getInfo()[:3]
+        except libvirt.libvirtError as exc:
+            raise _err(f"host {self.host}: libvirt did not describe the machine", exc) from exc
+        return int(cpus), int(memory_mib)
+
+    def running_guests(self) -> set[str]:
+        try:
+            return {g["name"] for g in list_guests(self.conn) if g["running"]}
+        except libvirt.libvirtError as exc:
+            raise _err(f"host {self.host}: libvirt did not list its domains", exc) from exc
+
+
 class GuestHost:
     """domain_type: 'kvm', 'qemu' (TCG), or 'auto' (kvm when the host's libvirt offers it).
-    A host whose KVM cannot run a BIOS guest (the lab's, see LAB.md) must say 'qemu'."""
+    A host whose KVM cannot run a BIOS guest (the lab's, see LAB.md) must say 'qemu'.
+    Used in a `with` block, which closes its connection."""
 
     def __init__(self, conn: libvirt.virConnect, pool: Pool, console_dir: Path, domain_type: str = "auto") -> None:
         self.conn = conn
@@ -52,6 +88,18 @@ class GuestHost:
         # A second directory pool, only so that libvirt makes the folder on the host.
         self.consoles = Pool(conn, console_dir, name=f"{pool.name}-consoles")
         self.domain_type = _domain_type(conn) if domain_type == "auto" else domain_type
+
+    def __enter__(self) -> "GuestHost":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        except libvirt.libvirtError:
+            pass
 
     # -- images ---------------------------------------------------------------
     def ensure_image(self, image: ImageRef, complete: Callable[[str], bool] = lambda sha: True,

@@ -13,13 +13,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import libvirt
-
 from ..config import Settings
-from ..errors import Conflict, HostError, InvalidInput, NotFound
+from ..errors import Conflict, InvalidInput, NotFound
 from ..guests.placement import Host
 from ..hypervisor.connect import open_host
-from ..hypervisor.domains import GuestHost
+from ..hypervisor.domains import GuestHost, HostConnection
 from ..hypervisor.pool import Pool
 from ..hypervisor.ssh import read_tail
 from ..models import parse_host_address, parse_port, validate_name
@@ -86,11 +84,14 @@ class HostLinks:
     def public_key(self) -> str:
         return operator_key(self.settings.data_dir)[1]
 
-    def connect(self, host: HostRecord) -> libvirt.virConnect:
+    def connect(self, host: HostRecord) -> HostConnection:
+        return HostConnection(self._open(host), host.name)
+
+    def _open(self, host: HostRecord) -> Any:
         return open_host(host.name, host.address, host.host_key, self.key_file, self.known_dir, port=host.port)
 
     def guest_host(self, host: HostRecord) -> GuestHost:
-        conn = self.connect(host)
+        conn = self._open(host)
         try:
             pool = Pool(conn, Path(self.settings.guests_pool_path))
             return GuestHost(conn, pool, Path(self.settings.guests_console_dir), self.settings.guests_domain_type)
@@ -117,13 +118,8 @@ def register_host(store: Store, links: HostLinks, body: dict[str, Any]) -> dict[
     if name in host_records(store) or any(n.name == name for n in store.list_nodes()):
         raise Conflict(f"a host or node named {name} already exists")
     record = HostRecord(name, "registered", rack, 0, 0, address, port, key, True)
-    conn = links.connect(record)
-    try:
-        _, memory_mib, cpus = conn.getInfo()[:3]
-    except libvirt.libvirtError as exc:
-        raise HostError(f"host {name}: libvirt did not describe the machine: {exc.get_error_message()}") from exc
-    finally:
-        conn.close()
+    with links.connect(record) as host:
+        cpus, memory_mib = host.machine()
     row = store.add_host(name=name, address=address, port=port, rack=rack, host_key=key, cores=int(cpus),
                          memory_mib=int(memory_mib))
     LOG.info("host %s (%s:%d) registered: %d cores, %d MiB, %s", name, address, port, cpus, memory_mib, rack)

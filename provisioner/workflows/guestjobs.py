@@ -153,7 +153,7 @@ class GuestJobs:
                                           f"ready on {host_name} in {seconds:.0f}s")
                 LOG.info("guest %s: ready on %s after %.1fs", e["guest"], host_name, seconds)
         finally:
-            gh.conn.close()
+            gh.close()
 
     def _create(self, job_id: int, gh: GuestHost, host_name: str, e: dict[str, Any]) -> int:
         spec = e["spec"]
@@ -162,11 +162,8 @@ class GuestJobs:
         if old_host and old_host != host_name:  # moved (resized, or its host is gone): remove the old one
             record = host_records(self.store).get(old_host)
             if record is not None:
-                old = self.links.guest_host(record)
-                try:
+                with self.links.guest_host(record) as old:
                     old.delete(guest.name, keep_console=True)
-                finally:
-                    old.conn.close()
         gh.delete(guest.name, keep_console=True)  # whatever a failed or interrupted attempt left
         self.store.set_guest(guest.name, state=GuestState.CREATING, host=guest.host, cores=guest.cores,
                              memory_mib=guest.memory_mib, upgrade_domain=guest.upgrade_domain,

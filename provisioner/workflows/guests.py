@@ -21,7 +21,7 @@ from ..errors import Conflict, InvalidInput, NotFound, ProvisionerError
 from ..guests.placement import Guest, Plan, place
 from ..guests.render import config_files
 from ..guests.roles import Role, parse_roles
-from ..hypervisor.domains import list_guests
+from ..hypervisor.domains import GuestHost
 from ..images import Catalog
 from ..statuses import GUEST_BUSY, GuestState, JobKind, PlanAction
 from ..store import Store
@@ -73,11 +73,8 @@ class GuestService:
         host = find_host(self.store, name)
         pending = {e["spec"][k]["sha256"] for j in self.store.jobs(running_only=True, kind=(JobKind.DEPLOY,))
                    for e in self.store.job_guests(int(j["id"])) for k in ("base", "app") if e["spec"].get(k)}
-        gh = self.links.guest_host(host)
-        try:
+        with self.links.guest_host(host) as gh:
             removed = gh.gc(pending)
-        finally:
-            gh.conn.close()
         for volume in removed:
             self.store.set_host_image(name, volume[5:].split(".")[0], False)
         LOG.info("host %s: gc removed %s", name, ", ".join(removed) or "nothing")
@@ -118,13 +115,10 @@ class GuestService:
 
         def look(name: str) -> tuple[str, set[str] | ProvisionerError]:
             try:
-                conn = self.links.connect(records[name])
+                with self.links.connect(records[name]) as host:
+                    return name, host.running_guests()
             except ProvisionerError as exc:
                 return name, exc
-            try:
-                return name, {g["name"] for g in list_guests(conn) if g["running"]}
-            finally:
-                conn.close()
 
         found: dict[str, set[str]] = {}
         with ThreadPoolExecutor(max_workers=8) as pool:
@@ -264,7 +258,7 @@ class GuestService:
         try:
             gh.reset(name)
         except ProvisionerError as exc:
-            gh.conn.close()
+            gh.close()
             self.store.set_guest(name, state=GuestState.FAILED, last_error=f"reset: {exc}")
             raise
         self.store.set_guest(name, state=GuestState.RESETTING, last_error=None)
@@ -272,7 +266,8 @@ class GuestService:
         LOG.info("guest %s: overlay discarded, started again on its pristine base", name)
         return {"reset": name, "host": row["host"], "state": GuestState.RESETTING}
 
-    def _await_ready(self, gh: Any, name: str) -> None:
+    def _await_ready(self, gh: GuestHost, name: str) -> None:
+        """Owns `gh` from here on: closes it whatever happens."""
         try:
             seconds = gh.wait_ready(name, timeout=self.settings.guests_ready_timeout)
             self.store.set_guest(name, state=GuestState.READY, ready_seconds=round(seconds, 1), last_error=None)
@@ -280,15 +275,12 @@ class GuestService:
         except ProvisionerError as exc:
             self.store.set_guest(name, state=GuestState.FAILED, last_error=f"reset: {exc}")
         finally:
-            gh.conn.close()
+            gh.close()
 
     def delete(self, name: str) -> dict[str, Any]:
         row, host = self._guest_host(name)
-        gh = self.links.guest_host(host)
-        try:
+        with self.links.guest_host(host) as gh:
             gh.delete(name)
-        finally:
-            gh.conn.close()
         self.store.delete_guest(name)
         LOG.info("guest %s: deleted from %s", name, row["host"])
         return {"deleted": name, "host": row["host"],

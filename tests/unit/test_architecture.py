@@ -77,3 +77,18 @@ def test_no_package_imports_itself_round_a_cycle():
 
 def test_the_cycle_finder_finds_a_cycle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_third_party_drivers_stay_in_their_adapters():
+    """libvirt and paramiko are spoken in hypervisor/, power/ and lab/ only; workflows, the
+    API and the CLI see our types and our errors."""
+    sealed = {"libvirt", "libvirt_qemu", "paramiko", "pyghmi", "tftpy"}
+    leaks = []
+    for path in ROOT.rglob("*.py"):
+        if path.relative_to(ROOT).parts[0] not in ("workflows", "api", "cli", "display", "nightly", "guests"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            leaks += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] in sealed]
+    assert leaks == []
