@@ -22,8 +22,37 @@ def _host_key(host: str, line: str) -> paramiko.PKey:
         raise HostError(f"host {host}: the recorded SSH host key is not usable ({line[:30]!r})") from exc
 
 
+class Session:
+    """An SSH session to one host, closed when its `with` block ends; what goes wrong on
+    it comes out as HostError (a dropped channel, a command that timed out)."""
+
+    def __init__(self, host: str, address: str, client: paramiko.SSHClient) -> None:
+        self.host = host
+        self.address = address
+        self.client = client
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.client.close()
+
+    def run(self, command: str, timeout: float = 60) -> tuple[int, str]:
+        """Run a command; its exit status and its output (stdout, then stderr)."""
+        try:
+            _, out, err = self.client.exec_command(command, timeout=timeout)
+            text = out.read().decode(errors="replace") + err.read().decode(errors="replace")
+            return out.channel.recv_exit_status(), text
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise HostError(f"host {self.host} ({self.address}): SSH session failed while running a command: "
+                            f"{exc or type(exc).__name__}") from exc
+
+
 def connect(host: str, address: str, port: int, host_key: str, key_file: Path,
-            user: str = "root", timeout: float = 15) -> paramiko.SSHClient:
+            user: str = "root", timeout: float = 15) -> Session:
     """An SSH session to a host whose key must be the recorded one."""
     client = paramiko.SSHClient()
     key = _host_key(host, host_key)
@@ -39,22 +68,15 @@ def connect(host: str, address: str, port: int, host_key: str, key_file: Path,
         raise HostUnreachable(f"host {host} ({address}) is unreachable: {exc}") from exc
     except paramiko.SSHException as exc:
         raise HostError(f"host {host} ({address}): SSH failed: {exc}") from exc
-    return client
-
-
-def run(client: paramiko.SSHClient, command: str, timeout: float = 60) -> tuple[int, str]:
-    """Run a command; its exit status and its output (stdout, then stderr)."""
-    _, out, err = client.exec_command(command, timeout=timeout)
-    text = out.read().decode(errors="replace") + err.read().decode(errors="replace")
-    return out.channel.recv_exit_status(), text
+    return Session(host, address, client)
 
 
 def read_tail(host: str, address: str, port: int, host_key: str, key_file: Path, path: str,
               max_bytes: int = 64 * 1024, user: str = "root") -> bytes:
     """The last max_bytes of a file on the host (b'' if it does not exist)."""
-    client = connect(host, address, port, host_key, key_file, user)
+    session = connect(host, address, port, host_key, key_file, user)
     try:
-        sftp = client.open_sftp()
+        sftp = session.client.open_sftp()
         try:
             size = sftp.stat(path).st_size or 0
         except FileNotFoundError:
@@ -66,4 +88,4 @@ def read_tail(host: str, address: str, port: int, host_key: str, key_file: Path,
         raise HostError(f"host {host} ({address}): cannot read {path} over SFTP ({exc or type(exc).__name__}): "
                         "its sshd needs the sftp subsystem") from exc
     finally:
-        client.close()
+        session.close()

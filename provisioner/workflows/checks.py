@@ -90,13 +90,13 @@ class HostChecks:
         facts = node.host_facts or {}
         address = str(facts["address"])
         try:
-            client = ssh.connect(node.name, address, 22, node.host_key or "", self.key_file)
+            session = ssh.connect(node.name, address, 22, node.host_key or "", self.key_file)
         except ProvisionerError as exc:
             return [{"name": "reachable", "ok": False, "detail": str(exc), "seconds": 0.0}]
         want = expectations(node)
 
         def sh(command: str) -> str:
-            code, out = ssh.run(client, command)
+            code, out = session.run(command)
             if code != 0:
                 raise ValueError(f"'{command}' exited {code}: {out.strip()[-200:]}")
             return out
@@ -131,14 +131,14 @@ class HostChecks:
         def network() -> tuple[bool, str]:
             # The address this session comes from is the provisioner's, as the host sees it.
             peer = sh("echo $SSH_CONNECTION").split()[0]
-            code, out = ssh.run(client, f"ping -c 1 -W 3 {shlex.quote(peer)}")
+            code, out = session.run(f"ping -c 1 -W 3 {shlex.quote(peer)}")
             return code == 0, f"ping {peer}: " + ("answered" if code == 0 else out.strip()[-120:])
 
         try:
             return [_check("cpus", cpus), _check("memory", memory), _check("disks", disks),
                     _check("hypervisor", hypervisor), _check("network", network)]
         finally:
-            client.close()
+            session.close()
 
     # -- a playbook ----------------------------------------------------------
     def _playbook(self, nodes: list[Node], playbook: Path) -> dict[str, list[Check]]:
