@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import InvalidInput
 from ..models import ADDRESS_SCHEMA, NAME_SCHEMA, PORT_SCHEMA
 from ..services import Services
 from ..statuses import AuthKind
 from .http import Request, Response, Route
+from .nodes import console_bytes
 
 DEPLOY_BODY = {"type": "object", "required": ["roles"],
                "properties": {"roles": {"type": "string"}, "templates": {"type": "object"},
@@ -20,43 +20,72 @@ HOST_BODY = {"type": "object", "required": ["name", "address", "rack", "host_key
                             "host_key": {"type": "string", "description": "TYPE BASE64, as in a .pub file"}}}
 
 
-def guest_routes(svc: Services) -> list[Route]:
-    g = svc.guests
+def guest_name(req: Request) -> str:
+    return req.params["guest"]
 
-    def deploy(req: Request) -> Any:
-        doc = g.deploy(req.json())
+
+class GuestRoutes:
+    """Guests (deploy a roles file, list, show, reset, delete, console) and their hosts."""
+
+    def __init__(self, svc: Services) -> None:
+        self.svc = svc
+        self.guests = svc.guests
+
+    def deploy(self, req: Request) -> Any:
+        doc = self.guests.deploy(req.json())
         return Response.of_json(doc, status=201 if doc.get("job") else 200)
 
-    def listing(req: Request) -> Any:
-        return {"guests": svc.store.guests(host=req.query.get("host") or None, role=req.query.get("role") or None)}
+    def listing(self, req: Request) -> Any:
+        return {"guests": self.svc.store.guests(host=req.query.get("host") or None,
+                                                role=req.query.get("role") or None)}
 
-    def console(req: Request) -> Any:
-        raw = req.query.get("bytes") or "65536"
-        if not raw.isdigit() or not 0 < int(raw) <= 16 << 20:
-            raise InvalidInput("bytes must be a number from 1 to 16777216")
-        return {"guest": req.params["guest"], "text": g.console(req.params["guest"], int(raw)).decode(errors="replace")}
+    def show(self, req: Request) -> Any:
+        return self.guests.show(guest_name(req))
 
-    return [
-        Route("POST", "/v1/deploy", deploy, AuthKind.OPERATOR,
-              "Place a roles file's guests on the hosts and start a deploy job (dry_run: the plan only)",
-              DEPLOY_BODY),
-        Route("GET", "/v1/guests", listing, AuthKind.OPERATOR, "Guests (?host=H&role=R)"),
-        Route("GET", "/v1/guests/{guest}", lambda r: g.show(r.params["guest"]), AuthKind.OPERATOR, "One guest"),
-        Route("POST", "/v1/guests/{guest}/reset", lambda r: g.reset(r.params["guest"]), AuthKind.OPERATOR,
-              "Discard a guest's overlay: back to its pristine base, same identity and config"),
-        Route("DELETE", "/v1/guests/{guest}", lambda r: g.delete(r.params["guest"]), AuthKind.OPERATOR,
-              "Remove a guest from its host"),
-        Route("GET", "/v1/guests/{guest}/console", console, AuthKind.OPERATOR,
-              "The tail of a guest's serial console log (?bytes=N, default 64 KiB)"),
-        Route("GET", "/v1/hosts", lambda r: {"hosts": g.host_list()}, AuthKind.OPERATOR,
-              "Hosts guests can run on: active nodes and registered hosts"),
-        Route("POST", "/v1/hosts", lambda r: Response.of_json(g.add_host(r.json()), status=201), AuthKind.OPERATOR,
-              "Register a libvirt host the provisioner did not deploy (its SSH host key is checked)",
-              HOST_BODY),
-        Route("DELETE", "/v1/hosts/{host}", lambda r: g.remove_host(r.params["host"]), AuthKind.OPERATOR,
-              "Forget a registered host that runs no guests"),
-        Route("POST", "/v1/hosts/{host}/gc", lambda r: g.gc(r.params["host"]), AuthKind.OPERATOR,
-              "Remove base images no guest on the host uses from its pool"),
-        Route("GET", "/v1/ssh-key", lambda r: {"public_key": g.links.public_key()}, AuthKind.OPERATOR,
-              "The provisioner's SSH public key (for a registered host's authorized_keys)"),
-    ]
+    def reset(self, req: Request) -> Any:
+        return self.guests.reset(guest_name(req))
+
+    def delete(self, req: Request) -> Any:
+        return self.guests.delete(guest_name(req))
+
+    def console(self, req: Request) -> Any:
+        text = self.guests.console(guest_name(req), console_bytes(req)).decode(errors="replace")
+        return {"guest": guest_name(req), "text": text}
+
+    def hosts(self, req: Request) -> Any:
+        return {"hosts": self.guests.host_list()}
+
+    def add_host(self, req: Request) -> Any:
+        return Response.of_json(self.guests.add_host(req.json()), status=201)
+
+    def remove_host(self, req: Request) -> Any:
+        return self.guests.remove_host(req.params["host"])
+
+    def gc(self, req: Request) -> Any:
+        return self.guests.gc(req.params["host"])
+
+    def ssh_key(self, req: Request) -> Any:
+        return {"public_key": self.guests.links.public_key()}
+
+    def routes(self) -> list[Route]:
+        op = AuthKind.OPERATOR
+        return [
+            Route("POST", "/v1/deploy", self.deploy, op,
+                  "Place a roles file's guests on the hosts and start a deploy job (dry_run: the plan only)",
+                  DEPLOY_BODY),
+            Route("GET", "/v1/guests", self.listing, op, "Guests (?host=H&role=R)"),
+            Route("GET", "/v1/guests/{guest}", self.show, op, "One guest"),
+            Route("POST", "/v1/guests/{guest}/reset", self.reset, op,
+                  "Discard a guest's overlay: back to its pristine base, same identity and config"),
+            Route("DELETE", "/v1/guests/{guest}", self.delete, op, "Remove a guest from its host"),
+            Route("GET", "/v1/guests/{guest}/console", self.console, op,
+                  "The tail of a guest's serial console log (?bytes=N, default 64 KiB)"),
+            Route("GET", "/v1/hosts", self.hosts, op, "Hosts guests can run on: active nodes and registered hosts"),
+            Route("POST", "/v1/hosts", self.add_host, op,
+                  "Register a libvirt host the provisioner did not deploy (its SSH host key is checked)", HOST_BODY),
+            Route("DELETE", "/v1/hosts/{host}", self.remove_host, op, "Forget a registered host that runs no guests"),
+            Route("POST", "/v1/hosts/{host}/gc", self.gc, op,
+                  "Remove base images no guest on the host uses from its pool"),
+            Route("GET", "/v1/ssh-key", self.ssh_key, op,
+                  "The provisioner's SSH public key (for a registered host's authorized_keys)"),
+        ]
