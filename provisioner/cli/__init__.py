@@ -27,23 +27,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                    help="any setting, e.g. --set dhcp.interface=br0 (repeatable)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="provisioner",
-        description="Bare-metal provisioning: enroll machines by MAC, power them over IPMI, "
-                    "network-boot them into a maintenance image and inspect them, lay host images down "
-                    "with a differencing layer, roll them back, reimage racks by upgrade domain; "
-                    "place guests per role on the hosts, on shared read-only bases.")
-    parser.add_argument("--version", action="version", version=f"provisioner {__version__}")
-    parser.add_argument("--config", help="TOML config file (default /etc/provisioner/provisioner.toml)")
-    parser.add_argument("--api", help="daemon address: http://HOST:PORT or unix:///PATH "
-                                      "(default: the local daemon's socket)")
-    parser.add_argument("--token-file", help="operator token for the API over TCP")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    _add_serve(sub)
-
+def _add_nodes(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Enrolling, looking at, powering and labelling nodes."""
     p = sub.add_parser("enroll", help="enroll machines by MAC and inspect them until ready")
     p.add_argument("mac", nargs="?", help="MAC of the machine's boot NIC")
     p.add_argument("--from", dest="from_file", metavar="INVENTORY", help="enroll every node of a YAML inventory")
@@ -85,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("discovered", help="unknown MACs that asked for DHCP (dhcp.unknown_macs = discover)")
 
+
+def _add_images_and_jobs(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """The image catalog, and reimage and rollback jobs."""
     p = sub.add_parser("image", help="the image catalog: import, list, show, remove")
     img = p.add_subparsers(dest="image_command", metavar="ACTION", required=True)
     imp = img.add_parser("import", help="import a qcow2, raw, VHD or VHDX file or URL (inspected first)")
@@ -117,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("--no-wait", action="store_true")
 
+
+def _add_guests(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Guests per role and the hosts they run on."""
     p = sub.add_parser("deploy", help="make the guests a roles file describes: place, create, scale, roll")
     p.add_argument("roles", metavar="ROLES.yaml", help="the roles file (see docs/roles.md)")
     p.add_argument("--dry-run", action="store_true", help="show the plan only")
@@ -154,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
         one.add_argument("name", metavar="HOST")
     hst.add_parser("ssh-key", help="the provisioner's SSH public key, for a registered host's authorized_keys")
 
+
+def _add_nightly_and_jobs(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """The nightly run, and every job."""
     p = sub.add_parser("nightly", help="reimage a pool, check every host that came back, write JUnit XML "
                        "and an HTML report; exit 1 if any machine failed")
     p.add_argument("pool", help="a rack, a tag (tag:NAME) or all")
@@ -167,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("job", help="reimage, rollback and deploy jobs: all, or one in detail")
     p.add_argument("job", nargs="?", type=int)
 
+
+def _add_lab(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """The virtual lab."""
     p = sub.add_parser("lab", help="the virtual lab: namespace, libvirtd, PXE domains, virtual BMCs")
     lab = p.add_subparsers(dest="lab_command", metavar="ACTION", required=True)
     up = lab.add_parser("up", help="create the lab and start its daemon")
@@ -184,6 +181,25 @@ def build_parser() -> argparse.ArgumentParser:
     adopt.add_argument("--rack", required=True)
     lab.add_parser("status", help="what the lab is running")
     lab.add_parser("down", help="remove everything the lab created")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="provisioner",
+        description="Bare-metal provisioning: enroll machines by MAC, power them over IPMI, "
+                    "network-boot them into a maintenance image and inspect them, lay host images down "
+                    "with a differencing layer, roll them back, reimage racks by upgrade domain; "
+                    "place guests per role on the hosts, on shared read-only bases.")
+    parser.add_argument("--version", action="version", version=f"provisioner {__version__}")
+    parser.add_argument("--config", help="TOML config file (default /etc/provisioner/provisioner.toml)")
+    parser.add_argument("--api", help="daemon address: http://HOST:PORT or unix:///PATH "
+                                      "(default: the local daemon's socket)")
+    parser.add_argument("--token-file", help="operator token for the API over TCP")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in (_add_serve, _add_nodes, _add_images_and_jobs, _add_guests, _add_nightly_and_jobs, _add_lab):
+        add(sub)
     return parser
 
 
