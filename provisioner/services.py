@@ -61,9 +61,6 @@ class Services:
     jobs: JobRunner
     guests: GuestService
 
-    def nodes_changed(self) -> None:
-        self.enroll.on_nodes_changed()
-
     @classmethod
     def build(cls, settings: Settings, driver: PowerDriver | None = None) -> "Services":
         settings.data_dir.mkdir(parents=True, exist_ok=True)

@@ -78,8 +78,7 @@ class NodeRoutes:
         return self.view(self.node(req))
 
     def delete(self, req: Request) -> Any:
-        self.svc.store.delete_node(self.node(req))
-        self.svc.nodes_changed()
+        self.svc.enroll.delete(self.node(req))
         return {"deleted": req.params["node"]}
 
     def events(self, req: Request) -> Any:

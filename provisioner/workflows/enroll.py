@@ -68,3 +68,8 @@ class EnrollService:
         if body.get("inspect", True):
             node = self.inspection.start(node)
         return node
+
+    def delete(self, node: Node) -> None:
+        """Forget a node in a stable state; DHCP stops answering its MAC."""
+        self.c.store.delete_node(node)
+        self.on_nodes_changed()
