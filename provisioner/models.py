@@ -5,13 +5,16 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from enum import StrEnum
-from typing import Any
+from typing import Any, Callable, TypeVar
 
-from .errors import InvalidInput
+from .errors import InvalidInput, ProvisionerError
+from .hardware import Hardware, HostFacts
 from .secrets import Secret
 from .states import State, Step
 
+T = TypeVar("T")
 _MAC_RE = re.compile(r"^[0-9a-f]{2}([:-]?)[0-9a-f]{2}(\1[0-9a-f]{2}){4}$")
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _LABEL_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
@@ -173,6 +176,16 @@ class Node:
     deploy_no_transfer: bool = False
     tags: list[str] = field(default_factory=list)
 
+    @cached_property
+    def hardware(self) -> Hardware | None:
+        """The inspection, typed (it was checked when the agent reported it)."""
+        return _parsed(Hardware.parse, self.inspection)
+
+    @cached_property
+    def facts(self) -> HostFacts | None:
+        """The host agent's last facts, typed (checked when they were reported)."""
+        return _parsed(HostFacts.parse, self.host_facts)
+
     def public(self) -> dict[str, Any]:
         """The API representation: everything but secrets."""
         return {
@@ -202,3 +215,12 @@ class Node:
             "deploy_sha256": self.deploy_sha256,
             "tags": list(self.tags),
         }
+
+
+def _parsed(parse: Callable[[Any], T], doc: dict[str, Any] | None) -> T | None:
+    if not doc:
+        return None
+    try:
+        return parse(doc)
+    except ProvisionerError:
+        return None  # written before this shape was checked: as if never reported

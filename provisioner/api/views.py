@@ -18,28 +18,12 @@ def agent_status(node: Node, lost_after: float, now: float | None = None) -> str
     return "alive" if now - node.agent_last_seen <= lost_after else "lost"
 
 
-def hardware_summary(inventory: dict[str, Any] | None) -> dict[str, Any] | None:
-    if not inventory:
-        return None
-    disks = inventory.get("disks") or []
-    return {
-        "cpus": (inventory.get("cpu") or {}).get("count"),
-        "memory_mib": (inventory.get("memory") or {}).get("total_mib"),
-        "disks": [f"{d.get('name')}:{d.get('size_bytes', 0) // (1 << 30)}G" for d in disks],
-        "disk_bytes": sum(int(d.get("size_bytes") or 0) for d in disks),
-        "nics": len(inventory.get("nics") or []),
-        "firmware": inventory.get("firmware"),
-        "vendor": (inventory.get("dmi") or {}).get("sys_vendor"),
-        "product": (inventory.get("dmi") or {}).get("product_name"),
-    }
-
-
 def node_view(node: Node, lost_after: float) -> dict[str, Any]:
     doc = node.public()
     doc["agent"] = agent_status(node, lost_after)
     if node.host_last_seen is not None:
         doc["agent"] = "host lost" if node.host_lost else "host alive"
-    doc["hardware"] = hardware_summary(node.inspection)
+    doc["hardware"] = node.hardware.view() if node.hardware else None
     return doc
 
 

@@ -38,11 +38,10 @@ def phases(events: list[dict[str, Any]], start: float, end: float) -> list[tuple
 
 
 def inspection_summary(node: dict[str, Any]) -> dict[str, Any]:
-    inv = node.get("inspection") or {}
-    return {"cpus": (inv.get("cpu") or {}).get("count"), "memory_mib": (inv.get("memory") or {}).get("total_mib"),
-            "disks": ", ".join(f"{d['name']} {d['size_bytes'] // 2**30} GiB" for d in inv.get("disks") or []
-                               if d.get("name") and d.get("size_bytes")),
-            "serial": (inv.get("dmi") or {}).get("product_serial"), "mac": node.get("mac")}
+    """What the report shows of a machine's inspection: the node view's hardware summary."""
+    hw = node.get("hardware") or {}
+    return {"cpus": hw.get("cpus"), "memory_mib": hw.get("memory_mib"), "disks": ", ".join(hw.get("disks") or []),
+            "serial": hw.get("serial"), "mac": node.get("mac")}
 
 
 def cmd_nightly(client: Client, args: argparse.Namespace) -> int:

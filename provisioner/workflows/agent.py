@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from ..agent.protocol import REPORTED, CommandKind, CommandStatus
 from ..errors import Conflict, InvalidInput, NotFound, Unauthorized
+from ..hardware import Hardware, HostFacts
 from ..models import Node, normalize_mac
 from ..secrets import hash_token
 from ..states import Event, State, Step
@@ -21,7 +22,6 @@ from .engine import Conductor
 LOG = logging.getLogger(__name__)
 
 COMMANDS = (CommandKind.POWEROFF, CommandKind.REBOOT)  # what an operator may queue
-_INVENTORY_KEYS = {"cpu": dict, "memory": dict, "disks": list, "nics": list, "dmi": dict, "firmware": str}
 
 
 # Deploying nodes boot the maintenance agent at these steps (a reboot mid-write repeats it).
@@ -35,7 +35,7 @@ class DeployListener(Protocol):
     def agent_ready(self, node: Node) -> None: ...
     def progress(self, node: Node, result: dict[str, Any]) -> None: ...
     def written(self, node: Node, ok: bool, result: dict[str, Any]) -> None: ...
-    def host_reported(self, node: Node, facts: dict[str, Any]) -> None: ...
+    def host_reported(self, node: Node, facts: HostFacts) -> None: ...
 
 
 class AgentService:
@@ -92,18 +92,10 @@ class AgentService:
 
     def report_inspection(self, node: Node, body: dict[str, Any]) -> dict[str, Any]:
         inventory = body.get("inventory")
-        if not isinstance(inventory, dict):
-            raise InvalidInput("inspection report needs an 'inventory' object")
-        for key, kind in _INVENTORY_KEYS.items():
-            if not isinstance(inventory.get(key), kind):
-                raise InvalidInput(f"inventory.{key} must be a {kind.__name__}")
+        hardware = Hardware.parse(inventory)
         self.store.update_node(node.id, inspection=inventory, agent_last_seen=self.c.clock())
         if node.state == State.INSPECTING:
-            mem = inventory["memory"].get("total_mib")
-            summary = (f"{inventory['cpu'].get('count')} CPUs, {mem} MiB, "
-                       f"{len(inventory['disks'])} disks, {len(inventory['nics'])} NICs, "
-                       f"{inventory['firmware']}")
-            node = self.store.transition(node, Event.DONE, message=f"inspected: {summary}")
+            node = self.store.transition(node, Event.DONE, message=f"inspected: {hardware.summary()}")
         return {"state": node.state.value}
 
     def heartbeat(self, node: Node) -> dict[str, Any]:
@@ -154,13 +146,12 @@ class AgentService:
 
     def host_heartbeat(self, node: Node, body: dict[str, Any]) -> dict[str, Any]:
         facts = body.get("facts")
-        if not isinstance(facts, dict):
-            raise InvalidInput("a host heartbeat needs a 'facts' object")
+        typed = HostFacts.parse(facts)
         if node.host_lost:
             self.store.record_event(node, "host", "host agent is back")
         self.store.update_node(node.id, host_last_seen=self.c.clock(), host_facts=facts, host_lost=0)
         if self.deploy is not None:
-            self.deploy.host_reported(node, facts)
+            self.deploy.host_reported(node, typed)
         return {"heartbeat_interval": self.c.settings.agent_host_heartbeat_interval}
 
     def queue_command(self, node: Node, name: str) -> dict[str, Any]:

@@ -43,11 +43,11 @@ def _check(name: str, fn: Callable[[], tuple[bool, str]]) -> Check:
 
 def expectations(node: Node) -> dict[str, Any]:
     """What the host should show: the inspection's CPUs, memory and disks."""
-    inv = node.inspection or {}
-    return {"cpus": (inv.get("cpu") or {}).get("count"),
-            "memory_mib": (inv.get("memory") or {}).get("total_mib"),
-            "disks": {d["name"]: d["size_bytes"] for d in inv.get("disks") or []
-                      if d.get("name") and d.get("size_bytes")}}
+    hw = node.hardware
+    if hw is None:
+        return {"cpus": None, "memory_mib": None, "disks": {}}
+    return {"cpus": hw.cpus, "memory_mib": hw.memory_mib,
+            "disks": {d.name: d.size_bytes for d in hw.disks if d.size_bytes}}
 
 
 class HostChecks:
@@ -78,17 +78,15 @@ class HostChecks:
 
     @staticmethod
     def _not_checkable(node: Node) -> str:
-        facts = node.host_facts or {}
         if node.state != State.ACTIVE:
             return f"{node.name} is {node.state.value}, not active: {node.last_error or 'not deployed'}"
-        if not node.host_key or not facts.get("address"):
+        if not node.host_key or node.facts is None or not node.facts.address:
             return f"{node.name} has not reported as a host (no address or SSH host key)"
         return ""
 
     # -- built in ------------------------------------------------------------
     def _builtin(self, node: Node) -> list[Check]:
-        facts = node.host_facts or {}
-        address = str(facts["address"])
+        address = str(node.facts.address if node.facts else "")
         try:
             session = ssh.connect(node.name, address, 22, node.host_key or "", self.key_file)
         except ProvisionerError as exc:
@@ -149,7 +147,7 @@ class HostChecks:
             inventory: dict[str, Any] = {"all": {"hosts": {}}}
             lines = []
             for node in nodes:
-                address = str((node.host_facts or {})["address"])
+                address = str(node.facts.address if node.facts else "")
                 lines.append(f"{address} {' '.join((node.host_key or '').split()[:2])}")
                 want = expectations(node)
                 inventory["all"]["hosts"][node.name] = {

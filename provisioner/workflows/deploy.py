@@ -14,6 +14,7 @@ from typing import Any
 
 from ..agent.protocol import CommandKind, CommandStatus
 from ..errors import InvalidTransition, PowerError
+from ..hardware import HostFacts
 from ..images import Catalog, Image
 from ..models import BootDevice, Node, PowerAction
 from ..secrets import Secret, hash_token
@@ -161,15 +162,13 @@ class DeployFlow:
         except InvalidTransition as exc:
             LOG.info("node %s: deploy stopped: %s", node.name, exc)
 
-    def host_reported(self, node: Node, facts: dict[str, Any]) -> None:
+    def host_reported(self, node: Node, facts: HostFacts) -> None:
         if node.state != State.DEPLOYING or node.step not in (Step.BOOT_DISK, Step.WAIT_HOST):
             return
-        booted = facts.get("base_sha256")
+        booted = facts.base_sha256
         if booted and booted != node.image_sha256:
-            self._fail(node, f"wait-host: the host booted base {str(booted)[:16]}, "
+            self._fail(node, f"wait-host: the host booted base {booted[:16]}, "
                              f"expected {str(node.image_sha256)[:16]}")
             return
-        cpu = (facts.get("cpu") or {}).get("count")
-        mem = (facts.get("memory") or {}).get("usable_mib")
-        self.c.store.transition(node, Event.DONE, message=f"host agent reported: {cpu} CPUs, {mem} MiB, "
-                                f"kvm={'yes' if (facts.get('hypervisor') or {}).get('kvm') else 'no'}")
+        self.c.store.transition(node, Event.DONE, message=f"host agent reported: {facts.cpus} CPUs, "
+                                f"{facts.memory_mib} MiB, kvm={'yes' if facts.kvm else 'no'}")

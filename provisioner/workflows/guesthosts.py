@@ -54,14 +54,13 @@ LOG = logging.getLogger(__name__)
 def host_records(store: Store) -> dict[str, HostRecord]:
     out: dict[str, HostRecord] = {}
     for node in store.list_nodes():
-        facts = node.host_facts or {}
-        cores = (facts.get("cpu") or {}).get("count")
-        memory = (facts.get("memory") or {}).get("usable_mib") or (facts.get("memory") or {}).get("total_mib")
-        if not (isinstance(cores, int) and isinstance(memory, int) and node.host_key and facts.get("address")):
+        facts = node.facts
+        if facts is None or facts.cpus is None or facts.memory_mib is None or not facts.address \
+                or not node.host_key:
             continue  # never ran as a host
         why = "" if node.state == State.ACTIVE and not node.host_lost else \
             ("its host agent is lost" if node.host_lost else f"it is {node.state.value}")
-        out[node.name] = HostRecord(node.name, "node", node.rack, cores, memory, str(facts["address"]), 22,
+        out[node.name] = HostRecord(node.name, "node", node.rack, facts.cpus, facts.memory_mib, facts.address, 22,
                                     node.host_key, not why, why)
     for row in store.registered_hosts():
         out[row["name"]] = HostRecord(row["name"], "registered", row["rack"], row["cores"], row["memory_mib"],
