@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from . import disk
 from .download import fetch, verify
+from .protocol import DeployArgs, DeployImage, DeployResult
 
 LOG = logging.getLogger("agent")
 Progress = Callable[[dict[str, Any]], None]
@@ -51,13 +52,13 @@ class Deployer:
         self.uefi = Path("/sys/firmware/efi").exists() if uefi is None else uefi
         self.netconf = netconf or {}
 
-    def run(self, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    def run(self, args: DeployArgs, progress: Progress) -> DeployResult:
         try:
             return self._run(args, progress)
         except (disk.DiskError, OSError) as exc:
             raise DeployFailed(str(exc)) from exc
 
-    def _run(self, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    def _run(self, args: DeployArgs, progress: Progress) -> DeployResult:
         times: dict[str, float] = {}
         started = time.monotonic()
         image = args["image"]
@@ -106,7 +107,7 @@ class Deployer:
         return {"disk": target, "base_sha256": sha, "transferred_bytes": transferred, "reused": reused,
                 "seconds": {k: round(v, 2) for k, v in times.items()}}
 
-    def lay_base(self, images: Path, image: dict[str, Any], no_transfer: bool,
+    def lay_base(self, images: Path, image: DeployImage, no_transfer: bool,
                  progress: Progress) -> tuple[int, bool]:
         """The base on the data partition, verified, read-only and immutable: kept if the
         disk holds it intact, else downloaded. (bytes transferred, whether it was reused)"""
@@ -145,11 +146,11 @@ class Deployer:
                 shutil.rmtree(entry)
 
     @staticmethod
-    def _identity(data: Path, args: dict[str, Any], netconf: dict[str, str], api: str) -> None:
+    def _identity(data: Path, args: DeployArgs, netconf: dict[str, str], api: str) -> None:
         """What makes this host itself: name, address, SSH keys, the host agent's credential."""
         node = data / "node"
         node.mkdir(mode=0o700, exist_ok=True)
-        info = {**netconf, **args["node"]}
+        info = {**netconf, "name": args["node"]["name"], "mac": args["node"]["mac"]}
         _write(node / "hostname", info["name"] + "\n")
         _write(node / "network", "".join(f"{k.upper()}={info.get(k) or ''}\n"
                                          for k in ("mac", "ip", "netmask", "gateway")))

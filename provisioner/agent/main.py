@@ -12,10 +12,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 from . import host, inventory
-from .protocol import CommandKind, CommandStatus
+from .protocol import CommandKind, CommandStatus, DeployArgs
 from .api import AgentApi, AuthRejected, Refused
 from .deploy import Deployer, DeployFailed
 from .download import ChecksumMismatch, DownloadFailed
@@ -137,7 +137,8 @@ class Agent:
         deployer.token = self.api.token
         LOG.info("agent: deploy %s: base %s", cid, str(args.get("image", {}).get("sha256", "?"))[:16])
         try:
-            result = deployer.run(args, progress)
+            # From the daemon that authenticated this boot; a field missing is a KeyError below.
+            result = deployer.run(cast(DeployArgs, args), progress)
             report: dict[str, Any] = {"status": CommandStatus.DONE, "result": result}
         except (DeployFailed, ChecksumMismatch, DownloadFailed, KeyError) as exc:
             LOG.error("agent: deploy %s failed: %s", cid, exc)

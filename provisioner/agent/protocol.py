@@ -4,6 +4,7 @@ statuses. Standard library only: the maintenance image's python3 imports it."""
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import TypedDict
 
 
 class CommandKind(StrEnum):
@@ -22,3 +23,67 @@ class CommandStatus(StrEnum):
 
 
 REPORTED = (CommandStatus.RUNNING, CommandStatus.DONE, CommandStatus.FAILED)  # what an agent may report
+
+
+# -- the deploy command: what the daemon sends, and what the agent reports back ----------
+
+class DeployImage(TypedDict):
+    sha256: str
+    format: str
+    size: int
+    url: str  # on the daemon: GET it with the agent's token (Range requests resume)
+
+
+class DeployNode(TypedDict):
+    name: str
+    mac: str
+
+
+class DeployHostAgent(TypedDict):
+    api: str | None  # None: the address the maintenance agent used
+    token: str
+
+
+class DeploySsh(TypedDict):
+    host_key: str
+    host_key_pub: str
+    authorized_keys: list[str]
+
+
+class DeployArgs(TypedDict):
+    image: DeployImage
+    keep: list[str]  # bases to keep beside this one (for --to-previous)
+    previous: str | None
+    no_transfer: bool  # a rollback: the base must already be on the disk
+    node: DeployNode
+    host_agent: DeployHostAgent
+    ssh: DeploySsh
+    kernel_args: str
+
+
+class DeployResult(TypedDict, total=False):
+    disk: str
+    base_sha256: str
+    transferred_bytes: int
+    reused: bool
+    seconds: dict[str, float]
+    error: str  # when it failed
+
+
+def deploy_result(doc: object) -> DeployResult:
+    """A deploy command's reported result, keeping only fields of the right type (the
+    report comes from the network; nothing else in it is read)."""
+    if not isinstance(doc, dict):
+        return {}
+    out: DeployResult = {}
+    if isinstance(doc.get("disk"), str):
+        out["disk"] = doc["disk"]
+    if isinstance(doc.get("base_sha256"), str):
+        out["base_sha256"] = doc["base_sha256"]
+    if isinstance(doc.get("transferred_bytes"), int) and not isinstance(doc.get("transferred_bytes"), bool):
+        out["transferred_bytes"] = doc["transferred_bytes"]
+    if isinstance(doc.get("reused"), bool):
+        out["reused"] = doc["reused"]
+    if isinstance(doc.get("error"), str):
+        out["error"] = doc["error"]
+    return out

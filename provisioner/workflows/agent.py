@@ -10,7 +10,7 @@ import json
 import uuid
 from typing import Any, Protocol
 
-from ..agent.protocol import REPORTED, CommandKind, CommandStatus
+from ..agent.protocol import REPORTED, CommandKind, CommandStatus, DeployResult, deploy_result
 from ..errors import Conflict, InvalidInput, NotFound, Unauthorized
 from ..hardware import Hardware, HostFacts
 from ..models import Node, normalize_mac
@@ -34,7 +34,7 @@ class DeployListener(Protocol):
 
     def agent_ready(self, node: Node) -> None: ...
     def progress(self, node: Node, result: dict[str, Any]) -> None: ...
-    def written(self, node: Node, ok: bool, result: dict[str, Any]) -> None: ...
+    def written(self, node: Node, ok: bool, result: DeployResult) -> None: ...
     def host_reported(self, node: Node, facts: HostFacts) -> None: ...
 
 
@@ -132,7 +132,7 @@ class AgentService:
             if status == CommandStatus.RUNNING:
                 self.deploy.progress(node, result)
             else:
-                self.deploy.written(node, status == CommandStatus.DONE, result)
+                self.deploy.written(node, status == CommandStatus.DONE, deploy_result(result))
         return self.store.command(command_id)
 
     # -- the host agent -------------------------------------------------------

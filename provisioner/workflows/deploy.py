@@ -12,7 +12,7 @@ import time
 import uuid
 from typing import Any
 
-from ..agent.protocol import CommandKind, CommandStatus
+from ..agent.protocol import CommandKind, CommandStatus, DeployArgs, DeployResult
 from ..errors import InvalidTransition, PowerError
 from ..hardware import HostFacts
 from ..images import Catalog, Image
@@ -103,7 +103,7 @@ class DeployFlow:
         _, operator_pub = operator_key(self.c.settings.data_dir)
         keep = [s for s in (node.image_sha256, node.previous_image_sha256)
                 if s and s != image.sha256][:1]
-        args: dict[str, Any] = {
+        args: DeployArgs = {
             "image": {"sha256": image.sha256, "format": image.format, "size": image.size,
                       "url": f"/v1/agent/images/{image.sha256}"},
             "keep": keep, "previous": keep[0] if keep else None,
@@ -128,7 +128,7 @@ class DeployFlow:
         if node.state == State.DEPLOYING and node.step == Step.WRITE_IMAGE:
             self.c.store.extend_deadline(node, self._deadline(Step.WRITE_IMAGE))
 
-    def written(self, node: Node, ok: bool, result: dict[str, Any]) -> None:
+    def written(self, node: Node, ok: bool, result: DeployResult) -> None:
         if node.state != State.DEPLOYING or node.step != Step.WRITE_IMAGE:
             return
         if not ok:

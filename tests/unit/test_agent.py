@@ -69,3 +69,12 @@ def test_commands_run_once_per_id_even_across_agent_restarts(tmp_path):
     assert acted == ["reboot"]
     results = [b["status"] for p, b in agent.api.calls if p.startswith("/v1/agent/commands/")]
     assert results == ["done", "done", "failed"]
+
+
+def test_a_deploy_result_from_the_network_keeps_only_well_typed_fields():
+    from provisioner.agent.protocol import deploy_result
+    assert deploy_result({"disk": "/dev/vda", "transferred_bytes": 5, "reused": False, "base_sha256": "ab",
+                          "error": "x", "extra": 1}) == \
+        {"disk": "/dev/vda", "transferred_bytes": 5, "reused": False, "base_sha256": "ab", "error": "x"}
+    assert deploy_result({"disk": 7, "transferred_bytes": True, "reused": "yes"}) == {}
+    assert deploy_result(["not", "a", "dict"]) == {}
