@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..errors import HostError, ProvisionerError
@@ -23,6 +22,7 @@ from ..hypervisor.domains import GuestHost, ImageRef
 from ..images import Catalog
 from ..statuses import MEMBER_ENDED, GuestState, JobKind, JobStatus, MemberStatus, MemberStep, PlanAction
 from ..store import Store
+from .batches import BatchEngine
 from .guesthosts import HostLinks, host_records
 
 LOG = logging.getLogger(__name__)
@@ -50,6 +50,7 @@ class GuestJobs:
         self.ready_timeout = ready_timeout
         self.max_parallel_hosts = max(1, max_parallel_hosts)
         self.threads: dict[int, threading.Thread] = {}
+        self.engine = BatchEngine(store)
 
     def start(self, job_id: int) -> None:
         thread = threading.Thread(target=self._run, args=(job_id,), name=f"deploy-{job_id}", daemon=True)
@@ -73,30 +74,24 @@ class GuestJobs:
         LOG.info("deploy job %d: %s", job_id, status)
 
     def _batches(self, job_id: int) -> JobStatus:
+        """Batches of hosts: each host's share of a batch is one unit of work."""
         entries = self.store.job_guests(job_id)
-        batches = sorted({e["batch"] for e in entries})
-        for batch in batches:
-            if self.store.job(job_id)["abort"]:
-                self._skip(job_id, "job aborted")
-                return JobStatus.ABORTED
-            todo = [e for e in entries if e["batch"] == batch and e["status"] not in MEMBER_ENDED]
-            by_host: dict[str, list[dict[str, Any]]] = {}
-            for e in todo:
-                by_host.setdefault(e["host"], []).append(e)
-            with ThreadPoolExecutor(max_workers=self.max_parallel_hosts, thread_name_prefix=f"deploy-{job_id}") \
-                    as pool:
-                list(pool.map(lambda item: self._host(job_id, item[0], item[1]), by_host.items()))
-            entries = self.store.job_guests(job_id)
-            failed = [e["guest"] for e in entries if e["batch"] == batch and e["status"] == MemberStatus.FAILED]
-            if failed:
-                self._skip(job_id, f"not started: {', '.join(failed)} failed in the batch before")
-                return JobStatus.FAILED
-        return JobStatus.DONE
+        numbers = sorted({e["batch"] for e in entries})
+        batches = [sorted({(b, e["host"]) for e in entries if e["batch"] == b}) for b in numbers]
 
-    def _skip(self, job_id: int, why: str) -> None:
-        for e in self.store.job_guests(job_id):
-            if e["status"] == MemberStatus.PENDING:
-                self.store.set_job_member(job_id, e["guest"], MemberStatus.SKIPPED, why)
+        def share(unit: tuple[int, str]) -> None:
+            batch, host = unit
+            todo = [e for e in self.store.job_guests(job_id)
+                    if e["batch"] == batch and e["host"] == host and e["status"] not in MEMBER_ENDED]
+            if todo:  # ended before a restart: nothing left to do on this host
+                self._host(job_id, host, todo)
+
+        def failed(i: int) -> list[str]:
+            return [e["guest"] for e in self.store.job_guests(job_id)
+                    if e["batch"] == numbers[i] and e["status"] == MemberStatus.FAILED]
+
+        return self.engine.run(job_id, batches, share, parallel=self.max_parallel_hosts, max_failures=0,
+                               failed=failed)
 
     def _settle(self, job_id: int) -> None:
         """No guest stays busy once the job ends: one whose step never ran is as it was

@@ -9,7 +9,6 @@ import logging
 import math
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +18,7 @@ from ..images import Catalog, Image
 from ..models import Node
 from ..statuses import MEMBER_ENDED, JobKind, JobStatus, MemberStatus
 from ..states import DEPLOYABLE, State
+from .batches import BatchEngine
 from .deploy import DeployFlow
 from .engine import Conductor
 from .power import resolve_target
@@ -71,6 +71,7 @@ class JobRunner:
         self.catalog = catalog
         self._threads: dict[int, threading.Thread] = {}
         self.poll = 1.0
+        self.engine = BatchEngine(conductor.store)
 
     # -- planning -------------------------------------------------------------
     def upgrade_domain(self, node: Node, rack_nodes: list[Node]) -> int:
@@ -161,27 +162,16 @@ class JobRunner:
         by_batch: dict[int, list[dict[str, Any]]] = {}
         for member in job["nodes"]:
             by_batch.setdefault(int(member["batch"]), []).append(member)
-        for batch in sorted(by_batch):
-            if self.c.store.job(job_id)["abort"]:
-                self._skip_rest(job_id, "job aborted")
-                return JobStatus.ABORTED
-            members = by_batch[batch]
-            with ThreadPoolExecutor(max_workers=max(1, int(options["max_parallel"])),
-                                    thread_name_prefix=f"job-{job_id}") as pool:
-                outcomes = list(pool.map(lambda m: self._one(job_id, m, options), members))
-            failed = outcomes.count(MemberStatus.FAILED)
-            if failed > int(options["max_failures"]):
-                LOG.warning("job %d: batch %d had %d failures (threshold %s): stopping", job_id, batch, failed,
-                            options["max_failures"])
-                self._skip_rest(job_id, f"not started: batch {batch + 1} had {failed} failures")
-                return JobStatus.STOPPED if batch != max(by_batch) else JobStatus.FAILED
-        final = [m["status"] for m in self.c.store.job(job_id)["nodes"]]
-        return JobStatus.DONE if all(s == MemberStatus.DONE for s in final) else JobStatus.FAILED
+        batches = [by_batch[b] for b in sorted(by_batch)]
 
-    def _skip_rest(self, job_id: int, why: str) -> None:
-        for member in self.c.store.job(job_id)["nodes"]:
-            if member["status"] == MemberStatus.PENDING:
-                self.c.store.set_job_member(job_id, int(member["node_id"]), MemberStatus.SKIPPED, why)
+        def failed(i: int) -> list[str]:
+            names = {m["name"] for m in batches[i]}
+            return [m["name"] for m in self.c.store.job(job_id)["nodes"]
+                    if m["name"] in names and m["status"] == MemberStatus.FAILED]
+
+        return self.engine.run(job_id, batches, lambda m: self._one(job_id, m, options),
+                               parallel=int(options["max_parallel"]), max_failures=int(options["max_failures"]),
+                               failed=failed)
 
     def _one(self, job_id: int, member: dict[str, Any], options: dict[str, Any]) -> MemberStatus:
         node_id = int(member["node_id"])
