@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from ..client import Client
-from ..errors import InvalidInput, NotFound, ProvisionerError
-from ..states import STABLE
-from .inventory import load_inventory, read_password_file
 from ..display.output import Progress, node_detail, node_rows, print_json, table, timestamp
+from ..errors import InvalidInput, NotFound, ProvisionerError
+from ..states import STABLE, State
+from .inventory import load_inventory, read_password_file
 
 _STABLE = {s.value for s in STABLE}
 _POLL = 1.0
@@ -47,7 +47,7 @@ def _finish(client: Client, names: list[str], args: argparse.Namespace, errors: 
             table(*node_rows(nodes))
         for err in errors:
             sys.stderr.write(f"error: {err}\n")
-    failed = [n for n in nodes if n["state"] != "ready"] if not args.no_wait else []
+    failed = [n for n in nodes if n["state"] != State.READY] if not args.no_wait else []
     return 1 if errors or failed else 0
 
 

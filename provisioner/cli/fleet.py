@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from ..client import Client
+from ..display.jobs import follow, job_rows, show_plan
+from ..display.output import print_json, size_text as _size, table, timestamp
 from ..errors import InvalidInput
 from ..models import validate_name
 from ..statuses import JobKind
 from .fetch import fetch
-from ..display.jobs import follow, job_rows, show_plan
-from ..display.output import print_json, size_text as _size, table, timestamp
 
 
 class Progress:

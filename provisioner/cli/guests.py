@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from ..client import Client
+from ..display.output import print_json, size_text, table, tally, timestamp
 from ..errors import InvalidInput
 from ..guests.roles import template_names
-from ..statuses import GuestState, JobStatus
-from ..display.output import print_json, size_text, table, tally, timestamp
+from ..statuses import GuestState, JobStatus, PlanAction
 
 
 def _q(text: str) -> str:
@@ -29,8 +29,9 @@ def show_deploy_plan(doc: dict[str, Any]) -> None:
              g["app"] or ""] for g in doc["guests"]]
     table(["action", "guest", "role", "host", "cores", "memory", "ud", "base", "app"], rows)
     counts = doc["counts"]
-    print(", ".join(f"{counts.get(a, 0)} to {a}" for a in ("add", "remove", "roll", "repair"))
-          + f", {counts.get('keep', 0)} unchanged" + (" (dry run: nothing changed)" if doc["dry_run"] else ""))
+    changes = (PlanAction.ADD, PlanAction.REMOVE, PlanAction.ROLL, PlanAction.REPAIR)
+    print(", ".join(f"{counts.get(a, 0)} to {a}" for a in changes)
+          + f", {counts.get(PlanAction.KEEP, 0)} unchanged" + (" (dry run: nothing changed)" if doc["dry_run"] else ""))
 
 
 def follow_deploy(client: Client, job_id: int, as_json: bool) -> int:
