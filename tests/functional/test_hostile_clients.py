@@ -299,3 +299,31 @@ def test_expect_100_continue_is_answered_by_the_loop_and_the_body_read_there(dae
             reply += chunk
     assert reply.startswith(b"HTTP/1.1 404") and b"not enrolled" in reply, reply
     assert reply.count(b"100 Continue") == 0
+
+
+def test_a_burst_of_connections_on_the_unix_socket_is_not_refused(daemon):
+    """64 clients connect in the same instant (a timeout makes connect non-blocking, so a
+    full listen backlog is EAGAIN at once, as 16 CLI calls saw with the default of 5)."""
+    import threading
+    barrier = threading.Barrier(64)
+    errors: list[str] = []
+    path = str(daemon.workdir / "api.sock")
+
+    def connect() -> None:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(10)
+            barrier.wait()
+            try:
+                sock.connect(path)
+                sock.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                if not sock.recv(100).startswith(b"HTTP/1.1 200"):
+                    errors.append("no 200")
+            except OSError as exc:
+                errors.append(repr(exc))
+
+    threads = [threading.Thread(target=connect) for _ in range(64)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
