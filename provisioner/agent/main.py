@@ -129,7 +129,8 @@ class Agent:
             if time.monotonic() - last[0] >= 3.0 or doc.get("phase") != "writing":
                 last[0] = time.monotonic()
                 try:
-                    self.api.call(f"/v1/agent/commands/{cid}", {"status": CommandStatus.RUNNING, "result": doc}, max_wait=5)
+                    self.api.call(f"/v1/agent/commands/{cid}", {"status": CommandStatus.RUNNING, "result": doc},
+                                  max_wait=5)
                 except (Refused, AuthRejected):
                     pass
 

@@ -40,12 +40,12 @@ class DeployListener(Protocol):
 
 class AgentService:
     def __init__(self, conductor: Conductor, deploy: DeployListener | None = None) -> None:
-        self.c = conductor
+        self.conductor = conductor
         self.deploy = deploy
 
     @property
     def store(self) -> Store:
-        return self.c.store
+        return self.conductor.store
 
     def lookup(self, body: dict[str, Any]) -> dict[str, Any]:
         mac = normalize_mac(str(body.get("mac", "")))
@@ -67,17 +67,17 @@ class AgentService:
             raise
         LOG.info("node %s: agent looked up by %s, token issued", node.name, mac)
         return {"node": {"id": node.id, "name": node.name}, "token": token,
-                "heartbeat_interval": self.c.settings.agent_heartbeat_interval}
+                "heartbeat_interval": self.conductor.settings.agent_heartbeat_interval}
 
     def _welcome(self, node: Node, body: dict[str, Any], deploying: bool) -> None:
         """What a lookup does once the token is issued; what can fail goes first."""
         if deploying and self.deploy is not None:
             self.deploy.agent_ready(self.store.get_node(str(node.id)))
         if node.state == State.INSPECTING and node.step != Step.WAIT_INSPECTION:
-            deadline = self.c.clock() + self.c.settings.timeouts_inspection
+            deadline = self.conductor.clock() + self.conductor.settings.timeouts_inspection
             self.store.set_step(node, Step.WAIT_INSPECTION, deadline, expect_state=State.INSPECTING,
                                 message="agent authenticated")
-        self.store.update_node(node.id, agent_last_seen=self.c.clock())
+        self.store.update_node(node.id, agent_last_seen=self.conductor.clock())
         self.store.record_event(node, "agent", f"agent called home (boot {body.get('boot', '?')}) "
                                 f"and received its token")
 
@@ -93,21 +93,21 @@ class AgentService:
     def report_inspection(self, node: Node, body: dict[str, Any]) -> dict[str, Any]:
         inventory = body.get("inventory")
         hardware = Hardware.parse(inventory)
-        self.store.update_node(node.id, inspection=inventory, agent_last_seen=self.c.clock())
+        self.store.update_node(node.id, inspection=inventory, agent_last_seen=self.conductor.clock())
         if node.state == State.INSPECTING:
             node = self.store.transition(node, Event.DONE, message=f"inspected: {hardware.summary()}")
         return {"state": node.state.value}
 
     def heartbeat(self, node: Node) -> dict[str, Any]:
-        self.store.update_node(node.id, agent_last_seen=self.c.clock())
+        self.store.update_node(node.id, agent_last_seen=self.conductor.clock())
         pending = []
         for cmd in self.store.pending_commands(node):
             self.store.set_command_status(cmd["id"], CommandStatus.SENT)
             sealed = cmd.pop("args_sealed", None)
             if sealed:
-                cmd["args"] = json.loads(self.c.box.open(sealed).reveal())
+                cmd["args"] = json.loads(self.conductor.box.open(sealed).reveal())
             pending.append(cmd)
-        return {"commands": pending, "heartbeat_interval": self.c.settings.agent_heartbeat_interval}
+        return {"commands": pending, "heartbeat_interval": self.conductor.settings.agent_heartbeat_interval}
 
     def command_result(self, node: Node, command_id: str, body: dict[str, Any]) -> dict[str, Any]:
         cmd = self.store.command(command_id)
@@ -149,10 +149,10 @@ class AgentService:
         typed = HostFacts.parse(facts)
         if node.host_lost:
             self.store.record_event(node, "host", "host agent is back")
-        self.store.update_node(node.id, host_last_seen=self.c.clock(), host_facts=facts, host_lost=0)
+        self.store.update_node(node.id, host_last_seen=self.conductor.clock(), host_facts=facts, host_lost=0)
         if self.deploy is not None:
             self.deploy.host_reported(node, typed)
-        return {"heartbeat_interval": self.c.settings.agent_host_heartbeat_interval}
+        return {"heartbeat_interval": self.conductor.settings.agent_host_heartbeat_interval}
 
     def queue_command(self, node: Node, name: str) -> dict[str, Any]:
         kind = next((c for c in COMMANDS if c == name), None)

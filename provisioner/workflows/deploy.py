@@ -27,13 +27,13 @@ LOG = logging.getLogger(__name__)
 
 class DeployFlow:
     def __init__(self, conductor: Conductor, catalog: Catalog) -> None:
-        self.c = conductor
+        self.conductor = conductor
         self.catalog = catalog
         conductor.resumers.append(self.resume)
         conductor.periodic.append(self.mark_lost_hosts)
 
     def _deadline(self, step: Step) -> float:
-        s = self.c.settings
+        s = self.conductor.settings
         seconds: float = {
             Step.SET_BOOT_DEVICE: s.timeouts_power_on,
             Step.POWER_ON: s.timeouts_power_on,
@@ -42,65 +42,65 @@ class DeployFlow:
             Step.BOOT_DISK: s.timeouts_power_on,
             Step.WAIT_HOST: s.timeouts_host_boot,
         }[step]
-        return self.c.clock() + seconds
+        return self.conductor.clock() + seconds
 
     def mark_lost_hosts(self) -> None:
         """An active host whose agent has been silent too long is marked lost, once."""
-        limit = self.c.clock() - self.c.settings.agent_host_lost_after
-        for node in self.c.store.list_nodes():
+        limit = self.conductor.clock() - self.conductor.settings.agent_host_lost_after
+        for node in self.conductor.store.list_nodes():
             if node.state == State.ACTIVE and not node.host_lost and node.host_last_seen is not None \
                     and node.host_last_seen < limit:
-                self.c.store.update_node(node.id, host_lost=1)
-                self.c.store.record_event(node, "host", "host agent silent: lost, last seen "
+                self.conductor.store.update_node(node.id, host_lost=1)
+                self.conductor.store.record_event(node, "host", "host agent silent: lost, last seen "
                                           + time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(node.host_last_seen)))
                 LOG.warning("node %s: host agent silent since %s", node.name, node.host_last_seen)
 
     # -- operator side --------------------------------------------------------
     def start(self, node: Node, image: Image, *, job: int | None = None, no_transfer: bool = False,
               why: str = "deploy") -> Node:
-        with self.c.node_lock(node, f"starting {why}", job=job):
-            node = self.c.store.transition(node, Event.DEPLOY, step=Step.SET_BOOT_DEVICE,
+        with self.conductor.node_lock(node, f"starting {why}", job=job):
+            node = self.conductor.store.transition(node, Event.DEPLOY, step=Step.SET_BOOT_DEVICE,
                                            deadline=self._deadline(Step.SET_BOOT_DEVICE),
                                            message=f"{why}: {image.ref} (sha256 {image.sha256[:16]})")
-            self.c.store.update_node(node.id, agent_token_hash=None, deploy_sha256=image.sha256,
+            self.conductor.store.update_node(node.id, agent_token_hash=None, deploy_sha256=image.sha256,
                                      deploy_no_transfer=int(no_transfer))
-        self.c.submit(node, f"powering on for {why}", self._power_steps, job=job)
+        self.conductor.submit(node, f"powering on for {why}", self._power_steps, job=job)
         return node
 
     def resume(self, node: Node) -> None:
         if node.state == State.DEPLOYING and node.step in ACTIVE_STEPS:
             work = self._boot_disk if node.step == Step.BOOT_DISK else self._power_steps
-            self.c.submit(node, "resuming deploy", work, job=node.job_id)
+            self.conductor.submit(node, "resuming deploy", work, job=node.job_id)
 
     def _fail(self, node: Node, reason: str) -> None:
-        if self.c.store.get_node(str(node.id)).state != State.DEPLOYING:
+        if self.conductor.store.get_node(str(node.id)).state != State.DEPLOYING:
             return
         # A half-deployed machine must not boot from its disk: off first, so a node seen
         # in deploy-failed is already off.
         try:
-            self.c.power.apply(self.c.bmc(node), PowerAction.OFF)
+            self.conductor.power.apply(self.conductor.bmc(node), PowerAction.OFF)
         except PowerError as exc:
             LOG.warning("node %s: could not power off after a failed deploy: %s", node.name, exc)
             reason += f" (and powering it off failed: {exc})"
         try:
-            self.c.store.transition(node, Event.FAIL, error=reason)
+            self.conductor.store.transition(node, Event.FAIL, error=reason)
         except InvalidTransition:
             pass
 
     def _power_steps(self, node: Node) -> None:
-        self.c.boot_maintenance(node, State.DEPLOYING, self._deadline, self._fail)
+        self.conductor.boot_maintenance(node, State.DEPLOYING, self._deadline, self._fail)
 
     # -- agent side -----------------------------------------------------------
     def agent_ready(self, node: Node) -> None:
         """The maintenance agent authenticated: hand it the deploy command."""
         if node.state != State.DEPLOYING or node.deploy_sha256 is None:
             return
-        if node.step == Step.WRITE_IMAGE and self.c.store.pending_commands(node):
+        if node.step == Step.WRITE_IMAGE and self.conductor.store.pending_commands(node):
             return  # the same boot asked twice; the command is already queued
         image = self.catalog.image_by_sha(node.deploy_sha256)
         host_token = secrets.token_urlsafe(32)
         host_key, host_key_pub = new_keypair(f"root@{node.name}")
-        _, operator_pub = operator_key(self.c.settings.data_dir)
+        _, operator_pub = operator_key(self.conductor.settings.data_dir)
         keep = [s for s in (node.image_sha256, node.previous_image_sha256)
                 if s and s != image.sha256][:1]
         args: DeployArgs = {
@@ -113,20 +113,21 @@ class DeployFlow:
             # api None: the host agent calls the address the maintenance agent used.
             "host_agent": {"api": None, "token": host_token},
             "ssh": {"host_key": host_key, "host_key_pub": host_key_pub, "authorized_keys": [operator_pub]},
-            "kernel_args": self.c.settings.boot_kernel_args,
+            "kernel_args": self.conductor.settings.boot_kernel_args,
         }
-        for old in self.c.store.pending_commands(node):
-            self.c.store.set_command_status(old["id"], CommandStatus.SUPERSEDED)
-        command = self.c.store.add_command(node, str(uuid.uuid4()), CommandKind.DEPLOY, self.c.box.seal(Secret(json.dumps(args))))
-        self.c.store.update_node(node.id, host_token_hash=hash_token(host_token), host_key=host_key_pub)
-        self.c.store.set_step(node, Step.WRITE_IMAGE, self._deadline(Step.WRITE_IMAGE),
+        for old in self.conductor.store.pending_commands(node):
+            self.conductor.store.set_command_status(old["id"], CommandStatus.SUPERSEDED)
+        sealed = self.conductor.box.seal(Secret(json.dumps(args)))
+        command = self.conductor.store.add_command(node, str(uuid.uuid4()), CommandKind.DEPLOY, sealed)
+        self.conductor.store.update_node(node.id, host_token_hash=hash_token(host_token), host_key=host_key_pub)
+        self.conductor.store.set_step(node, Step.WRITE_IMAGE, self._deadline(Step.WRITE_IMAGE),
                               expect_state=State.DEPLOYING,
                               message=f"deploy command {command['id']} queued: base {image.ref}")
 
     def progress(self, node: Node, result: dict[str, Any]) -> None:
         """The agent is still writing: push the stall deadline on."""
         if node.state == State.DEPLOYING and node.step == Step.WRITE_IMAGE:
-            self.c.store.extend_deadline(node, self._deadline(Step.WRITE_IMAGE))
+            self.conductor.store.extend_deadline(node, self._deadline(Step.WRITE_IMAGE))
 
     def written(self, node: Node, ok: bool, result: DeployResult) -> None:
         if node.state != State.DEPLOYING or node.step != Step.WRITE_IMAGE:
@@ -138,23 +139,23 @@ class DeployFlow:
         previous = node.previous_image_sha256
         if node.image_sha256 and node.image_sha256 != sha:
             previous = node.image_sha256
-        self.c.store.update_node(node.id, image_sha256=sha, previous_image_sha256=previous)
+        self.conductor.store.update_node(node.id, image_sha256=sha, previous_image_sha256=previous)
         how = "already on disk, layer reset" if result.get("reused") else "downloaded"
-        node = self.c.store.set_step(node, Step.BOOT_DISK, self._deadline(Step.BOOT_DISK),
+        node = self.conductor.store.set_step(node, Step.BOOT_DISK, self._deadline(Step.BOOT_DISK),
                                      expect_state=State.DEPLOYING,
                                      message=f"image laid down on {result.get('disk')}: {how}, "
                                              f"{result.get('transferred_bytes', 0)} bytes transferred")
-        self.c.submit(node, "switching to boot from disk", self._boot_disk, job=node.job_id)
+        self.conductor.submit(node, "switching to boot from disk", self._boot_disk, job=node.job_id)
 
     def _boot_disk(self, node: Node) -> None:
         if node.state != State.DEPLOYING or node.step != Step.BOOT_DISK:
             return
-        bmc = self.c.bmc(node)
+        bmc = self.conductor.bmc(node)
         try:
-            self.c.power.set_boot_device(bmc, BootDevice.DISK)
-            power = self.c.power.apply(bmc, PowerAction.CYCLE)
-            self.c.store.update_node(node.id, power_state=power.value)
-            self.c.store.set_step(node, Step.WAIT_HOST, self._deadline(Step.WAIT_HOST),
+            self.conductor.power.set_boot_device(bmc, BootDevice.DISK)
+            power = self.conductor.power.apply(bmc, PowerAction.CYCLE)
+            self.conductor.store.update_node(node.id, power_state=power.value)
+            self.conductor.store.set_step(node, Step.WAIT_HOST, self._deadline(Step.WAIT_HOST),
                                   expect_state=State.DEPLOYING,
                                   message=f"boot from disk set and power cycled via IPMI {bmc.endpoint}")
         except PowerError as exc:
@@ -170,5 +171,5 @@ class DeployFlow:
             self._fail(node, f"wait-host: the host booted base {booted[:16]}, "
                              f"expected {str(node.image_sha256)[:16]}")
             return
-        self.c.store.transition(node, Event.DONE, message=f"host agent reported: {facts.cpus} CPUs, "
+        self.conductor.store.transition(node, Event.DONE, message=f"host agent reported: {facts.cpus} CPUs, "
                                 f"{facts.memory_mib} MiB, kvm={'yes' if facts.kvm else 'no'}")

@@ -27,7 +27,7 @@ def _integer(value: Any, what: str) -> int:
 class EnrollService:
     def __init__(self, conductor: Conductor, inspection: InspectionFlow,
                  on_nodes_changed: Callable[[], None]) -> None:
-        self.c = conductor
+        self.conductor = conductor
         self.inspection = inspection
         self.on_nodes_changed = on_nodes_changed
 
@@ -48,21 +48,21 @@ class EnrollService:
         check_bmc_login(username, password)
         if not isinstance(body.get("inspect", True), bool):
             raise InvalidInput("inspect must be true or false")
-        suite = _integer(bmc_doc.get("cipher_suite") or self.c.settings.power_cipher_suite, "bmc.cipher_suite")
+        suite = _integer(bmc_doc.get("cipher_suite") or self.conductor.settings.power_cipher_suite, "bmc.cipher_suite")
         if suite not in (3, 17):
             raise InvalidInput(f"IPMI cipher suite {suite} is not supported: use 3 or 17")
         # Refuse before storing anything if the MAC or the name is taken...
-        existing = self.c.store.find_node_by_mac(mac)
+        existing = self.conductor.store.find_node_by_mac(mac)
         if existing is not None:
             raise Conflict(f"MAC {mac} is already enrolled as node {existing.name}")
-        if any(n.name == name for n in self.c.store.list_nodes()):
+        if any(n.name == name for n in self.conductor.store.list_nodes()):
             raise Conflict(f"a node named {name} already exists")
         # ...and if the BMC does not answer to these credentials.
         bmc = BmcCredentials(address, port, username, Secret(password), suite)
-        self.c.power.probe(bmc)
-        node = self.c.store.create_node(name=name, mac=mac, rack=rack, bmc_address=address,
+        self.conductor.power.probe(bmc)
+        node = self.conductor.store.create_node(name=name, mac=mac, rack=rack, bmc_address=address,
                                         bmc_port=port, bmc_username=username,
-                                        bmc_password_sealed=self.c.box.seal(bmc.password),
+                                        bmc_password_sealed=self.conductor.box.seal(bmc.password),
                                         cipher_suite=suite)
         self.on_nodes_changed()
         if body.get("inspect", True):
@@ -71,5 +71,5 @@ class EnrollService:
 
     def delete(self, node: Node) -> None:
         """Forget a node in a stable state; DHCP stops answering its MAC."""
-        self.c.store.delete_node(node)
+        self.conductor.store.delete_node(node)
         self.on_nodes_changed()

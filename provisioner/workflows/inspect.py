@@ -16,38 +16,38 @@ LOG = logging.getLogger(__name__)
 
 class InspectionFlow:
     def __init__(self, conductor: Conductor) -> None:
-        self.c = conductor
+        self.conductor = conductor
         conductor.resumers.append(self.resume)
 
     def _deadline(self, step: Step) -> float:
-        s = self.c.settings
+        s = self.conductor.settings
         seconds = {
             Step.SET_BOOT_DEVICE: s.timeouts_power_on,
             Step.POWER_ON: s.timeouts_power_on,
             Step.WAIT_AGENT: s.timeouts_agent_boot,
             Step.WAIT_INSPECTION: s.timeouts_inspection,
         }[step]
-        return self.c.clock() + seconds
+        return self.conductor.clock() + seconds
 
     def start(self, node: Node) -> Node:
         """Move the node into inspecting and hand the active steps to a worker."""
-        with self.c.node_lock(node, "starting inspection"):
-            node = self.c.store.transition(node, Event.INSPECT, step=Step.SET_BOOT_DEVICE,
+        with self.conductor.node_lock(node, "starting inspection"):
+            node = self.conductor.store.transition(node, Event.INSPECT, step=Step.SET_BOOT_DEVICE,
                                            deadline=self._deadline(Step.SET_BOOT_DEVICE),
                                            message="inspection requested")
-            self.c.store.update_node(node.id, agent_token_hash=None)
-        self.c.submit(node, "powering on for inspection", self._drive)
+            self.conductor.store.update_node(node.id, agent_token_hash=None)
+        self.conductor.submit(node, "powering on for inspection", self._drive)
         return node
 
     def resume(self, node: Node) -> None:
         if node.state == State.INSPECTING and node.step in ACTIVE_STEPS:
-            self.c.submit(node, "powering on for inspection", self._drive)
+            self.conductor.submit(node, "powering on for inspection", self._drive)
 
     def _drive(self, node: Node) -> None:
-        self.c.boot_maintenance(node, State.INSPECTING, self._deadline, self._fail)
+        self.conductor.boot_maintenance(node, State.INSPECTING, self._deadline, self._fail)
 
     def _fail(self, node: Node, reason: str) -> None:
         try:
-            self.c.store.transition(node, Event.FAIL, error=reason)
+            self.conductor.store.transition(node, Event.FAIL, error=reason)
         except InvalidTransition:
             pass

@@ -66,7 +66,7 @@ class Plan:
 
 class JobRunner:
     def __init__(self, conductor: Conductor, deploy: DeployFlow, catalog: Catalog) -> None:
-        self.c = conductor
+        self.conductor = conductor
         self.deploy = deploy
         self.catalog = catalog
         self._threads: dict[int, threading.Thread] = {}
@@ -78,11 +78,11 @@ class JobRunner:
         if node.upgrade_domain is not None:
             return node.upgrade_domain
         names = sorted(n.name for n in rack_nodes)
-        return names.index(node.name) % max(1, self.c.settings.reimage_upgrade_domains)
+        return names.index(node.name) % max(1, self.conductor.settings.reimage_upgrade_domains)
 
     def plan(self, kind: JobKind, target: str, image_ref: str | None = None, *, max_parallel: Any = None,
              max_unavailable: Any = None, max_failures: Any = None, to_previous: bool = False) -> Plan:
-        nodes = resolve_target(self.c, target)
+        nodes = resolve_target(self.conductor, target)
         wrong = [f"{n.name} ({n.state})" for n in nodes if n.state not in DEPLOYABLE]
         if wrong:
             raise Conflict(f"cannot {kind} {', '.join(wrong)}: a node must be ready, active or deploy-failed")
@@ -102,11 +102,11 @@ class JobRunner:
                 what = "no previous image" if to_previous else "never been deployed"
                 raise Conflict(f"cannot roll back {', '.join(missing)}: {what}")
         total = len(nodes)
-        parallel = parse_limit(max_parallel, total, self.c.settings.server_workers, "--max-parallel") or 1
+        parallel = parse_limit(max_parallel, total, self.conductor.settings.server_workers, "--max-parallel") or 1
         unavailable = parse_limit(max_unavailable, total, max(1, total // 2), "--max-unavailable") or 1
         failures = parse_limit(max_failures, total, 0, "--max-failures")
         racks: dict[str, list[Node]] = {}
-        for n in self.c.store.list_nodes():
+        for n in self.conductor.store.list_nodes():
             racks.setdefault(n.rack, []).append(n)
         domains: dict[int, list[Node]] = {}
         for n in nodes:
@@ -122,25 +122,25 @@ class JobRunner:
         options = plan.doc()
         options["image_sha256"] = plan.image.sha256 if plan.image else None
         members = [(n.id, i) for i, batch in enumerate(plan.batches) for n in batch]
-        job_id = self.c.store.create_job(plan.kind, plan.target, options, members)
+        job_id = self.conductor.store.create_job(plan.kind, plan.target, options, members)
         LOG.info("job %d: %s %s, %d nodes in %d batches", job_id, plan.kind, plan.target, len(members),
                  len(plan.batches))
         self._spawn(job_id)
         return job_id
 
     def resume(self) -> None:
-        for job in self.c.store.jobs(running_only=True, kind=(JobKind.REIMAGE, JobKind.ROLLBACK)):
+        for job in self.conductor.store.jobs(running_only=True, kind=(JobKind.REIMAGE, JobKind.ROLLBACK)):
             LOG.info("job %d: resuming after a daemon restart", job["id"])
             self._spawn(int(job["id"]))
 
     def abort(self, job_id: int | None = None) -> dict[str, Any]:
-        running = self.c.store.jobs(running_only=True)
+        running = self.conductor.store.jobs(running_only=True)
         if job_id is None:
             if not running:
                 raise NotFound("no job is running")
             job_id = int(running[-1]["id"])
-        self.c.store.request_abort(job_id)
-        return self.c.store.job(job_id)
+        self.conductor.store.request_abort(job_id)
+        return self.conductor.store.job(job_id)
 
     def _spawn(self, job_id: int) -> None:
         thread = threading.Thread(target=self._run, args=(job_id,), name=f"job-{job_id}", daemon=True)
@@ -153,11 +153,11 @@ class JobRunner:
         except Exception:
             LOG.exception("job %d crashed", job_id)
             status = JobStatus.FAILED
-        self.c.store.end_job(job_id, status)
+        self.conductor.store.end_job(job_id, status)
         LOG.info("job %d: %s", job_id, status)
 
     def _batches(self, job_id: int) -> JobStatus:
-        job = self.c.store.job(job_id)
+        job = self.conductor.store.job(job_id)
         options = job["options"]
         by_batch: dict[int, list[dict[str, Any]]] = {}
         for member in job["nodes"]:
@@ -166,7 +166,7 @@ class JobRunner:
 
         def failed(i: int) -> list[str]:
             names = {m["name"] for m in batches[i]}
-            return [m["name"] for m in self.c.store.job(job_id)["nodes"]
+            return [m["name"] for m in self.conductor.store.job(job_id)["nodes"]
                     if m["name"] in names and m["status"] == MemberStatus.FAILED]
 
         return self.engine.run(job_id, batches, lambda m: self._one(job_id, m, options),
@@ -177,11 +177,11 @@ class JobRunner:
         node_id = int(member["node_id"])
         if member["status"] in MEMBER_ENDED:
             return MemberStatus(member["status"])
-        node = self.c.store.get_node(str(node_id))
+        node = self.conductor.store.get_node(str(node_id))
         # Pending but deploying: the daemon died between starting it and noting that.
         if member["status"] == MemberStatus.PENDING and node.state != State.DEPLOYING:
-            if self.c.store.job(job_id)["abort"]:
-                self.c.store.set_job_member(job_id, node_id, MemberStatus.SKIPPED, "job aborted")
+            if self.conductor.store.job(job_id)["abort"]:
+                self.conductor.store.set_job_member(job_id, node_id, MemberStatus.SKIPPED, "job aborted")
                 return MemberStatus.SKIPPED
             try:
                 if options["kind"] == JobKind.ROLLBACK:
@@ -192,26 +192,27 @@ class JobRunner:
                 else:
                     image = self.catalog.image_by_sha(str(options["image_sha256"]))
                     self.deploy.start(node, image, job=job_id, why="reimage")
-                self.c.store.set_job_member(job_id, node_id, MemberStatus.RUNNING, f"{options['kind']} started")
+                self.conductor.store.set_job_member(job_id, node_id, MemberStatus.RUNNING, f"{options['kind']} started")
             except ProvisionerError as exc:
-                self.c.store.set_job_member(job_id, node_id, MemberStatus.FAILED, str(exc))
+                self.conductor.store.set_job_member(job_id, node_id, MemberStatus.FAILED, str(exc))
                 return MemberStatus.FAILED
         # Running (now or before a restart): wait for the node to leave deploying.
         while True:
-            node = self.c.store.get_node(str(node_id))
+            node = self.conductor.store.get_node(str(node_id))
             if node.state != State.DEPLOYING:
                 break
             time.sleep(self.poll)
         if node.state == State.ACTIVE:
             transferred = self._transferred(node)
-            self.c.store.set_job_member(job_id, node_id, MemberStatus.DONE, "active", transferred)
+            self.conductor.store.set_job_member(job_id, node_id, MemberStatus.DONE, "active", transferred)
             return MemberStatus.DONE
-        self.c.store.set_job_member(job_id, node_id, MemberStatus.FAILED, node.last_error or f"ended {node.state}")
+        self.conductor.store.set_job_member(job_id, node_id, MemberStatus.FAILED,
+                                            node.last_error or f"ended {node.state}")
         return MemberStatus.FAILED
 
     def _transferred(self, node: Node) -> int | None:
         """Image bytes the node's last deploy command received, as its agent reported."""
-        command = self.c.store.last_command(node.id, CommandKind.DEPLOY)
+        command = self.conductor.store.last_command(node.id, CommandKind.DEPLOY)
         result = (command or {}).get("result") or {}
         value = result.get("transferred_bytes")
         return int(value) if isinstance(value, int) else None

@@ -39,16 +39,16 @@ def resolve_target(conductor: Conductor, target: str) -> list[Node]:
 
 class PowerService:
     def __init__(self, conductor: Conductor) -> None:
-        self.c = conductor
+        self.conductor = conductor
 
     def _one(self, node: Node, action: PowerAction) -> dict[str, Any]:
-        bmc = self.c.bmc(node)
+        bmc = self.conductor.bmc(node)
         try:
-            with self.c.node_lock(node, f"power {action}"):
-                state = self.c.power.apply(bmc, action)
-                self.c.store.update_node(node.id, power_state=state.value)
+            with self.conductor.node_lock(node, f"power {action}"):
+                state = self.conductor.power.apply(bmc, action)
+                self.conductor.store.update_node(node.id, power_state=state.value)
                 if action != PowerAction.STATUS:
-                    self.c.store.record_event(node, "power",
+                    self.conductor.store.record_event(node, "power",
                                               f"power {action} via IPMI {bmc.endpoint}: now {state}")
                 return {"node": node.name, "power_state": state.value, "ok": True}
         except (PowerError, NodeBusy) as exc:
@@ -56,6 +56,6 @@ class PowerService:
             return {"node": node.name, "ok": False, "error": str(exc)}
 
     def apply(self, target: str, action: PowerAction) -> list[dict[str, Any]]:
-        nodes = resolve_target(self.c, target)
+        nodes = resolve_target(self.conductor, target)
         with ThreadPoolExecutor(max_workers=min(len(nodes), 16)) as pool:
             return list(pool.map(lambda n: self._one(n, action), nodes))

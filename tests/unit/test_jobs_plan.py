@@ -42,7 +42,7 @@ def runner(tmp_path):
 
 
 def add(runner, name, rack, state="ready", image=None):
-    store = runner.c.store
+    store = runner.conductor.store
     node = store.create_node(name=name, mac=f"52:54:00:00:{len(store.list_nodes()):02x}:01", rack=rack,
                              bmc_address="10.0.0.1", bmc_port=623, bmc_username="admin",
                              bmc_password_sealed="sealed", cipher_suite=3)
@@ -61,8 +61,8 @@ def test_a_rack_is_split_by_upgrade_domain_then_by_max_unavailable(runner):
     for i in range(1, 7):
         add(runner, f"r1-n{i}", "rack-1")
     add(runner, "r2-n1", "rack-2")
-    for n in runner.c.store.list_nodes():
-        runner.c.store.update_node(n.id, image_sha256="a" * 64)
+    for n in runner.conductor.store.list_nodes():
+        runner.conductor.store.update_node(n.id, image_sha256="a" * 64)
     plan = runner.plan("rollback", "rack-1", max_unavailable="2")
     # Two upgrade domains by default: alternate nodes by name; never more than 2 down.
     assert names(plan) == [["r1-n1", "r1-n3"], ["r1-n5"], ["r1-n2", "r1-n4"], ["r1-n6"]]
@@ -75,7 +75,7 @@ def test_an_explicit_upgrade_domain_wins_and_all_spans_racks(runner):
     a = add(runner, "a", "rack-1", image="a" * 64)
     add(runner, "b", "rack-1", image="a" * 64)
     add(runner, "c", "rack-2", image="a" * 64)
-    runner.c.store.update_node(a.id, upgrade_domain=1)
+    runner.conductor.store.update_node(a.id, upgrade_domain=1)
     plan = runner.plan("rollback", "all", max_unavailable="100%")
     # a is pinned to domain 1; b is index 1 in rack-1 (domain 1); c is index 0 in rack-2.
     assert names(plan) == [["c"], ["a", "b"]]
@@ -96,4 +96,4 @@ def test_refusals_before_anything_is_touched(runner):
         runner.plan("rollback", "fresh", to_previous=True)
     with pytest.raises(NotFound, match="no node, rack or tag"):
         runner.plan("reimage", "rack-9", "host")
-    assert runner.c.store.jobs() == []
+    assert runner.conductor.store.jobs() == []
