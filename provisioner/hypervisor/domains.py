@@ -11,7 +11,7 @@ import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Self
 
 import libvirt
 import libvirt_qemu  # type: ignore[import-untyped]
@@ -49,7 +49,7 @@ class HostConnection:
         self.conn = conn
         self.host = host
 
-    def __enter__(self) -> "HostConnection":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -76,30 +76,19 @@ class HostConnection:
             raise _err(f"host {self.host}: libvirt did not list its domains", exc) from exc
 
 
-class GuestHost:
-    """domain_type: 'kvm', 'qemu' (TCG), or 'auto' (kvm when the host's libvirt offers it).
-    A host whose KVM cannot run a BIOS guest (the lab's, see LAB.md) must say 'qemu'.
-    Used in a `with` block, which closes its connection."""
+class GuestHost(HostConnection):
+    """A host's guests, in its storage pool. domain_type: 'kvm', 'qemu' (TCG), or 'auto'
+    (kvm when the host's libvirt offers it). A host whose KVM cannot run a BIOS guest (the
+    lab's, see LAB.md) must say 'qemu'. Used in a `with` block, which closes its connection."""
 
-    def __init__(self, conn: libvirt.virConnect, pool: Pool, console_dir: Path, domain_type: str = "auto") -> None:
-        self.conn = conn
+    def __init__(self, conn: libvirt.virConnect, pool: Pool, console_dir: Path, domain_type: str = "auto",
+                 host: str = "host") -> None:
+        super().__init__(conn, host)
         self.pool = pool
         self.console_dir = console_dir
         # A second directory pool, only so that libvirt makes the folder on the host.
         self.consoles = Pool(conn, console_dir, name=f"{pool.name}-consoles")
         self.domain_type = _domain_type(conn) if domain_type == "auto" else domain_type
-
-    def __enter__(self) -> "GuestHost":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        try:
-            self.conn.close()
-        except libvirt.libvirtError:
-            pass
 
     # -- images ---------------------------------------------------------------
     def ensure_image(self, image: ImageRef, complete: Callable[[str], bool] = lambda sha: True,

@@ -93,7 +93,8 @@ class HostLinks:
         conn = self._open(host)
         try:
             pool = Pool(conn, Path(self.settings.guests_pool_path))
-            return GuestHost(conn, pool, Path(self.settings.guests_console_dir), self.settings.guests_domain_type)
+            return GuestHost(conn, pool, Path(self.settings.guests_console_dir), self.settings.guests_domain_type,
+                             host.name)
         except BaseException:
             conn.close()
             raise

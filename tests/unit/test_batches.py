@@ -4,15 +4,7 @@ before the next batch, abort between batches, and what was not started is skippe
 import pytest
 
 from provisioner.statuses import JobKind, JobStatus, MemberStatus
-from provisioner.store import Store
 from provisioner.workflows.batches import BatchEngine
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = Store(tmp_path / "db.sqlite")
-    yield s
-    s.close()
 
 
 def job_of(store, batches):

@@ -4,20 +4,12 @@ import pytest
 
 from provisioner.errors import Conflict, InvalidTransition, NotFound
 from provisioner.states import Event, State, Step
-from provisioner.store import Store
 from provisioner.store.schema import MIGRATIONS
 
 
 def make(store, mac="52:54:00:00:00:01", name="n1", rack="rack-1"):
     return store.create_node(name=name, mac=mac, rack=rack, bmc_address="10.0.0.1", bmc_port=623,
                              bmc_username="admin", bmc_password_sealed="sealed", cipher_suite=3)
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = Store(tmp_path / "db.sqlite")
-    yield s
-    s.close()
 
 
 def test_schema_is_migrated_in_wal_mode(store, tmp_path):
