@@ -293,9 +293,14 @@ class _Handler(BaseHTTPRequestHandler):
                 return 0
             try:
                 return int(self.connection.sendfile(fh, offset=start, count=count))
-            except (BrokenPipeError, ConnectionResetError):
+            except (ConnectionError, TimeoutError) as exc:
+                # socket.sendfile leaves the file at the offset it reached: what went out before
+                # the client went away still counts (an agent resumes the rest with a Range).
                 self.close_connection = True
-                return 0
+                sent = max(0, fh.tell() - start)
+                LOG.info("http: %s went away after %d of %d bytes of %s: %s", self.address_string(), sent, count,
+                         path.name, exc.strerror or type(exc).__name__)
+                return sent
 
 
 class _Refusal(Exception):
