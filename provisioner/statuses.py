@@ -21,8 +21,6 @@ class JobStatus(StrEnum):
     STOPPED = "stopped"  # a batch failed beyond its threshold; later batches were skipped
 
 
-JOB_ENDED = (JobStatus.DONE, JobStatus.FAILED, JobStatus.ABORTED, JobStatus.STOPPED)
-
 
 class MemberStatus(StrEnum):
     """A job's node or guest."""

@@ -19,10 +19,9 @@ from typing import Any, BinaryIO, Callable, cast
 from ..boot.accesslog import AccessLog
 from ..errors import InvalidInput, NotFound, ProvisionerError
 from ..statuses import AuthKind
-from .server import Connection, ConnectionLoop, Limits, Reader, Writer
+from .server import MAX_BODY, Connection, ConnectionLoop, Limits, Reader, Writer
 
 LOG = logging.getLogger(__name__)
-MAX_BODY = 1 << 20
 
 
 @dataclass

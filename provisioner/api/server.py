@@ -27,6 +27,7 @@ LOG = logging.getLogger(__name__)
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 _CONTENT_LENGTH = re.compile(rb"(?im)^content-length:[ \t]*(\d+)[ \t]*\r?$")
 _NEEDS_WORKER = re.compile(rb"(?im)^transfer-encoding:")
+MAX_BODY = 1 << 20  # a request body the loop reads for its handler; larger ones are refused (413)
 _EXPECT_CONTINUE = re.compile(rb"(?im)^expect:[ \t]*100-continue[ \t]*\r?$")
 
 
@@ -38,7 +39,7 @@ class Limits:
     idle_timeout: float = 30.0
     io_timeout: float = 60.0
     max_head: int = 64 * 1024
-    max_body: int = 1 << 20  # bodies up to this size are read by the loop
+    max_body: int = MAX_BODY
 
 
 @dataclass

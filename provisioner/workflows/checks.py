@@ -26,6 +26,7 @@ from ..config import Settings
 from ..errors import InvalidInput, ProvisionerError
 from ..hypervisor import ssh
 from ..models import Node
+from ..sshkeys import operator_key
 from ..states import State
 from ..store import Store
 
@@ -54,7 +55,7 @@ class HostChecks:
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
         self.store = store
-        self.key_file = settings.data_dir / "ssh" / "id_ed25519"
+        self.key_file = operator_key(settings.data_dir)[0]
 
     def run(self, names: list[str], playbook: str | None = None) -> dict[str, list[Check]]:
         nodes = [self.store.get_node(n) for n in names]
