@@ -22,6 +22,7 @@ from ..statuses import AuthKind
 from .server import MAX_BODY, Connection, ConnectionLoop, Limits, Reader, Writer
 
 LOG = logging.getLogger(__name__)
+SEND_SLICE = 8 << 20  # bytes per sendfile call: how often a file's progress is counted
 
 
 @dataclass
@@ -59,7 +60,7 @@ class Response:
     content_type: str = "application/json"
     file: Path | None = None
     headers: dict[str, str] = field(default_factory=dict)
-    on_sent: Callable[[int], None] | None = None  # told how many bytes of `file` went out
+    on_sent: Callable[[int], None] | None = None  # told each part of `file` as it goes out
 
     @classmethod
     def of_json(cls, doc: Any, status: int = 200) -> "Response":
@@ -262,12 +263,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(response.body)
                 return len(response.body)
             return 0
-        sent = self._send_file(response.file)
-        if response.on_sent is not None:
-            response.on_sent(sent)
-        return sent
+        return self._send_file(response.file, response.on_sent or (lambda n: None))
 
-    def _send_file(self, path: Path) -> int:
+    def _send_file(self, path: Path, on_sent: Callable[[int], None]) -> int:
         with path.open("rb") as fh:
             size = os.fstat(fh.fileno()).st_size
             start, end, status = 0, size - 1, 200
@@ -290,16 +288,33 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             if self.command == "HEAD" or count == 0:
                 return 0
-            try:
-                return int(self.connection.sendfile(fh, offset=start, count=count))
-            except (ConnectionError, TimeoutError) as exc:
-                # socket.sendfile leaves the file at the offset it reached: what went out before
-                # the client went away still counts (an agent resumes the rest with a Range).
-                self.close_connection = True
-                sent = max(0, fh.tell() - start)
-                LOG.info("http: %s went away after %d of %d bytes of %s: %s", self.address_string(), sent, count,
-                         path.name, exc.strerror or type(exc).__name__)
-                return sent
+            return self._send_slices(fh, path, start, count, on_sent)
+
+    def _send_slices(self, fh: BinaryIO, path: Path, start: int, count: int, on_sent: Callable[[int], None]) -> int:
+        """sendfile in slices, each told to on_sent as it goes out: counters are live, and a
+        client that vanishes mid-file (a node powered off) has its bytes counted when they
+        went, not when the socket finally times out."""
+        sent = 0
+        try:
+            while sent < count:
+                n = int(self.connection.sendfile(fh, offset=start + sent, count=min(SEND_SLICE, count - sent)))
+                if n == 0:  # the file is shorter than when the response began
+                    self.close_connection = True
+                    LOG.warning("http: %s ended after %d of %d bytes while being sent", path.name, sent, count)
+                    break
+                sent += n
+                on_sent(n)
+        except (ConnectionError, TimeoutError) as exc:
+            # socket.sendfile leaves the file at the offset it reached: a slice's part that
+            # went out before the client went away still counts (an agent resumes with a Range).
+            self.close_connection = True
+            partial = max(0, fh.tell() - start - sent)
+            if partial:
+                on_sent(partial)
+                sent += partial
+            LOG.info("http: %s went away after %d of %d bytes of %s: %s", self.address_string(), sent, count,
+                     path.name, getattr(exc, "strerror", None) or type(exc).__name__)
+        return sent
 
 
 class _Refusal(Exception):

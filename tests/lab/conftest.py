@@ -59,6 +59,17 @@ class LabHandle:
         """Image bytes our HTTP server has sent to agents (its own counter)."""
         return int(self.client.get("/v1/stats")["counters"].get("image_bytes_served", 0))
 
+    def image_requests(self) -> int:
+        """Image downloads agents have started from our HTTP server (counted as each
+        request arrives, so a request is never counted late)."""
+        counters = self.client.get("/v1/stats")["counters"]
+        return sum(int(v) for k, v in counters.items() if k.startswith("http:image:"))
+
+    def job_bytes(self, name: str) -> int | None:
+        """Image bytes the node's agent received in the last job, as the job recorded them."""
+        job = self.client.get("/v1/jobs")["jobs"][-1]
+        return next(m["bytes"] for m in job["nodes"] if m["name"] == name)
+
     def events(self, name: str, since: float = 0.0) -> list[dict]:
         return [e for e in self.client.get(f"/v1/nodes/{name}/events")["events"] if e["ts"] >= since]
 
