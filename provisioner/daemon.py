@@ -7,7 +7,9 @@ import logging
 import resource
 import signal
 import threading
+import time
 from types import FrameType
+from typing import Callable
 
 from .api.http import HttpService
 from .api.routes import artifact_paths, build_router
@@ -70,12 +72,17 @@ class Daemon:
             return
         self._stopped.set()
         LOG.info("provisioner stopping")
-        self.svc.conductor.stop()
+        started = time.monotonic()
+        parts: list[tuple[str, Callable[[], None]]] = [("conductor", self.svc.conductor.stop)]
         if self.svc.dhcp is not None:
-            self.svc.dhcp.stop()
-        self.tftp.stop()
-        self.http.stop()
-        self.svc.store.close()
+            parts.append(("dhcp", self.svc.dhcp.stop))
+        parts += [("tftp", self.tftp.stop), ("http", self.http.stop), ("store", self.svc.store.close)]
+        took = []
+        for name, stop in parts:
+            t0 = time.monotonic()
+            stop()
+            took.append(f"{name} {time.monotonic() - t0:.1f}s")
+        LOG.info("provisioner stopped in %.1fs (%s)", time.monotonic() - started, ", ".join(took))
 
     def run_forever(self) -> None:
         done = threading.Event()

@@ -45,13 +45,24 @@ def netns_pids(name: str) -> list[int]:
 
 
 def pid_alive(pid: int) -> bool:
+    """Running, not merely waiting to be reaped: a process that exited stays a zombie until
+    its parent waits for it (the daemon is this process's child when the lab was brought up
+    from here), and a zombie must not hold a stop up for its whole grace time."""
+    try:
+        os.waitpid(pid, os.WNOHANG)  # reaps it if it is our child and has exited
+    except ChildProcessError:
+        pass  # not our child: its own parent reaps it
     try:
         os.kill(pid, 0)
-        return True
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def stop_pids(pids: Sequence[int], grace: float = 10.0) -> None:

@@ -186,8 +186,10 @@ def play_names(playbook: Path) -> list[str]:
 def ansible_env(tmp: Path, known_hosts: Path) -> dict[str, str]:
     """ansible-playbook's environment for checks: results as a JUnit file in `tmp` (Debian's
     ansible-core has no json stdout callback: that lives in a collection it does not ship),
-    an ignored failure counted as a failure, and only the recorded host keys trusted."""
+    an ignored failure counted as a failure, only the recorded host keys trusted, and one SSH
+    session per task (pipelining: the module goes over the session's stdin, no temp files)."""
     return {**os.environ, "ANSIBLE_CALLBACKS_ENABLED": "junit", "JUNIT_OUTPUT_DIR": str(tmp),
+            "ANSIBLE_PIPELINING": "True",
             "JUNIT_FAIL_ON_IGNORE": "true", "JUNIT_HIDE_TASK_ARGUMENTS": "true",
             "ANSIBLE_HOST_KEY_CHECKING": "True",
             "ANSIBLE_RETRY_FILES_ENABLED": "False", "ANSIBLE_LOCAL_TEMP": str(tmp),
