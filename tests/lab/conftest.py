@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 import io
 import os
+import shutil
 import subprocess
 import sys
 import time
+from typing import Any
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -170,7 +172,84 @@ def agent_write(host, guest: str, path: str, text: str) -> None:
     host.agent(guest, {"execute": "guest-file-close", "arguments": {"handle": handle}})
 
 
+# -- one lab carried through several modules -----------------------------------------
+# Bringing a lab up and down costs little; enrolling, booting and reimaging its nodes is
+# what costs. So the modules that need a plain BIOS rack share one lab of three nodes in
+# two racks, carried in this order, each starting from the state the one before left:
+#   enroll (two nodes, a stranger, kill -9 while inspecting) -> reimage (rack-1 and its
+#   rollbacks) -> nightly (rack-1 again, checks) -> playbooks and guests_libvirt (the lab's
+#   namespace, bridge and libvirtd only).
+# Modules that need a lab of another shape (UEFI, Vagrant, a host for nested guests) run
+# after them; only one lab can be up at a time, so the shared one is taken down first.
+SHARED_ORDER = ("test_enroll_lab", "test_reimage", "test_nightly", "test_playbooks", "test_guests_libvirt")
+SHARED_SHAPE = dict(nodes=3, racks=2, memory_mib=2048, vcpus=2, disk_gib=20)
+_shared: dict[str, Any] = {}
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    """Shared-lab modules first, in their order; every other module after them, as found."""
+    def rank(item) -> int:
+        name = item.module.__name__.rsplit(".", 1)[-1]
+        return SHARED_ORDER.index(name) if name in SHARED_ORDER else len(SHARED_ORDER)
+    items.sort(key=rank)  # stable: tests keep their order within a module
+
+
+_module_seconds: dict[str, float] = {}
+EVIDENCE = Path(__file__).resolve().parents[2] / "build/lab-failures"
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(none)"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed lab test carries what the lab saw: every node's console tail and the
+    daemon's log tail in the report, and the whole logs directory copied to
+    build/lab-failures/<test> (the lab itself is gone once it is taken down)."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    lab = Lab()
+    logs = lab.dir / "logs"
+    if not logs.is_dir():
+        return
+    for console in sorted(logs.glob("*.console.log")):
+        report.sections.append((f"console {console.name}", _tail(console, 40)))
+    report.sections.append(("daemon log", _tail(logs / "provisioner.log", 60)))
+    target = EVIDENCE / item.name
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(logs, target, ignore_dangling_symlinks=True, dirs_exist_ok=True)
+
+
+def pytest_runtest_logreport(report) -> None:
+    module = report.nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+    _module_seconds[module] = _module_seconds.get(module, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The lab tier's time per module (setup, calls and teardown; the shared lab's bring-up
+    counts in the first module that used it, its take-down in the one that ended it)."""
+    if not _module_seconds:
+        return
+    terminalreporter.section("lab time per module")
+    for module, seconds in sorted(_module_seconds.items(), key=lambda kv: -kv[1]):
+        terminalreporter.write_line(f"{seconds:8.1f}s  {module}")
+    terminalreporter.write_line(f"{sum(_module_seconds.values()):8.1f}s  in all")
+
+
+def _close_shared() -> None:
+    gen = _shared.pop("gen", None)
+    if gen is not None:
+        gen.close()  # runs _lab's finally: lab down
+
+
 def _lab(**kwargs):
+    _close_shared()
     lab = Lab()
     lab.down()  # a previous run killed mid-way must not be in the way
     try:
@@ -180,9 +259,43 @@ def _lab(**kwargs):
         lab.down()
 
 
-@pytest.fixture(scope="module")
-def lab():
-    yield from _lab(nodes=3, racks=2, memory_mib=2048, vcpus=2, disk_gib=20)
+@pytest.fixture(scope="session")
+def shared_lab():
+    """The lab the shared modules carry, brought up by whichever of them runs first and
+    taken down before any other lab comes up (or at the end)."""
+    gen = _lab(**SHARED_SHAPE)
+    handle = next(gen)
+    _shared["gen"] = gen
+    try:
+        yield handle
+    finally:
+        _close_shared()
+
+
+def enroll_missing(handle: LabHandle, names: list[str]) -> None:
+    """Enroll those of `names` the daemon does not know yet, and wait until each is ready."""
+    known = {n["name"] for n in handle.client.get("/v1/nodes")["nodes"]}
+    missing = [n for n in names if n not in known]
+    for name in missing:
+        code, out, err = handle.cli(*handle.enroll_args(name), "--no-wait")
+        assert code == 0, out + err
+    for name in missing:
+        doc = handle.wait(name, lambda d: d["state"] != "inspecting")
+        assert doc["state"] == "ready", doc["last_error"]
+
+
+def import_missing(handle: LabHandle, path: Path, name: str) -> None:
+    """The image under `name`, unless a module before this one imported it."""
+    names = {i["name"] for i in handle.client.get("/v1/images")["images"]}
+    if name not in names:
+        code, out, err = handle.cli("image", "import", str(path), "--name", name)
+        assert code == 0, out + err
+
+
+@pytest.fixture
+def lab(shared_lab):
+    """test_enroll_lab: the shared lab as it comes up, no node enrolled yet."""
+    return shared_lab
 
 
 @pytest.fixture(scope="module")
@@ -190,10 +303,8 @@ def uefi_lab():
     yield from _lab(nodes=1, racks=1, memory_mib=2048, vcpus=2, disk_gib=20, uefi=True)
 
 
-@pytest.fixture(scope="module")
-def rack_lab():
-    """Two BIOS nodes in one rack, enrolled to ready."""
-    for handle in _lab(nodes=2, racks=1, memory_mib=2048, vcpus=2, disk_gib=20):
-        code, out, err = handle.cli("enroll", "--from", str(handle.lab.inventory_file))
-        assert code == 0, out + err
-        yield handle
+@pytest.fixture
+def rack_lab(shared_lab):
+    """rack-1 of the shared lab (lab-r1-n1, lab-r1-n2), enrolled to ready."""
+    enroll_missing(shared_lab, ["lab-r1-n1", "lab-r1-n2"])
+    return shared_lab

@@ -21,7 +21,6 @@ from provisioner.guests.roles import parse_roles
 from provisioner.hypervisor.domains import GuestHost, ImageRef
 from provisioner.hypervisor.pool import Pool, base_name
 from provisioner.lab import hypervisor
-from provisioner.lab.lab import Lab
 from provisioner.sshkeys import operator_key
 
 from .conftest import LabSshd, agent_read, agent_write
@@ -49,10 +48,8 @@ def image_ref(path: Path) -> ImageRef:
 
 
 @pytest.fixture(scope="module")
-def libvirt_host():
-    lab = Lab()
-    lab.down()
-    lab.up(nodes=1, racks=1, memory_mib=256)  # libvirtd in the lab namespace; the node stays off
+def libvirt_host(shared_lab):
+    lab = shared_lab.lab  # its namespace, bridge and libvirtd; its nodes are not used
     conn = hypervisor.connect()
     try:
         pool = Pool(conn, lab.dir / "pool", name=POOL)
@@ -74,7 +71,6 @@ def libvirt_host():
         except libvirt.libvirtError:
             pass
         conn.close()
-        lab.down()
 
 
 def test_two_guests_share_one_read_only_base_boot_and_reset(libvirt_host, tmp_path):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import _lab
+from .conftest import enroll_missing, import_missing
 
 REPO = Path(__file__).resolve().parents[2]
 HOST_IMAGE = REPO / "build/images/host/host.qcow2"
@@ -19,14 +19,13 @@ CHECKS = ["cpus", "memory", "disks", "hypervisor", "network"]
 GOOD, BROKEN, OTHER_RACK = "lab-r1-n1", "lab-r1-n2", "lab-r2-n1"
 
 
-@pytest.fixture(scope="module")
-def nightly_lab():
-    for handle in _lab(nodes=3, racks=2, memory_mib=2048, vcpus=2, disk_gib=20):
-        code, out, err = handle.cli("enroll", "--from", str(handle.lab.inventory_file))
-        assert code == 0, out + err
-        code, out, err = handle.cli("image", "import", str(HOST_IMAGE), "--name", "host")
-        assert code == 0, err
-        yield handle
+@pytest.fixture
+def nightly_lab(shared_lab):
+    """The shared lab with its three nodes enrolled (rack-1 comes from test_reimage,
+    reimaged and rolled back many times; rack-2 stays ready) and the host image."""
+    enroll_missing(shared_lab, [GOOD, BROKEN, OTHER_RACK])
+    import_missing(shared_lab, HOST_IMAGE, "host")
+    return shared_lab
 
 
 def cases(junit: Path) -> dict[tuple[str, str], ET.Element]:

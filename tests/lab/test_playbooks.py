@@ -23,20 +23,15 @@ from provisioner import config
 from provisioner.client import Client
 from provisioner.sshkeys import new_keypair
 
-from .conftest import LabSshd, _lab
+from .conftest import LabSshd
 
 REPO = Path(__file__).resolve().parents[2]
 WHEELHOUSE = REPO / "build/wheelhouse"
 SERVICE = "provisioner-playbook-test"
 
 
-@pytest.fixture(scope="module")
-def small_lab():
-    yield from _lab(nodes=1, racks=1, memory_mib=512, vcpus=1, disk_gib=1)
-
-
-def test_install_playbook_installs_configures_and_starts_the_service(small_lab):
-    lab = small_lab
+def test_install_playbook_installs_configures_and_starts_the_service(shared_lab):
+    lab = shared_lab  # its namespace and bridge only
     assert any(WHEELHOUSE.glob("provisioner-*.whl")), "no wheelhouse: 'make wheelhouse' (make test-lab does)"
     work = Path(tempfile.mkdtemp(prefix="provisioner-playbook-"))
     pidfile = Path(f"/run/{SERVICE}.pid")
@@ -58,7 +53,7 @@ def test_install_playbook_installs_configures_and_starts_the_service(small_lab):
     (work / "vars.json").write_text(json.dumps(variables))
     env = {**os.environ, "ANSIBLE_HOST_KEY_CHECKING": "True", "ANSIBLE_RETRY_FILES_ENABLED": "False",
            "ANSIBLE_LOCAL_TEMP": str(work / "tmp"), "ANSIBLE_REMOTE_TEMP": str(work / "remote-tmp"),
-           "ANSIBLE_NOCOLOR": "1",
+           "ANSIBLE_NOCOLOR": "1", "ANSIBLE_PIPELINING": "True",
            "ANSIBLE_SSH_ARGS": f"-o UserKnownHostsFile={work / 'known_hosts'} -o StrictHostKeyChecking=yes "
                                "-o ControlMaster=no -o BatchMode=yes"}
 

@@ -18,7 +18,7 @@ import yaml
 
 from provisioner.lab.lab import Lab
 
-from .conftest import LabHandle
+from .conftest import LabHandle, _close_shared
 
 REPO = Path(__file__).resolve().parents[2]
 HOST_IMAGE = REPO / "build/images/host/host.qcow2"
@@ -38,6 +38,7 @@ def vagrant_lab():
     env = {**os.environ, "VAGRANT_HOME": str(work / "home"), "VAGRANT_DOTFILE_PATH": str(work / "dot"),
            "VAGRANT_CHECKPOINT_DISABLE": "1", "VAGRANT_DEFAULT_PROVIDER": "libvirt",
            "PROVISIONER": f"{sys.executable} -m provisioner", "LAB_NODES": "2", "LAB_RACKS": "2"}
+    _close_shared()  # one lab at a time
     lab = Lab()
     lab.down()
     try:
