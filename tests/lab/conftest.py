@@ -176,12 +176,12 @@ def agent_write(host, guest: str, path: str, text: str) -> None:
 # Bringing a lab up and down costs little; enrolling, booting and reimaging its nodes is
 # what costs. So the modules that need a plain BIOS rack share one lab of three nodes in
 # two racks, carried in this order, each starting from the state the one before left:
-#   enroll (two nodes, a stranger, kill -9 while inspecting) -> reimage (rack-1 and its
-#   rollbacks) -> nightly (rack-1 again, checks) -> playbooks and guests_libvirt (the lab's
-#   namespace, bridge and libvirtd only).
+#   playbooks and guests_libvirt (the lab's namespace, bridge and libvirtd only, while no
+#   node runs yet) -> enroll (two nodes, a stranger, kill -9 while inspecting) -> reimage
+#   (rack-1 and its rollbacks) -> nightly (rack-1 again, checks; rack-2 still ready).
 # Modules that need a lab of another shape (UEFI, Vagrant, a host for nested guests) run
 # after them; only one lab can be up at a time, so the shared one is taken down first.
-SHARED_ORDER = ("test_enroll_lab", "test_reimage", "test_nightly", "test_playbooks", "test_guests_libvirt")
+SHARED_ORDER = ("test_playbooks", "test_guests_libvirt", "test_enroll_lab", "test_reimage", "test_nightly")
 SHARED_SHAPE = dict(nodes=3, racks=2, memory_mib=2048, vcpus=2, disk_gib=20)
 _shared: dict[str, Any] = {}
 

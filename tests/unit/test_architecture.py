@@ -92,3 +92,18 @@ def test_third_party_drivers_stay_in_their_adapters():
                 [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
             leaks += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] in sealed]
     assert leaks == []
+
+
+def long_functions(limit: int = 80) -> list[str]:
+    found = []
+    for path in sorted(ROOT.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = (node.end_lineno or node.lineno) - node.lineno + 1
+                if lines > limit:
+                    found.append(f"{path.relative_to(ROOT.parent)}:{node.lineno} {node.name} ({lines} lines)")
+    return found
+
+
+def test_no_function_is_over_80_lines():
+    assert long_functions() == []
