@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import socket
 import struct
 import tempfile
 import threading
@@ -80,6 +81,13 @@ class _GuardedContext(TftpContextServer):  # type: ignore[misc]
 setattr(importlib.import_module("tftpy.TftpServer"), "TftpContextServer", _GuardedContext)
 
 
+class _QuietWake(logging.Filter):
+    """tftpy says it discards data on its port in graceful shutdown: only stop() does that."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Discarding data on main port")
+
+
 class TftpService:
     def __init__(self, *, ipxe_dir: Path, empty_root: Path, render_script: Callable[[], str],
                  counters: Counters, access_log: AccessLog, listen: str = "0.0.0.0",
@@ -97,8 +105,12 @@ class TftpService:
         self._server = self._new_server()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        # tftpy logs every packet at INFO; keep its warnings only.
+        # tftpy logs every packet at INFO; keep its warnings only (but the one for the
+        # datagram stop() wakes it with).
         logging.getLogger("tftpy").setLevel(logging.WARNING)
+        server_log = logging.getLogger("tftpy.TftpServer")  # a logger's filters see only its own records
+        if not any(isinstance(f, _QuietWake) for f in server_log.filters):
+            server_log.addFilter(_QuietWake())
 
     def _new_server(self) -> tftpy.TftpServer:
         # tftpy 0.8.7 does not pass flock=False on to its transfers: each one still locks
@@ -185,7 +197,25 @@ class TftpService:
         return False
 
     def stop(self) -> None:
+        """Stop at once: tftpy looks at its shutdown flags only between two selects (a 2 s
+        tick), so a datagram to its own port wakes it. In graceful mode it discards what
+        arrives on its port; in immediate mode it then ends, open transfers and all."""
         self._stopping.set()
+        self._server.stop(now=False)
         self._server.stop(now=True)
+        self._wake()
         if self._thread:
             self._thread.join(timeout=5)
+
+    def _wake(self) -> None:
+        host = self.listen
+        if host in ("0.0.0.0", ""):
+            host = "127.0.0.1"
+        elif host == "::":
+            host = "::1"
+        try:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            with socket.socket(family, socket.SOCK_DGRAM) as sock:
+                sock.sendto(b"\0", (host, self.port))
+        except OSError as exc:  # not fatal: the tick ends it a moment later
+            LOG.debug("tftp: could not wake the server to stop it: %s", exc)

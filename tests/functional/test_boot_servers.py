@@ -3,6 +3,7 @@
 import hashlib
 import http.client
 import io
+import socket
 from pathlib import Path
 
 import pytest
@@ -74,3 +75,24 @@ def test_http_serves_artifacts_whole_and_by_range(running):
     assert resp.getheader("Content-Range") == f"bytes 1000-1999/{len(data)}"
     status, _, _ = http_get(running, "/boot/maintenance/initrd.img", {"Range": f"bytes={len(data)}-"})
     assert status == 416
+
+
+def test_sigterm_stops_the_daemon_cleanly_and_its_tftp_port_is_free(daemon_process):
+    proc = daemon_process()
+    proc.start()
+    assert tftp_port_busy(proc.tftp_port)
+    proc.stop()
+    assert proc.proc.returncode == 0, "stopped by SIGTERM, not killed"
+    log = (proc.workdir / "daemon.log").read_text()
+    assert "provisioner stopped in" in log and "tftp" in log.split("provisioner stopped in", 1)[1]
+    assert "Discarding data" not in log, "the datagram that wakes tftpy is not an operator's concern"
+    assert not tftp_port_busy(proc.tftp_port)
+
+
+def tftp_port_busy(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+        return False
