@@ -17,7 +17,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import pytest
 
 from provisioner import config
 from provisioner.client import Client
