@@ -26,6 +26,27 @@ def test_power_and_boot_device_over_real_ipmi(loopback_bmc):
     assert manager.apply(bmc, PowerAction.OFF) == PowerState.OFF
 
 
+def test_every_command_closes_its_ipmi_session(loopback_bmc):
+    """A BMC has few session slots; a session left open is also kept alive by pyghmi, and
+    virtualbmc restarts (2.5 s lost) on a keepalive for a session it has dropped."""
+    from pyghmi.ipmi.private.session import Session
+    port, user, password = loopback_bmc
+    driver = IpmiPowerDriver()
+    bmc = BmcCredentials("127.0.0.1", port, user, Secret(password), 3)
+
+    def open_sessions() -> list:
+        return [s for s in Session.keepalive_sessions if s.port == port] + \
+            [a for a in Session.bmc_handlers if port in a[1:2]]
+
+    assert driver.get_power(bmc) == PowerState.OFF
+    assert open_sessions() == []
+    driver.set_boot_device(bmc, BootDevice.DISK)
+    driver.set_power(bmc, PowerState.ON)
+    assert open_sessions() == []
+    assert driver.get_power(bmc) == PowerState.ON, "a new session for every command"
+    driver.set_power(bmc, PowerState.OFF)
+
+
 def test_wrong_password_over_real_ipmi_is_not_retried(loopback_bmc):
     port, user, _ = loopback_bmc
     slept = []

@@ -35,12 +35,15 @@ def test_server_config_answers_firmware_by_kind(tmp_path):
     assert "dhcp-boot=tag:ipxe,boot.ipxe" in text
     assert "dhcp-boot=tag:!ipxe,tag:efi64,snponly.efi" in text
     assert "dhcp-boot=tag:!ipxe,tag:!efi64,undionly.kpxe" in text
+    # The only boot server here: iPXE is told not to wait for ProxyDHCP offers.
+    assert "dhcp-option=tag:ipxe,encap:175,176,1" in text
 
 
 def test_proxy_mode_hands_out_no_addresses(tmp_path):
     svc = service(tmp_path, dhcp_mode="proxy", dhcp_proxy_subnet="192.0.2.0")
     text = svc.render_config()
     assert "dhcp-range=192.0.2.0,proxy" in text and "pxe-service=tag:!ipxe,x86PC" in text
+    assert "175,176" not in text, "a ProxyDHCP server's offer is the one iPXE must wait for"
     assert svc.hosts_lines([(1, "52:54:00:00:00:01", "n1")]) == ["52:54:00:00:00:01,set:enrolled,n1\n"]
 
 

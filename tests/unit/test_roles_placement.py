@@ -124,6 +124,7 @@ def test_a_guest_domain_pins_its_cores_and_mounts_its_disks_read_only():
     assert disks["vdb"].find("readonly") is not None and disks["hdc"].find("readonly") is not None
     meta = root.find(f"metadata/{{{NAMESPACE}}}guest")
     assert (meta.get("role"), meta.get("index"), meta.get("upgrade-domain")) == ("web", "2", "1")
+    assert root.find("devices/interface/rom").get("enabled") == "no", "guests never boot from the network"
 
 
 def test_user_data_is_rendered_per_guest_and_a_bad_template_is_named():
