@@ -74,13 +74,15 @@ class Settings:
     # stalls ~13 s on that timeout (measured in the lab).
     dhcp_router_advertisements: bool = False
     # [power]
-    power_driver: str = "ipmi"  # ipmi | fake
+    power_driver: str = "bmc"  # bmc (each node's own: IPMI or Redfish) | fake ("ipmi" is read as "bmc")
     power_min_interval: float = 1.0  # seconds between two commands to one BMC
-    power_timeout: float = 15.0  # one IPMI command
+    power_timeout: float = 15.0  # one BMC command (IPMI or Redfish)
     power_retries: int = 3
     power_backoff: float = 1.0  # first retry delay; doubles each time
     power_verify_timeout: float = 30.0  # wait for the power state to really change
     power_cipher_suite: int = 17  # default for nodes that do not say
+    power_redfish_ca_bundle: str = ""  # CA file for Redfish BMCs' certificates ("": the system's CAs)
+    power_redfish_insecure: bool = False  # no TLS verification for Redfish BMCs: labs only
     # [timeouts] seconds each in-progress step may take before the node fails
     timeouts_power_on: float = 180.0
     timeouts_agent_boot: float = 900.0
@@ -219,8 +221,10 @@ def validate(settings: Settings) -> None:
         raise ConfigError(
             f"dhcp.unknown_macs must be 'ignore' or 'discover', not {settings.dhcp_unknown_macs!r}"
         )
-    if settings.power_driver not in ("ipmi", "fake"):
-        raise ConfigError(f"power.driver must be 'ipmi' or 'fake', not {settings.power_driver!r}")
+    if settings.power_driver not in ("bmc", "ipmi", "fake"):
+        raise ConfigError(f"power.driver must be 'bmc' or 'fake', not {settings.power_driver!r}")
+    if settings.power_redfish_ca_bundle and not Path(settings.power_redfish_ca_bundle).is_file():
+        raise ConfigError(f"power.redfish_ca_bundle: no file {settings.power_redfish_ca_bundle}")
     if settings.dhcp_router_advertisements and not settings.dhcp_interface:
         raise ConfigError("dhcp.router_advertisements needs dhcp.interface")
     if settings.power_cipher_suite not in (3, 17):

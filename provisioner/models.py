@@ -50,6 +50,28 @@ class BootDevice(StrEnum):
     DISK = "disk"
 
 
+class BootMode(StrEnum):
+    """The firmware's way of booting, as a boot override names it."""
+    LEGACY = "legacy"
+    UEFI = "uefi"
+
+
+class BmcDriver(StrEnum):
+    """The protocol a node's BMC speaks."""
+    IPMI = "ipmi"
+    REDFISH = "redfish"
+
+    @property
+    def label(self) -> str:
+        return "IPMI" if self == BmcDriver.IPMI else "Redfish"
+
+
+# Redfish system paths: the service's own Systems collection, one member.
+_SYSTEM_RE = re.compile(r"^/redfish/v1/Systems/[A-Za-z0-9._~:@!$&'()*+,;=-]{1,128}$")
+SYSTEM_SCHEMA = {"type": "string", "pattern": _SYSTEM_RE.pattern,
+                 "description": "a Redfish system path, /redfish/v1/Systems/<id>"}
+
+
 def normalize_mac(text: str) -> str:
     """aa:bb:cc:dd:ee:ff from any common spelling; InvalidInput otherwise."""
     candidate = text.strip().lower()
@@ -103,6 +125,19 @@ def check_bmc_login(username: str, password: str) -> None:
                            "(IPMI 2.0's limit)")
 
 
+# Redfish has no protocol limit of its own; these bound what we store and send.
+REDFISH_MAX_USERNAME, REDFISH_MAX_PASSWORD = 64, 128
+
+
+def check_redfish_login(username: str, password: str) -> None:
+    if not username or not password:
+        raise InvalidInput("the BMC username and password are required")
+    if not _PRINTABLE_RE.match(username) or len(username) > REDFISH_MAX_USERNAME:
+        raise InvalidInput(f"invalid BMC username: up to {REDFISH_MAX_USERNAME} printable ASCII characters")
+    if not _PRINTABLE_RE.match(password) or len(password) > REDFISH_MAX_PASSWORD:
+        raise InvalidInput(f"invalid BMC password: up to {REDFISH_MAX_PASSWORD} printable ASCII characters")
+
+
 def validate_name(text: str, what: str = "name") -> str:
     if not _NAME_RE.match(text):
         raise InvalidInput(
@@ -118,17 +153,26 @@ class BmcCredentials:
     username: str
     password: Secret
     cipher_suite: int = 17
+    driver: BmcDriver = BmcDriver.IPMI
+    system: str | None = None  # Redfish: the ComputerSystem's path (None: the BMC's only one)
 
     @property
     def endpoint(self) -> str:
-        return f"{self.address}:{self.port}"
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"https://{host}:{self.port}" if self.driver == BmcDriver.REDFISH else f"{self.address}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The Redfish service's base URL."""
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"https://{host}:{self.port}"
 
     def __repr__(self) -> str:
         return f"BmcCredentials({self.endpoint}, user={self.username!r}, password=******)"
 
 
-def parse_bmc_address(text: str) -> tuple[str, int]:
-    """ADDR[:PORT] (IPv6 as [ADDR]:PORT); port 623 by default."""
+def parse_bmc_address(text: str, default_port: int = 623) -> tuple[str, int]:
+    """ADDR[:PORT] (IPv6 as [ADDR]:PORT); port 623 (IPMI's) by default."""
     text = text.strip()
     if not text:
         raise InvalidInput("BMC address is empty")
@@ -139,8 +183,30 @@ def parse_bmc_address(text: str) -> tuple[str, int]:
         host, port_text = text.split(":")
     else:
         host, port_text = text, ""
-    port = parse_port(port_text, "BMC port") if port_text else 623
+    port = parse_port(port_text, "BMC port") if port_text else default_port
     return parse_host_address(host, "BMC address"), port
+
+
+def parse_redfish_address(text: str) -> tuple[str, int]:
+    """https://HOST[:PORT] (or HOST[:PORT]) for a Redfish BMC; port 443 by default.
+    Plain http is refused: a BMC's password never crosses the network in clear."""
+    text = text.strip()
+    scheme, sep, rest = text.partition("://")
+    if sep and scheme.lower() != "https":
+        raise InvalidInput(f"invalid Redfish address {text!r}: Redfish BMCs are reached over https only")
+    rest = (rest if sep else text).rstrip("/")
+    if "/" in rest:
+        raise InvalidInput(f"invalid Redfish address {text!r}: give https://HOST[:PORT]; "
+                           "the system path goes in bmc.system")
+    return parse_bmc_address(rest, default_port=443)
+
+
+def parse_system(text: str | None) -> str | None:
+    if text is None or text == "":
+        return None
+    if not isinstance(text, str) or not _SYSTEM_RE.match(text):
+        raise InvalidInput(f"invalid Redfish system {text!r}: give its path, /redfish/v1/Systems/<id>")
+    return text
 
 
 @dataclass
@@ -175,11 +241,21 @@ class Node:
     deploy_sha256: str | None = None
     deploy_no_transfer: bool = False
     tags: list[str] = field(default_factory=list)
+    bmc_driver: BmcDriver = BmcDriver.IPMI
+    bmc_system: str | None = None
 
     @cached_property
     def hardware(self) -> Hardware | None:
         """The inspection, typed (it was checked when the agent reported it)."""
         return _parsed(Hardware.parse, self.inspection)
+
+    @property
+    def boot_mode(self) -> BootMode | None:
+        """The firmware's boot mode as inspection found it (None before any inspection)."""
+        hardware = self.hardware
+        if hardware is None:
+            return None
+        return BootMode.UEFI if hardware.firmware == "uefi" else BootMode.LEGACY
 
     @cached_property
     def facts(self) -> HostFacts | None:
@@ -193,8 +269,9 @@ class Node:
             "name": self.name,
             "mac": self.mac,
             "rack": self.rack,
-            "bmc": {"address": self.bmc_address, "port": self.bmc_port,
-                    "username": self.bmc_username, "cipher_suite": self.cipher_suite},
+            "bmc": {"driver": self.bmc_driver.value, "address": self.bmc_address, "port": self.bmc_port,
+                    "username": self.bmc_username, "cipher_suite": self.cipher_suite,
+                    "system": self.bmc_system},
             "state": self.state.value,
             "step": self.step.value if self.step else None,
             "target_state": self.target_state.value if self.target_state else None,

@@ -7,7 +7,8 @@ from typing import Any
 
 from ..errors import InvalidInput, NotFound
 from ..models import (ADDRESS_SCHEMA, IPMI_MAX_PASSWORD, IPMI_MAX_USERNAME, MAC_SCHEMA, NAME_SCHEMA,
-                      PORT_SCHEMA, Node, PowerAction)
+                      PORT_SCHEMA, REDFISH_MAX_PASSWORD, REDFISH_MAX_USERNAME, SYSTEM_SCHEMA, BmcDriver, Node,
+                      PowerAction)
 from ..services import Services
 from ..statuses import AuthKind
 from ..workflows.checks import HostChecks
@@ -22,11 +23,17 @@ NODE_BODY = {
         "mac": MAC_SCHEMA, "rack": NAME_SCHEMA, "name": NAME_SCHEMA,
         "inspect": {"type": "boolean", "default": True},
         "bmc": {"type": "object", "required": ["address", "username", "password"],
-                "properties": {"address": {**ADDRESS_SCHEMA, "description": "ADDRESS or ADDRESS:PORT"},
+                "properties": {"driver": {"type": "string", "enum": [d.value for d in BmcDriver],
+                                          "description": "default: detected, Redfish first, then IPMI"},
+                               "address": {**ADDRESS_SCHEMA, "maxLength": 300,
+                                           "description": "ADDRESS, ADDRESS:PORT or https://ADDRESS[:PORT]"},
                                "port": PORT_SCHEMA,
-                               "username": {"type": "string", "minLength": 1, "maxLength": IPMI_MAX_USERNAME},
-                               "password": {"type": "string", "minLength": 1, "maxLength": IPMI_MAX_PASSWORD},
-                               "cipher_suite": {"type": "integer", "enum": [3, 17]}}},
+                               "username": {"type": "string", "minLength": 1, "maxLength": REDFISH_MAX_USERNAME,
+                                            "description": f"IPMI: up to {IPMI_MAX_USERNAME} characters"},
+                               "password": {"type": "string", "minLength": 1, "maxLength": REDFISH_MAX_PASSWORD,
+                                            "description": f"IPMI: up to {IPMI_MAX_PASSWORD} characters"},
+                               "cipher_suite": {"type": "integer", "enum": [3, 17]},
+                               "system": SYSTEM_SCHEMA}},
     },
 }
 CHECKS_BODY = {"type": "object", "required": ["nodes"],

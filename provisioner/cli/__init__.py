@@ -32,7 +32,12 @@ def _add_nodes(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p = sub.add_parser("enroll", help="enroll machines by MAC and inspect them until ready")
     p.add_argument("mac", nargs="?", help="MAC of the machine's boot NIC")
     p.add_argument("--from", dest="from_file", metavar="INVENTORY", help="enroll every node of a YAML inventory")
-    p.add_argument("--bmc", help="BMC address ADDR[:PORT] (port 623 by default)")
+    p.add_argument("--bmc", help="BMC address: ADDR[:PORT] (IPMI port 623, Redfish 443 by default) or "
+                                 "https://ADDR[:PORT] (Redfish)")
+    p.add_argument("--bmc-driver", choices=("ipmi", "redfish"),
+                   help="the BMC's protocol (default: detected, Redfish first, then IPMI)")
+    p.add_argument("--bmc-system", help="Redfish: the system's path, /redfish/v1/Systems/<id> "
+                                        "(default: the BMC's only system)")
     p.add_argument("--bmc-user", help="BMC user name")
     p.add_argument("--bmc-password-file", help="file holding the BMC password")
     p.add_argument("--cipher-suite", type=int, choices=(3, 17), help="IPMI cipher suite (default 17)")
@@ -169,7 +174,12 @@ def _add_lab(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     up = lab.add_parser("up", help="create the lab and start its daemon")
     up.add_argument("--nodes", type=int, default=2)
     up.add_argument("--racks", type=int, default=2)
-    up.add_argument("--uefi", action="store_true", help="UEFI (OVMF) firmware instead of BIOS")
+    up.add_argument("--firmware", choices=("bios", "uefi", "mixed"), default="bios",
+                    help="SeaBIOS, UEFI (OVMF), or mixed: odd racks BIOS, even racks UEFI")
+    up.add_argument("--uefi", action="store_true", help="the same as --firmware uefi")
+    up.add_argument("--bmc", choices=("ipmi", "redfish", "mixed"), default="ipmi",
+                    help="virtualbmc (IPMI), sushy-tools' emulator (Redfish), or mixed: odd racks "
+                         "IPMI, even racks Redfish")
     up.add_argument("--memory", type=int, default=2048, help="MiB per node")
     up.add_argument("--vcpus", type=int, default=2)
     up.add_argument("--disk", type=int, default=20, help="GiB per node (sparse)")

@@ -71,6 +71,10 @@ def cmd_enroll(client: Client, args: argparse.Namespace) -> int:
             body["name"] = args.name
         if args.cipher_suite:
             body["bmc"]["cipher_suite"] = args.cipher_suite
+        if args.bmc_driver:
+            body["bmc"]["driver"] = args.bmc_driver
+        if args.bmc_system:
+            body["bmc"]["system"] = args.bmc_system
         bodies = [body]
     names, errors = [], []
     for body in bodies:

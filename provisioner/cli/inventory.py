@@ -8,7 +8,8 @@ from typing import Any
 import yaml
 
 from ..errors import InvalidInput
-from ..models import check_bmc_login, normalize_mac, parse_bmc_address, validate_name
+from ..models import (BmcDriver, check_bmc_login, check_redfish_login, normalize_mac, parse_bmc_address,
+                      parse_redfish_address, parse_system, validate_name)
 
 
 def read_password_file(path: Path) -> str:
@@ -44,7 +45,9 @@ def load_inventory(path: Path) -> list[dict[str, Any]]:
             if name is not None:
                 validate_name(str(name), "node name")
             bmc = entry.get("bmc") or {}
-            parse_bmc_address(str(bmc.get("address", "")))
+            if not isinstance(bmc, dict):
+                raise InvalidInput("bmc must be a mapping")
+            driver = _check_address(bmc)
             if not bmc.get("username"):
                 raise InvalidInput("bmc.username is required")
             if "password_file" not in bmc:
@@ -53,7 +56,7 @@ def load_inventory(path: Path) -> list[dict[str, Any]]:
             if not pw_path.is_absolute():
                 pw_path = path.parent / pw_path
             password = read_password_file(pw_path)
-            check_bmc_login(str(bmc["username"]), password)
+            (check_bmc_login if driver == BmcDriver.IPMI else check_redfish_login)(str(bmc["username"]), password)
         except InvalidInput as exc:
             raise InvalidInput(f"{where}: {exc}") from exc
         if mac in macs:
@@ -68,5 +71,22 @@ def load_inventory(path: Path) -> list[dict[str, Any]]:
             body["name"] = str(name)
         if bmc.get("cipher_suite") is not None:
             body["bmc"]["cipher_suite"] = int(bmc["cipher_suite"])
+        for key in ("driver", "system"):
+            if bmc.get(key) is not None:
+                body["bmc"][key] = str(bmc[key])
         bodies.append(body)
     return bodies
+
+
+def _check_address(bmc: dict[str, Any]) -> BmcDriver | None:
+    """The entry's BMC protocol, if it names one (its driver, or an https address), with its
+    address and system checked the way the daemon will; None leaves detection to it."""
+    driver, text = bmc.get("driver"), str(bmc.get("address", ""))
+    if driver is not None and driver not in tuple(BmcDriver):
+        raise InvalidInput(f"invalid bmc.driver {driver!r}: use ipmi or redfish")
+    parse_system(bmc.get("system"))
+    if driver == BmcDriver.REDFISH or (driver is None and "://" in text):
+        parse_redfish_address(text)
+        return BmcDriver.REDFISH
+    parse_bmc_address(text)
+    return BmcDriver(driver) if driver else None

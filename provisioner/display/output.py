@@ -88,7 +88,7 @@ def node_detail(n: dict[str, Any], out: TextIO | None = None) -> None:
         ("state", n["state"]), ("step", n.get("step")), ("target", n.get("target_state")),
         ("deadline", timestamp(n.get("deadline"))), ("last error", n.get("last_error")),
         ("power", n.get("power_state")),
-        ("bmc", f"{bmc['address']}:{bmc['port']} user {bmc['username']} (cipher suite {bmc['cipher_suite']})"),
+        ("bmc", _bmc_line(bmc)),
         ("agent", f"{n.get('agent')} (last seen {timestamp(n.get('agent_last_seen')) or 'never'})"),
         ("boots", n.get("boot_count")),
         ("image", f"{n['image']} (sha256 {n['image_sha256'][:16]})" if n.get("image") else None),
@@ -129,3 +129,10 @@ class Progress:
             error = f": {n['last_error']}" if n.get("last_error") else ""
             self.out.write(f"[{elapsed:5.0f}s] {n['name']:<16} {n['state']}{detail}{error}\n")
             self.out.flush()
+
+
+def _bmc_line(bmc: dict[str, Any]) -> str:
+    if bmc.get("driver") == "redfish":
+        return (f"Redfish https://{bmc['address']}:{bmc['port']}{bmc.get('system') or ''} "
+                f"user {bmc['username']}")
+    return f"IPMI {bmc['address']}:{bmc['port']} user {bmc['username']} (cipher suite {bmc['cipher_suite']})"

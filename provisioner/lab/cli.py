@@ -19,7 +19,8 @@ def run(args: argparse.Namespace) -> int:
     lab = Lab()
     if args.lab_command == "up":
         lab.up(nodes=args.nodes, racks=args.racks, memory_mib=args.memory, vcpus=args.vcpus,
-               disk_gib=args.disk, uefi=args.uefi, progress=None if args.json else _say, vagrant=args.vagrant)
+               disk_gib=args.disk, firmware="uefi" if args.uefi else args.firmware, bmc=args.bmc,
+               progress=None if args.json else _say, vagrant=args.vagrant)
         if args.json:
             pass
         elif args.vagrant:

@@ -59,9 +59,10 @@ def create_disk(path: Path, size_gib: int) -> None:
     system.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), f"{size_gib}G"])
 
 
-def define(conn: libvirt.virConnect, xml: str) -> None:
+def define(conn: libvirt.virConnect, xml: str) -> str:
+    """Define a domain; its UUID (libvirt's, as a Redfish service names the system)."""
     try:
-        conn.defineXML(xml)
+        return str(conn.defineXML(xml).UUIDString())
     except libvirt.libvirtError as exc:
         raise LabError(f"libvirt refused a lab domain: {exc}") from exc
 

@@ -22,6 +22,7 @@ from ..client import Client
 from ..errors import LabError, ProvisionerError
 from . import hypervisor, system
 from .bmc import VirtualBmcs
+from .redfish import RedfishEmulator
 
 LOG = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
@@ -43,7 +44,18 @@ class LabConfig:
     artifacts_dir: Path = REPO / "build/boot"
     bmc_base_port: int = 6230
     bmc_user: str = "admin"
+    redfish_port: int = 8443
     http_port: int = 8080
+
+
+# What `lab up --firmware/--bmc` accept; "mixed" gives odd racks the first kind, even racks
+# the second (rack-1 BIOS and IPMI, rack-2 UEFI and Redfish, ...).
+FIRMWARES = ("bios", "uefi", "mixed")
+BMC_KINDS = ("ipmi", "redfish", "mixed")
+
+
+def _pick(choice: str, rack_no: int, first: str, second: str) -> str:
+    return choice if choice != "mixed" else (first if rack_no % 2 else second)
 
 
 @dataclass
@@ -56,6 +68,8 @@ class LabNode:
     vcpus: int
     disk_gib: int
     uefi: bool
+    bmc_driver: str = "ipmi"
+    system: str | None = None  # Redfish: the domain's system path at the emulator
 
 
 @dataclass
@@ -74,6 +88,8 @@ class Lab:
         self.dir = self.cfg.state_dir
         self.state_file = self.dir / "lab.json"
         self.bmcs = VirtualBmcs(self.cfg.netns, self.dir / "bmc", self.dir / "logs/vbmcd.log")
+        self.redfish = RedfishEmulator(self.cfg.netns, self.dir / "redfish", self.dir / "logs/sushy-emulator.log",
+                                       self.cfg.redfish_port)
         self._jinja = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
                                          undefined=jinja2.StrictUndefined, autoescape=True)
 
@@ -104,7 +120,8 @@ class Lab:
 
     # -- up -------------------------------------------------------------------
     def up(self, nodes: int = 2, racks: int = 2, memory_mib: int = 2048, vcpus: int = 2,
-           disk_gib: int = 20, uefi: bool = False, progress: Any = None, vagrant: bool = False) -> LabState:
+           disk_gib: int = 20, firmware: str = "bios", bmc: str = "ipmi", progress: Any = None,
+           vagrant: bool = False) -> LabState:
         """The lab: namespace, bridge, libvirtd, virtual BMCs, the daemon and `nodes` PXE
         domains. With `vagrant`, no domains: the Vagrantfile makes them on the libvirt network
         and pool offered here, and its trigger calls `adopt` for each."""
@@ -115,15 +132,17 @@ class Lab:
             raise LabError("the lab is already up: 'provisioner lab down' first")
         if not vagrant and (not 1 <= nodes <= 50 or not 1 <= racks <= nodes):
             raise LabError("the lab needs 1-50 nodes and between 1 and that many racks")
+        if firmware not in FIRMWARES or bmc not in BMC_KINDS:
+            raise LabError(f"firmware is one of {', '.join(FIRMWARES)} and bmc one of {', '.join(BMC_KINDS)}")
         try:
-            return self._up(0 if vagrant else nodes, racks, memory_mib, vcpus, disk_gib, uefi, say, vagrant)
+            return self._up(0 if vagrant else nodes, racks, dict(memory_mib=memory_mib, vcpus=vcpus,
+                            disk_gib=disk_gib, firmware=firmware, bmc=bmc), say, vagrant)
         except BaseException:
             say("lab up failed: removing what it created")
             self.down()
             raise
 
-    def _up(self, nodes: int, racks: int, memory_mib: int, vcpus: int, disk_gib: int, uefi: bool,
-            say: Any, vagrant: bool) -> LabState:
+    def _up(self, nodes: int, racks: int, shape: dict[str, Any], say: Any, vagrant: bool) -> LabState:
         cfg = self.cfg
         for sub in ("disks", "logs", "bmc", "passwords", "data"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
@@ -153,32 +172,53 @@ class Lab:
             hypervisor.offer_pool(conn, cfg.netns, self.dir / "disks")
         self.bmcs.start()
         for i in range(nodes):
-            rack_no = i % racks + 1
-            node = LabNode(name=f"lab-r{rack_no}-n{i // racks + 1}", mac=f"52:54:00:99:{rack_no:02x}:{i + 1:02x}",
-                           rack=f"rack-{rack_no}", bmc_port=cfg.bmc_base_port + i, memory_mib=memory_mib,
-                           vcpus=vcpus, disk_gib=disk_gib, uefi=uefi)
-            disk = self.dir / "disks" / f"{node.name}.qcow2"
-            hypervisor.create_disk(disk, disk_gib)
-            xml = self._jinja.get_template("domain.xml.j2").render(
-                name=node.name, memory_mib=memory_mib, vcpus=vcpus, uefi=uefi, disk=disk,
-                disk_serial=f"LABDISK{i + 1:04d}", mac=node.mac, bridge=cfg.bridge,
-                console_log=self.console_log(node.name), serial=f"LAB{i + 1:06d}")
-            hypervisor.define(conn, xml)
-            self._add_node(state, node, say)
+            self._make_node(conn, state, i, racks, shape, say)
         conn.close()
+        redfish = [n for n in state.nodes if n.bmc_driver == "redfish"]
+        if redfish:
+            say(f"Redfish BMC (sushy-emulator) at {self.redfish.url} for {', '.join(n.name for n in redfish)}")
+            self.redfish.start(cfg.bmc_user, self.password_file("redfish").read_text().strip(),
+                               [n.name for n in redfish] + [str(n.system).rsplit("/", 1)[1] for n in redfish])
         self._write_inventory(state)
         say("provisioner daemon inside the namespace")
         state.daemon_pid = self._start_daemon()
         self.save(state)
         return state
 
+    def _make_node(self, conn: Any, state: LabState, i: int, racks: int, shape: dict[str, Any], say: Any) -> None:
+        rack_no = i % racks + 1
+        uefi = _pick(shape["firmware"], rack_no, "bios", "uefi") == "uefi"
+        node = LabNode(name=f"lab-r{rack_no}-n{i // racks + 1}", mac=f"52:54:00:99:{rack_no:02x}:{i + 1:02x}",
+                       rack=f"rack-{rack_no}", bmc_port=self.cfg.bmc_base_port + i, memory_mib=shape["memory_mib"],
+                       vcpus=shape["vcpus"], disk_gib=shape["disk_gib"], uefi=uefi,
+                       bmc_driver=_pick(shape["bmc"], rack_no, "ipmi", "redfish"))
+        disk = self.dir / "disks" / f"{node.name}.qcow2"
+        hypervisor.create_disk(disk, node.disk_gib)
+        xml = self._jinja.get_template("domain.xml.j2").render(
+            name=node.name, memory_mib=node.memory_mib, vcpus=node.vcpus, uefi=uefi, disk=disk,
+            disk_serial=f"LABDISK{i + 1:04d}", mac=node.mac, bridge=self.cfg.bridge,
+            console_log=self.console_log(node.name), serial=f"LAB{i + 1:06d}")
+        uuid = hypervisor.define(conn, xml)
+        if node.bmc_driver == "redfish":
+            node.system = f"/redfish/v1/Systems/{uuid}"
+        self._add_node(state, node, say)
+
     def _add_node(self, state: LabState, node: LabNode, say: Any) -> None:
         """Record a defined domain and give it a virtual BMC. Recorded first: if the BMC
-        fails, 'down' must still undefine the domain."""
+        fails, 'down' must still undefine the domain. Redfish nodes share the lab's one
+        emulator (started once every node is defined) and its one password."""
         state.nodes.append(node)
         self.save(state)
-        password = secrets.token_urlsafe(12)
         pw_file = self.password_file(node.name)
+        if node.bmc_driver == "redfish":
+            shared = self.password_file("redfish")
+            if not shared.exists():
+                shared.write_text(secrets.token_urlsafe(12) + "\n")
+                os.chmod(shared, 0o600)
+            shutil.copy2(shared, pw_file)
+            say(f"node {node.name} {node.mac} {node.rack}, BMC {self.redfish.url}{node.system} (Redfish)")
+            return
+        password = secrets.token_urlsafe(12)
         pw_file.write_text(password + "\n")
         os.chmod(pw_file, 0o600)
         self.bmcs.add(node.name, node.bmc_port, self.cfg.bmc_user, password)
@@ -221,13 +261,18 @@ class Lab:
 
     def _write_inventory(self, state: LabState) -> None:
         import yaml
-        nodes = [{"name": n.name, "mac": n.mac, "rack": n.rack, "bmc": {
-            "address": f"127.0.0.1:{n.bmc_port}", "username": self.cfg.bmc_user,
-            "password_file": str(self.password_file(n.name)), "cipher_suite": 3}} for n in state.nodes]
+        nodes = [{"name": n.name, "mac": n.mac, "rack": n.rack, "bmc": self._inventory_bmc(n)} for n in state.nodes]
         header = ("# The lab's machines, for 'provisioner enroll --from'. Their BMCs listen on the\n"
                   "# lab namespace's loopback, where the daemon runs. virtualbmc speaks IPMI\n"
-                  "# cipher suite 3 only (see LAB.md), hence cipher_suite: 3.\n")
+                  "# cipher suite 3 only (see LAB.md), hence cipher_suite: 3; Redfish nodes are\n"
+                  "# sushy-tools' emulator, over TLS with the lab's own CA.\n")
         self.inventory_file.write_text(header + yaml.safe_dump({"nodes": nodes}, sort_keys=False))
+
+    def _inventory_bmc(self, node: LabNode) -> dict[str, Any]:
+        common = {"username": self.cfg.bmc_user, "password_file": str(self.password_file(node.name))}
+        if node.bmc_driver == "redfish":
+            return {"driver": "redfish", "address": self.redfish.url, "system": node.system, **common}
+        return {"address": f"127.0.0.1:{node.bmc_port}", **common, "cipher_suite": 3}
 
     def config_file(self) -> Path:
         cfg = self.cfg
@@ -248,6 +293,8 @@ class Lab:
             "[power]\n"
             "# virtualbmc answers back-to-back commands in 0.03 s: no need to space them like a real BMC's.\n"
             "min_interval = 0.1\n"
+            + ("# The lab's Redfish BMC presents a certificate from the lab's own CA.\n"
+               f'redfish_ca_bundle = "{self.redfish.ca}"\n' if self.redfish.ca.exists() else "") +
             "[timeouts]\n"
             "agent_boot = 900\n"
             "# A lab node's agent reports progress every 3 s at most; silence means it is gone.\n"
@@ -325,7 +372,8 @@ class Lab:
                 except LabError:
                     facts = {"state": "missing"}
             doc["nodes"].append({**asdict(node), "domain": facts["state"],
-                                 "bmc": f"127.0.0.1:{node.bmc_port}",
+                                 "bmc": f"{self.redfish.url}{node.system}" if node.bmc_driver == "redfish"
+                                 else f"127.0.0.1:{node.bmc_port}",
                                  "console_log": str(self.console_log(node.name))})
         if conn is not None:
             conn.close()
@@ -338,6 +386,7 @@ class Lab:
         if state.daemon_pid and system.pid_alive(state.daemon_pid):
             system.stop_pids([state.daemon_pid])
         self.bmcs.stop()
+        self.redfish.stop()
         names = [n.name for n in state.nodes]
         if hypervisor.SOCKET.exists() and (names or self.dir.exists() or state.vagrant):
             try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from ..models import BmcCredentials, BootDevice, PowerState
+from ..models import BmcCredentials, BootDevice, BootMode, PowerState
 
 
 class PowerDriver(Protocol):
@@ -14,6 +14,7 @@ class PowerDriver(Protocol):
 
     def set_power(self, bmc: BmcCredentials, state: PowerState) -> None: ...
 
-    def set_boot_device(self, bmc: BmcCredentials, device: BootDevice) -> None:
-        """Boot from the network on the next boot only; from the disk from now on."""
+    def set_boot_device(self, bmc: BmcCredentials, device: BootDevice, mode: BootMode | None = None) -> None:
+        """Boot from the network on the next boot only; from the disk from now on. `mode`
+        names the firmware's boot mode in the override (None: leave it as the BMC has it)."""
         ...

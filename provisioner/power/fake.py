@@ -5,12 +5,14 @@ from __future__ import annotations
 import threading
 
 from ..errors import BmcAuthError, BmcUnreachable
-from ..models import BmcCredentials, BootDevice, PowerState
+from ..models import BmcCredentials, BmcDriver, BootDevice, BootMode, PowerState
 
 
 class FakePowerDriver:
     """Machines appear on first use, powered off. A password of "wrong" is refused and
-    an address starting with "unreachable" never answers, so error paths can be driven."""
+    an address starting with "unreachable" never answers, so error paths can be driven.
+    Only addresses starting with "redfish" answer Redfish, so enrollment's detection
+    (Redfish first, then IPMI) finds IPMI for every other one."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -21,6 +23,8 @@ class FakePowerDriver:
     def _check(self, bmc: BmcCredentials, call: str, arg: str = "") -> None:
         self.calls.append((bmc.endpoint, call, arg))
         if bmc.address.startswith("unreachable"):
+            raise BmcUnreachable(bmc=bmc.endpoint)
+        if bmc.driver == BmcDriver.REDFISH and not bmc.address.startswith("redfish"):
             raise BmcUnreachable(bmc=bmc.endpoint)
         if bmc.password.reveal() == "wrong":
             raise BmcAuthError(bmc=bmc.endpoint)
@@ -35,7 +39,7 @@ class FakePowerDriver:
             self._check(bmc, "set_power", state.value)
             self.power[bmc.endpoint] = state
 
-    def set_boot_device(self, bmc: BmcCredentials, device: BootDevice) -> None:
+    def set_boot_device(self, bmc: BmcCredentials, device: BootDevice, mode: BootMode | None = None) -> None:
         with self._lock:
             self._check(bmc, "set_boot_device", device.value)
             self.boot_device[bmc.endpoint] = device

@@ -21,7 +21,7 @@ from pyghmi.ipmi import command as ipmi_command
 from pyghmi.ipmi.private import session as ipmi_session
 
 from ..errors import BmcAuthError, BmcProtocolError, BmcUnreachable, PowerError
-from ..models import BmcCredentials, BootDevice, PowerState
+from ..models import BmcCredentials, BootDevice, BootMode, PowerState
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -131,10 +131,12 @@ class IpmiPowerDriver:
         LOG.info("BMC %s: power %s", bmc.endpoint, state)
         self._run(bmc, lambda c: c.set_power(state.value, wait=False))
 
-    def set_boot_device(self, bmc: BmcCredentials, device: BootDevice) -> None:
+    def set_boot_device(self, bmc: BmcCredentials, device: BootDevice, mode: BootMode | None = None) -> None:
         # The network once (a failed maintenance boot falls back to the disk); the disk
         # for good, so a deployed host reboots into itself with the provisioner away.
         persist = device == BootDevice.DISK
-        LOG.info("BMC %s: %s boot from %s", bmc.endpoint, "persistent" if persist else "one-time", device)
+        LOG.info("BMC %s: %s boot from %s%s", bmc.endpoint, "persistent" if persist else "one-time", device,
+                 f" ({mode})" if mode else "")
         target = "network" if device == BootDevice.NETWORK else "hd"
-        self._run(bmc, lambda c: c.set_bootdev(target, persist=persist))
+        uefi = mode == BootMode.UEFI  # the boot flags' "EFI boot" bit; clear means legacy (or unknown)
+        self._run(bmc, lambda c: c.set_bootdev(target, persist=persist, uefiboot=uefi))

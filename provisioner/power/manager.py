@@ -10,7 +10,7 @@ import time
 from typing import Callable, TypeVar
 
 from ..errors import PowerError, PowerStateMismatch
-from ..models import BmcCredentials, BootDevice, PowerAction, PowerState
+from ..models import BmcCredentials, BootDevice, BootMode, PowerAction, PowerState
 from .base import PowerDriver
 
 LOG = logging.getLogger(__name__)
@@ -77,8 +77,8 @@ class PowerManager:
     def status(self, bmc: BmcCredentials) -> PowerState:
         return self._call(bmc, "power status", lambda: self.driver.get_power(bmc))
 
-    def set_boot_device(self, bmc: BmcCredentials, device: BootDevice) -> None:
-        self._call(bmc, f"boot device {device}", lambda: self.driver.set_boot_device(bmc, device))
+    def set_boot_device(self, bmc: BmcCredentials, device: BootDevice, mode: BootMode | None = None) -> None:
+        self._call(bmc, f"boot device {device}", lambda: self.driver.set_boot_device(bmc, device, mode))
 
     def _set_and_verify(self, bmc: BmcCredentials, wanted: PowerState) -> PowerState:
         self._call(bmc, f"power {wanted}", lambda: self.driver.set_power(bmc, wanted))

@@ -165,4 +165,8 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE job_nodes ADD COLUMN step TEXT;
     ALTER TABLE job_guests ADD COLUMN step TEXT;
     """,
+    """
+    ALTER TABLE nodes ADD COLUMN bmc_driver TEXT NOT NULL DEFAULT 'ipmi';
+    ALTER TABLE nodes ADD COLUMN bmc_system TEXT;
+    """,
 )

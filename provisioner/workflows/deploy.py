@@ -152,12 +152,12 @@ class DeployFlow:
             return
         bmc = self.conductor.bmc(node)
         try:
-            self.conductor.power.set_boot_device(bmc, BootDevice.DISK)
+            self.conductor.power.set_boot_device(bmc, BootDevice.DISK, node.boot_mode)
             power = self.conductor.power.apply(bmc, PowerAction.CYCLE)
             self.conductor.store.update_node(node.id, power_state=power.value)
             self.conductor.store.set_step(node, Step.WAIT_HOST, self._deadline(Step.WAIT_HOST),
                                   expect_state=State.DEPLOYING,
-                                  message=f"boot from disk set and power cycled via IPMI {bmc.endpoint}")
+                                  message=f"boot from disk set and power cycled via {bmc.driver.label} {bmc.endpoint}")
         except PowerError as exc:
             self._fail(node, f"{node.step}: {exc}")
         except InvalidTransition as exc:

@@ -87,14 +87,14 @@ class Conductor:
             if node.step != Step.SET_BOOT_DEVICE:
                 node = self.store.set_step(node, Step.SET_BOOT_DEVICE, deadline(Step.SET_BOOT_DEVICE),
                                            expect_state=state, message="retrying after restart")
-            self.power.set_boot_device(bmc, BootDevice.NETWORK)
+            self.power.set_boot_device(bmc, BootDevice.NETWORK, node.boot_mode)
             node = self.store.set_step(node, Step.POWER_ON, deadline(Step.POWER_ON), expect_state=state,
-                                       message=f"one-time network boot set via IPMI {bmc.endpoint}")
+                                       message=f"one-time network boot set via {bmc.driver.label} {bmc.endpoint}")
             # Cycle rather than on: a machine that is already running must reboot into PXE.
             power = self.power.apply(bmc, PowerAction.CYCLE)
             self.store.update_node(node.id, power_state=power.value)
             self.store.set_step(node, Step.WAIT_AGENT, deadline(Step.WAIT_AGENT), expect_state=state,
-                                message=f"powered on via IPMI {bmc.endpoint}")
+                                message=f"powered on via {bmc.driver.label} {bmc.endpoint}")
         except PowerError as exc:
             LOG.error("node %s: %s failed at %s: %s", node.name, state, node.step, exc)
             fail(node, f"{node.step}: {exc}")
@@ -105,7 +105,7 @@ class Conductor:
         return BmcCredentials(address=node.bmc_address, port=node.bmc_port,
                               username=node.bmc_username,
                               password=self.box.open(self.store.sealed_password(node.id)),
-                              cipher_suite=node.cipher_suite)
+                              cipher_suite=node.cipher_suite, driver=node.bmc_driver, system=node.bmc_system)
 
     # -- deadlines and restarts ----------------------------------------------
     def start(self) -> None:

@@ -7,9 +7,9 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
-from ..errors import Conflict, InvalidInput
-from ..models import (BmcCredentials, Node, check_bmc_login, normalize_mac, parse_bmc_address, parse_port,
-                      validate_name)
+from ..errors import BmcUnreachable, Conflict, InvalidInput
+from ..models import (BmcCredentials, BmcDriver, Node, check_bmc_login, check_redfish_login, normalize_mac,
+                      parse_bmc_address, parse_port, parse_redfish_address, parse_system, validate_name)
 from ..secrets import Secret
 from .engine import Conductor
 from .inspect import InspectionFlow
@@ -38,19 +38,9 @@ class EnrollService:
         bmc_doc = body.get("bmc")
         if not isinstance(bmc_doc, dict):
             raise InvalidInput("bmc must be an object with address, username and password")
-        address, port = parse_bmc_address(str(bmc_doc.get("address", "")))
-        if bmc_doc.get("port") is not None:
-            port = parse_port(bmc_doc["port"], "bmc.port")
-        username = bmc_doc.get("username") or ""
-        password = bmc_doc.get("password") or ""
-        if not isinstance(username, str) or not isinstance(password, str):
-            raise InvalidInput("the BMC username and password must be strings")
-        check_bmc_login(username, password)
         if not isinstance(body.get("inspect", True), bool):
             raise InvalidInput("inspect must be true or false")
-        suite = _integer(bmc_doc.get("cipher_suite") or self.conductor.settings.power_cipher_suite, "bmc.cipher_suite")
-        if suite not in (3, 17):
-            raise InvalidInput(f"IPMI cipher suite {suite} is not supported: use 3 or 17")
+        candidates = self._candidates(bmc_doc)
         # Refuse before storing anything if the MAC or the name is taken...
         existing = self.conductor.store.find_node_by_mac(mac)
         if existing is not None:
@@ -58,16 +48,76 @@ class EnrollService:
         if any(n.name == name for n in self.conductor.store.list_nodes()):
             raise Conflict(f"a node named {name} already exists")
         # ...and if the BMC does not answer to these credentials.
-        bmc = BmcCredentials(address, port, username, Secret(password), suite)
-        self.conductor.power.probe(bmc)
-        node = self.conductor.store.create_node(name=name, mac=mac, rack=rack, bmc_address=address,
-                                        bmc_port=port, bmc_username=username,
-                                        bmc_password_sealed=self.conductor.box.seal(bmc.password),
-                                        cipher_suite=suite)
+        bmc = self._probe(candidates)
+        node = self.conductor.store.create_node(name=name, mac=mac, rack=rack, bmc_address=bmc.address,
+                                                bmc_port=bmc.port, bmc_username=bmc.username,
+                                                bmc_password_sealed=self.conductor.box.seal(bmc.password),
+                                                cipher_suite=bmc.cipher_suite, bmc_driver=bmc.driver,
+                                                bmc_system=bmc.system)
         self.on_nodes_changed()
         if body.get("inspect", True):
             node = self.inspection.start(node)
         return node
+
+    def _candidates(self, doc: dict[str, Any]) -> list[BmcCredentials]:
+        """The BMC as the request describes it: one protocol when it says which (or its
+        address is an https URL), else Redfish then IPMI, as detection tries them."""
+        text = str(doc.get("address", ""))
+        raw_driver = doc.get("driver")
+        if raw_driver is not None and raw_driver not in tuple(BmcDriver):
+            raise InvalidInput(f"invalid bmc.driver {raw_driver!r}: use ipmi or redfish")
+        if raw_driver is not None:
+            drivers = [BmcDriver(raw_driver)]
+        elif "://" in text:
+            drivers = [BmcDriver.REDFISH]
+        else:
+            drivers = [BmcDriver.REDFISH, BmcDriver.IPMI]
+        username, password = doc.get("username") or "", doc.get("password") or ""
+        if not isinstance(username, str) or not isinstance(password, str):
+            raise InvalidInput("the BMC username and password must be strings")
+        system = parse_system(doc.get("system"))
+        suite = _integer(doc.get("cipher_suite") or self.conductor.settings.power_cipher_suite, "bmc.cipher_suite")
+        if suite not in (3, 17):
+            raise InvalidInput(f"IPMI cipher suite {suite} is not supported: use 3 or 17")
+        if system is not None and drivers == [BmcDriver.IPMI]:
+            raise InvalidInput("bmc.system is a Redfish path: an IPMI BMC has none")
+        found, refused = [], []
+        for driver in drivers:
+            try:
+                found.append(self._credentials(driver, doc, text, username, password, suite, system))
+            except InvalidInput as exc:  # e.g. a password too long for IPMI: that protocol is out
+                refused.append(exc)
+        if not found:
+            raise refused[0]
+        return found
+
+    @staticmethod
+    def _credentials(driver: BmcDriver, doc: dict[str, Any], text: str, username: str, password: str,
+                     suite: int, system: str | None) -> BmcCredentials:
+        if driver == BmcDriver.REDFISH:
+            check_redfish_login(username, password)
+            address, port = parse_redfish_address(text)
+        else:
+            check_bmc_login(username, password)
+            address, port = parse_bmc_address(text)
+            system = None
+        if doc.get("port") is not None:
+            port = parse_port(doc["port"], "bmc.port")
+        return BmcCredentials(address, port, username, Secret(password), suite, driver, system)
+
+    def _probe(self, candidates: list[BmcCredentials]) -> BmcCredentials:
+        """The first candidate whose BMC answers. Any other error (wrong password, a
+        certificate that does not verify, no such system) means the protocol answered
+        there, and is the answer."""
+        for bmc in candidates[:-1]:
+            try:
+                self.conductor.power.probe(bmc)
+                return bmc
+            except BmcUnreachable:
+                LOG.info("BMC %s: no %s there; trying %s", bmc.endpoint, bmc.driver.label,
+                         candidates[-1].driver.label)
+        self.conductor.power.probe(candidates[-1])
+        return candidates[-1]
 
     def delete(self, node: Node) -> None:
         """Forget a node in a stable state; DHCP stops answering its MAC."""

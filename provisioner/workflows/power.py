@@ -49,7 +49,7 @@ class PowerService:
                 self.conductor.store.update_node(node.id, power_state=state.value)
                 if action != PowerAction.STATUS:
                     self.conductor.store.record_event(node, "power",
-                                              f"power {action} via IPMI {bmc.endpoint}: now {state}")
+                                              f"power {action} via {bmc.driver.label} {bmc.endpoint}: now {state}")
                 return {"node": node.name, "power_state": state.value, "ok": True}
         except (PowerError, NodeBusy) as exc:
             LOG.error("node %s: power %s failed: %s", node.name, action, exc)

@@ -161,3 +161,14 @@ def loopback_bmc():
     yield port, "admin", "bmc-pass-1"
     proc.kill()
     proc.wait()
+
+
+@pytest.fixture
+def redfish_bmc(workdir):
+    """sushy-emulator over TLS on loopback, one fake system; see redfish_bmc.py."""
+    from .redfish_bmc import RedfishBmc
+    directory = workdir / "redfish"
+    directory.mkdir()
+    bmc = RedfishBmc(directory)
+    yield bmc
+    bmc.stop()

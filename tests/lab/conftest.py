@@ -39,9 +39,11 @@ class LabHandle:
     def enroll_args(self, name: str, password_file: str | None = None, port: str | None = None) -> list[str]:
         node = self.inventory[name]
         bmc = node["bmc"]
+        protocol = ["--bmc-driver", "redfish", "--bmc-system", bmc["system"]] if bmc.get("driver") == "redfish" \
+            else ["--cipher-suite", "3"]
         return ["enroll", node["mac"], "--name", name, "--rack", node["rack"],
                 "--bmc", port or bmc["address"], "--bmc-user", bmc["username"],
-                "--bmc-password-file", password_file or bmc["password_file"], "--cipher-suite", "3"]
+                "--bmc-password-file", password_file or bmc["password_file"], *protocol]
 
     def wait(self, name: str, predicate, timeout: float = 600) -> dict:
         end = time.monotonic() + timeout
@@ -178,10 +180,13 @@ def agent_write(host, guest: str, path: str, text: str) -> None:
 # two racks, carried in this order, each starting from the state the one before left:
 #   playbooks and guests_libvirt (the lab's namespace, bridge and libvirtd only, while no
 #   node runs yet) -> enroll (two nodes, a stranger, kill -9 while inspecting) -> reimage
-#   (rack-1 and its rollbacks) -> nightly (rack-1 again, checks; rack-2 still ready).
-# Modules that need a lab of another shape (UEFI, Vagrant, a host for nested guests) run
-# after them; only one lab can be up at a time, so the shared one is taken down first.
-SHARED_ORDER = ("test_playbooks", "test_guests_libvirt", "test_enroll_lab", "test_reimage", "test_nightly")
+#   (rack-1 and its rollbacks) -> nightly (rack-1 again, checks; rack-2 still ready) ->
+#   guests_deploy (lab-r1-n1 as nightly left it, an active host, runs nested guests; its
+#   rack-mate is powered off and forgotten, so that it is the only node host).
+# Modules that need a lab of another shape (UEFI, Vagrant) run after them; only one lab
+# can be up at a time, so the shared one is taken down first.
+SHARED_ORDER = ("test_playbooks", "test_guests_libvirt", "test_enroll_lab", "test_reimage", "test_nightly",
+                "test_guests_deploy")
 SHARED_SHAPE = dict(nodes=3, racks=2, memory_mib=2048, vcpus=2, disk_gib=20)
 _shared: dict[str, Any] = {}
 
@@ -300,7 +305,7 @@ def lab(shared_lab):
 
 @pytest.fixture(scope="module")
 def uefi_lab():
-    yield from _lab(nodes=1, racks=1, memory_mib=2048, vcpus=2, disk_gib=20, uefi=True)
+    yield from _lab(nodes=1, racks=1, memory_mib=2048, vcpus=2, disk_gib=20, firmware="uefi", bmc="redfish")
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """Guests per role end to end, with real parts only: a lab node enrolled and reimaged to
-the host image (its libvirtd runs guests nested, TCG inside TCG), and this machine's own
+the host image (its libvirtd runs guests nested, TCG inside TCG; in the tier, the shared
+lab's lab-r1-n1 as the nightly run left it), and this machine's own
 libvirtd registered as a second host, reached as a remote one (qemu+libssh to an sshd on
 the lab bridge, with a host key the operator gives). `provisioner deploy` places two
 roles across both racks; the tests then check what the hosts themselves say."""
@@ -22,7 +23,7 @@ from provisioner.hypervisor.pool import Pool
 from provisioner.lab import hypervisor
 from provisioner.sshkeys import new_keypair
 
-from .conftest import LabSshd, _lab, agent_read, agent_write
+from .conftest import LabSshd, agent_read, agent_write, enroll_missing, import_missing
 
 REPO = Path(__file__).resolve().parents[2]
 NODE = "lab-r1-n1"
@@ -77,33 +78,42 @@ class GuestLab:
         return self.h.ssh(NODE, command)
 
 
-@pytest.fixture(scope="module")
-def guest_lab(tmp_path_factory):
-    for handle in _lab(nodes=1, racks=1, memory_mib=2048, vcpus=2, disk_gib=20):
-        tmp = tmp_path_factory.mktemp("guests")
-        lab = handle.lab
-        started = time.monotonic()
-        code, out, err = handle.cli("enroll", "--from", str(lab.inventory_file))
-        assert code == 0, out + err
-        print(f"\n[timing] enroll: {time.monotonic() - started:.0f}s")
-        guest = REPO / "build/images/guest/guest.qcow2"
-        subprocess.run(["qemu-img", "convert", "-O", "raw", str(guest), str(tmp / "guest-b.raw")], check=True)
-        (tmp / "app.img").write_bytes(b"APP-IMAGE v1\n".ljust(1 << 20, b"\0"))
-        for source, name in ((REPO / "build/images/host/host.qcow2", "host"), (guest, "guest"),
-                             (tmp / "guest-b.raw", "guest-b"), (tmp / "app.img", "app")):
-            code, out, err = handle.cli("image", "import", str(source), "--name", name)
-            assert code == 0, out + err
+def only_node_host(handle) -> None:
+    """NODE active on a host image, and no other node a host: enrolled and reimaged if this
+    module runs alone; in the tier, its rack-mate (active since the nightly run) is powered
+    off and forgotten."""
+    enroll_missing(handle, [NODE])
+    import_missing(handle, REPO / "build/images/host/host.qcow2", "host")
+    if handle.client.get(f"/v1/nodes/{NODE}")["state"] != "active":
         started = time.monotonic()
         code, out, err = handle.cli("reimage", NODE, "--image", "host")
         assert code == 0, out + err
         print(f"[timing] reimage to the host image: {time.monotonic() - started:.0f}s")
-        code, public, err = handle.cli("host", "ssh-key")
-        sshd = LabSshd(lab, public.strip())
-        sshd.start()
-        try:
-            yield GuestLab(handle, tmp), sshd
-        finally:
-            sshd.stop()
+    for node in handle.client.get("/v1/nodes")["nodes"]:
+        if node["name"] != NODE and node["state"] == "active":
+            assert handle.cli("power", "off", node["name"])[0] == 0
+            code, out, err = handle.cli("delete", node["name"])
+            assert code == 0, out + err
+
+
+@pytest.fixture(scope="module")
+def guest_lab(shared_lab, tmp_path_factory):
+    handle = shared_lab
+    tmp = tmp_path_factory.mktemp("guests")
+    only_node_host(handle)
+    guest = REPO / "build/images/guest/guest.qcow2"
+    subprocess.run(["qemu-img", "convert", "-O", "raw", str(guest), str(tmp / "guest-b.raw")], check=True)
+    (tmp / "app.img").write_bytes(b"APP-IMAGE v1\n".ljust(1 << 20, b"\0"))
+    for source, name in ((guest, "guest"), (tmp / "guest-b.raw", "guest-b"), (tmp / "app.img", "app")):
+        code, out, err = handle.cli("image", "import", str(source), "--name", name)
+        assert code == 0, out + err
+    code, public, err = handle.cli("host", "ssh-key")
+    sshd = LabSshd(handle.lab, public.strip())
+    sshd.start()
+    try:
+        yield GuestLab(handle, tmp), sshd
+    finally:
+        sshd.stop()
 
 
 def test_hosts_that_cannot_be_trusted_or_reached_are_not_registered(guest_lab):
@@ -223,16 +233,19 @@ def test_a_host_whose_key_changed_or_that_is_gone_gets_no_change(guest_lab):
     sshd.stop()
     sshd.new_key()
     sshd.start()
-    code, out, err = g.cli("deploy", str(g.roles))
-    assert code == 1 and "host testbox (10.99.0.1): its SSH host key is not the one recorded" in err, err
-    assert "nothing was changed" in err
-    sshd.stop()
-    code, out, err = g.cli("deploy", str(g.roles))
-    assert code == 1 and "host testbox (10.99.0.1) is unreachable" in err and "nothing was changed" in err, err
-    assert g.guests() == before and len(g.jobs()) == jobs
-    sshd.restore()  # the host as it was registered
-    sshd.start()
-    g.write(web=3)
+    try:
+        code, out, err = g.cli("deploy", str(g.roles))
+        assert code == 1 and "host testbox (10.99.0.1): its SSH host key is not the one recorded" in err, err
+        assert "nothing was changed" in err
+        sshd.stop()
+        code, out, err = g.cli("deploy", str(g.roles))
+        assert code == 1 and "host testbox (10.99.0.1) is unreachable" in err and "nothing was changed" in err, err
+        assert g.guests() == before and len(g.jobs()) == jobs
+    finally:  # the host as it was registered, whatever happened
+        sshd.stop()
+        sshd.restore()
+        sshd.start()
+        g.write(web=3)
 
 
 def test_a_smaller_count_removes_exactly_one_guest(guest_lab):

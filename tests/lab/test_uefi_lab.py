@@ -1,5 +1,7 @@
-"""A UEFI (OVMF) lab node with no iPXE option ROM: the firmware's own PXE client takes
-the loader branch (snponly.efi over TFTP), iPXE then takes the script branch, once."""
+"""A UEFI (OVMF) lab node with no iPXE option ROM, behind a Redfish BMC (sushy-tools'
+emulator over TLS): the one-time network boot and the power go over Redfish, the
+firmware's own PXE client takes the loader branch (snponly.efi over TFTP), iPXE then
+takes the script branch, once."""
 
 import re
 
@@ -10,6 +12,10 @@ def test_a_uefi_node_enrolls_to_ready(uefi_lab):
     assert code == 0, err
     node = uefi_lab.client.get(f"/v1/nodes/{name}")
     assert node["state"] == "ready" and node["inspection"]["firmware"] == "uefi"
+    assert node["bmc"]["driver"] == "redfish" and node["bmc"]["system"] == uefi_lab.inventory[name]["bmc"]["system"]
+    events = [e["message"] for e in uefi_lab.client.get(f"/v1/nodes/{name}/events")["events"]]
+    assert any(f"one-time network boot set via Redfish {uefi_lab.lab.redfish.url}" in m for m in events), events
+    assert any("powered on via Redfish" in m for m in events), events
     mac = uefi_lab.inventory[name]["mac"]
     ip = re.search(rf"DHCPACK\(provbr0\) (\S+) {mac}", uefi_lab.log("dnsmasq.log")).group(1)
     tftp = [line.split(None, 1)[1] for line in uefi_lab.log("tftp.log").splitlines()]

@@ -8,7 +8,8 @@ import pytest
 from provisioner.api.guests import HOST_BODY
 from provisioner.api.nodes import NODE_BODY
 from provisioner.errors import InvalidInput
-from provisioner.models import (IPMI_MAX_PASSWORD, IPMI_MAX_USERNAME, check_bmc_login, normalize_mac,
+from provisioner.models import (IPMI_MAX_PASSWORD, IPMI_MAX_USERNAME, REDFISH_MAX_PASSWORD, REDFISH_MAX_USERNAME,
+                                check_bmc_login, check_redfish_login, normalize_mac,
                                 parse_port, validate_name)
 
 
@@ -48,9 +49,13 @@ def test_ports_agree(value):
 
 
 def test_bmc_login_lengths_agree():
+    """The schema admits what the looser protocol (Redfish) can take; an IPMI BMC's tighter
+    limits are checked by the daemon once it knows the protocol."""
     bmc = NODE_BODY["properties"]["bmc"]["properties"]
-    assert bmc["username"]["maxLength"] == IPMI_MAX_USERNAME and bmc["password"]["maxLength"] == IPMI_MAX_PASSWORD
-    for user, password in (("a" * IPMI_MAX_USERNAME, "p"), ("a" * (IPMI_MAX_USERNAME + 1), "p"),
-                           ("admin", "p" * IPMI_MAX_PASSWORD), ("admin", "p" * (IPMI_MAX_PASSWORD + 1))):
+    assert bmc["username"]["maxLength"] == REDFISH_MAX_USERNAME and bmc["password"]["maxLength"] == REDFISH_MAX_PASSWORD
+    for user, password in (("a" * REDFISH_MAX_USERNAME, "p"), ("a" * (REDFISH_MAX_USERNAME + 1), "p"),
+                           ("admin", "p" * REDFISH_MAX_PASSWORD), ("admin", "p" * (REDFISH_MAX_PASSWORD + 1))):
         assert (accepts(bmc["username"], user) and accepts(bmc["password"], password)) == \
-            parses(check_bmc_login, user, password)
+            parses(check_redfish_login, user, password)
+    assert not parses(check_bmc_login, "a" * (IPMI_MAX_USERNAME + 1), "p")
+    assert not parses(check_bmc_login, "admin", "p" * (IPMI_MAX_PASSWORD + 1))

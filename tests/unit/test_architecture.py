@@ -80,9 +80,9 @@ def test_the_cycle_finder_finds_a_cycle():
 
 
 def test_third_party_drivers_stay_in_their_adapters():
-    """libvirt and paramiko are spoken in hypervisor/, power/ and lab/ only; workflows, the
+    """libvirt, paramiko, pyghmi and sushy are spoken in hypervisor/, power/ and lab/ only; workflows, the
     API and the CLI see our types and our errors."""
-    sealed = {"libvirt", "libvirt_qemu", "paramiko", "pyghmi", "tftpy"}
+    sealed = {"libvirt", "libvirt_qemu", "paramiko", "pyghmi", "sushy", "requests", "tftpy"}
     leaks = []
     for path in ROOT.rglob("*.py"):
         if path.relative_to(ROOT).parts[0] not in ("workflows", "api", "cli", "display", "nightly", "guests"):
