@@ -6,6 +6,7 @@
   laydown the agent laying the host image down vs dd and qemu-img convert (bench/laydown.py)
   reimage reimage of 1 lab node vs 2 in parallel, rollback and reimage-to-same (bench/reimage.py)
   guests  a guest on a shared 1 GiB / 20 GiB base vs cp --sparse and qemu-img convert (bench/guests.py)
+  bmc    Redfish (sushy-emulator) vs IPMI (virtualbmc) command latency in the lab (bench/bmc.py)
 Run as root: `make bench` (or sudo .venv/bin/python bench/run.py [--only http,tftp,...]).
 Results go to bench/results/latest.json and are printed as Markdown."""
 
@@ -29,6 +30,7 @@ sys.path.insert(0, str(REPO))
 
 from provisioner.boot.accesslog import dnsmasq_time, parse_time  # noqa: E402
 
+from bmc import bench_bmc  # noqa: E402
 from guests import bench_guests  # noqa: E402
 from laydown import bench_laydown  # noqa: E402
 from reimage import bench_reimage  # noqa: E402
@@ -235,7 +237,7 @@ def bench_enroll() -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", default="http,tftp,enroll,laydown,reimage,guests")
+    parser.add_argument("--only", default="http,tftp,enroll,laydown,reimage,guests,bmc")
     parser.add_argument("--host-image", type=Path, default=REPO / "build/images/host/host.qcow2")
     parser.add_argument("--http-mb", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
@@ -261,6 +263,8 @@ def main() -> int:
                 results["reimage"] = bench_reimage(args.host_image)
             elif name == "guests":
                 results["guests"] = bench_guests(work, args.rounds)
+            elif name == "bmc":
+                results["bmc"] = bench_bmc()
         finally:
             shutil.rmtree(work, ignore_errors=True)
     out = REPO / "bench/results"

@@ -75,8 +75,10 @@ class RedfishPowerDriver:
         try:
             try:
                 # One attempt per call: the power manager retries, with its own backoff.
+                # A BMC on the management network accepts a connection at once or not at all:
+                # a short connect timeout keeps detection (Redfish first, then IPMI) quick.
                 conn = sushy.Sushy(bmc.url, auth=auth, verify=self.verify, read_timeout=self.timeout,
-                                   connect_timeout=self.timeout, server_side_retries=1,
+                                   connect_timeout=min(self.timeout, 5.0), server_side_retries=1,
                                    server_side_retries_delay=0)
                 if not basic and not auth.can_refresh_session():
                     LOG.info("BMC %s: no Redfish session service; using basic auth", bmc.endpoint)
