@@ -7,6 +7,8 @@ import json
 import sys
 from typing import Any, Iterable, Sequence, TextIO
 
+from ..models import BmcDriver
+
 
 def print_json(doc: Any, out: TextIO | None = None) -> None:
     out = out or sys.stdout
@@ -132,7 +134,7 @@ class Progress:
 
 
 def _bmc_line(bmc: dict[str, Any]) -> str:
-    if bmc.get("driver") == "redfish":
+    if bmc.get("driver") == BmcDriver.REDFISH:
         return (f"Redfish https://{bmc['address']}:{bmc['port']}{bmc.get('system') or ''} "
                 f"user {bmc['username']}")
     return f"IPMI {bmc['address']}:{bmc['port']} user {bmc['username']} (cipher suite {bmc['cipher_suite']})"

@@ -20,6 +20,7 @@ import jinja2
 
 from ..client import Client
 from ..errors import LabError, ProvisionerError
+from ..models import BmcDriver
 from . import hypervisor, system
 from .bmc import VirtualBmcs
 from .redfish import RedfishEmulator
@@ -51,7 +52,7 @@ class LabConfig:
 # What `lab up --firmware/--bmc` accept; "mixed" gives odd racks the first kind, even racks
 # the second (rack-1 BIOS and IPMI, rack-2 UEFI and Redfish, ...).
 FIRMWARES = ("bios", "uefi", "mixed")
-BMC_KINDS = ("ipmi", "redfish", "mixed")
+BMC_KINDS = (BmcDriver.IPMI.value, BmcDriver.REDFISH.value, "mixed")
 
 
 def _pick(choice: str, rack_no: int, first: str, second: str) -> str:
@@ -68,7 +69,7 @@ class LabNode:
     vcpus: int
     disk_gib: int
     uefi: bool
-    bmc_driver: str = "ipmi"
+    bmc_driver: str = BmcDriver.IPMI.value
     system: str | None = None  # Redfish: the domain's system path at the emulator
 
 
@@ -174,7 +175,7 @@ class Lab:
         for i in range(nodes):
             self._make_node(conn, state, i, racks, shape, say)
         conn.close()
-        redfish = [n for n in state.nodes if n.bmc_driver == "redfish"]
+        redfish = [n for n in state.nodes if n.bmc_driver == BmcDriver.REDFISH]
         if redfish:
             say(f"Redfish BMC (sushy-emulator) at {self.redfish.url} for {', '.join(n.name for n in redfish)}")
             self.redfish.start(cfg.bmc_user, self.password_file("redfish").read_text().strip(),
@@ -191,7 +192,7 @@ class Lab:
         node = LabNode(name=f"lab-r{rack_no}-n{i // racks + 1}", mac=f"52:54:00:99:{rack_no:02x}:{i + 1:02x}",
                        rack=f"rack-{rack_no}", bmc_port=self.cfg.bmc_base_port + i, memory_mib=shape["memory_mib"],
                        vcpus=shape["vcpus"], disk_gib=shape["disk_gib"], uefi=uefi,
-                       bmc_driver=_pick(shape["bmc"], rack_no, "ipmi", "redfish"))
+                       bmc_driver=_pick(shape["bmc"], rack_no, BmcDriver.IPMI, BmcDriver.REDFISH))
         disk = self.dir / "disks" / f"{node.name}.qcow2"
         hypervisor.create_disk(disk, node.disk_gib)
         xml = self._jinja.get_template("domain.xml.j2").render(
@@ -199,7 +200,7 @@ class Lab:
             disk_serial=f"LABDISK{i + 1:04d}", mac=node.mac, bridge=self.cfg.bridge,
             console_log=self.console_log(node.name), serial=f"LAB{i + 1:06d}")
         uuid = hypervisor.define(conn, xml)
-        if node.bmc_driver == "redfish":
+        if node.bmc_driver == BmcDriver.REDFISH:
             node.system = f"/redfish/v1/Systems/{uuid}"
         self._add_node(state, node, say)
 
@@ -210,7 +211,7 @@ class Lab:
         state.nodes.append(node)
         self.save(state)
         pw_file = self.password_file(node.name)
-        if node.bmc_driver == "redfish":
+        if node.bmc_driver == BmcDriver.REDFISH:
             shared = self.password_file("redfish")
             if not shared.exists():
                 shared.write_text(secrets.token_urlsafe(12) + "\n")
@@ -270,8 +271,9 @@ class Lab:
 
     def _inventory_bmc(self, node: LabNode) -> dict[str, Any]:
         common = {"username": self.cfg.bmc_user, "password_file": str(self.password_file(node.name))}
-        if node.bmc_driver == "redfish":
-            return {"driver": "redfish", "address": self.redfish.url, "system": node.system, **common}
+        if node.bmc_driver == BmcDriver.REDFISH:
+            return {"driver": BmcDriver.REDFISH.value, "address": self.redfish.url, "system": node.system,
+                    **common}
         return {"address": f"127.0.0.1:{node.bmc_port}", **common, "cipher_suite": 3}
 
     def config_file(self) -> Path:
@@ -372,7 +374,7 @@ class Lab:
                 except LabError:
                     facts = {"state": "missing"}
             doc["nodes"].append({**asdict(node), "domain": facts["state"],
-                                 "bmc": f"{self.redfish.url}{node.system}" if node.bmc_driver == "redfish"
+                                 "bmc": f"{self.redfish.url}{node.system}" if node.bmc_driver == BmcDriver.REDFISH
                                  else f"127.0.0.1:{node.bmc_port}",
                                  "console_log": str(self.console_log(node.name))})
         if conn is not None:
