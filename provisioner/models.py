@@ -114,15 +114,18 @@ def parse_port(value: Any, what: str) -> int:
     return port
 
 
-def check_bmc_login(username: str, password: str) -> None:
-    """What an IPMI BMC can hold (see IPMI_MAX_*)."""
+def _check_login(username: str, password: str, max_username: int, max_password: int, why: str = "") -> None:
     if not username or not password:
         raise InvalidInput("the BMC username and password are required")
-    if not _PRINTABLE_RE.match(username) or len(username) > IPMI_MAX_USERNAME:
-        raise InvalidInput(f"invalid BMC username: up to {IPMI_MAX_USERNAME} printable ASCII characters")
-    if not _PRINTABLE_RE.match(password) or len(password) > IPMI_MAX_PASSWORD:
-        raise InvalidInput(f"invalid BMC password: up to {IPMI_MAX_PASSWORD} printable ASCII characters "
-                           "(IPMI 2.0's limit)")
+    if not _PRINTABLE_RE.match(username) or len(username) > max_username:
+        raise InvalidInput(f"invalid BMC username: up to {max_username} printable ASCII characters{why}")
+    if not _PRINTABLE_RE.match(password) or len(password) > max_password:
+        raise InvalidInput(f"invalid BMC password: up to {max_password} printable ASCII characters{why}")
+
+
+def check_bmc_login(username: str, password: str) -> None:
+    """What an IPMI BMC can hold (see IPMI_MAX_*)."""
+    _check_login(username, password, IPMI_MAX_USERNAME, IPMI_MAX_PASSWORD, " (IPMI 2.0's limit)")
 
 
 # Redfish has no protocol limit of its own; these bound what we store and send.
@@ -130,12 +133,7 @@ REDFISH_MAX_USERNAME, REDFISH_MAX_PASSWORD = 64, 128
 
 
 def check_redfish_login(username: str, password: str) -> None:
-    if not username or not password:
-        raise InvalidInput("the BMC username and password are required")
-    if not _PRINTABLE_RE.match(username) or len(username) > REDFISH_MAX_USERNAME:
-        raise InvalidInput(f"invalid BMC username: up to {REDFISH_MAX_USERNAME} printable ASCII characters")
-    if not _PRINTABLE_RE.match(password) or len(password) > REDFISH_MAX_PASSWORD:
-        raise InvalidInput(f"invalid BMC password: up to {REDFISH_MAX_PASSWORD} printable ASCII characters")
+    _check_login(username, password, REDFISH_MAX_USERNAME, REDFISH_MAX_PASSWORD)
 
 
 def validate_name(text: str, what: str = "name") -> str:

@@ -58,15 +58,7 @@ class VirtualBmcs:
 
     def pids(self) -> list[int]:
         """vbmcd's processes (it forks one per BMC; its pid file says 0 after daemonizing)."""
-        found = []
-        for pid in system.netns_pids(self.netns):
-            try:
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"vbmcd" in cmdline:
-                found.append(pid)
-        return found
+        return system.netns_pids_named(self.netns, b"vbmcd")
 
     def stop(self) -> None:
         system.stop_pids(self.pids())

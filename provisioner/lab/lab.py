@@ -277,47 +277,13 @@ class Lab:
         return {"address": f"127.0.0.1:{node.bmc_port}", **common, "cipher_suite": 3}
 
     def config_file(self) -> Path:
-        cfg = self.cfg
+        """The lab daemon's settings (templates/provisioner.toml.j2); TOML, so not escaped as XML."""
         path = self.dir / "provisioner.toml"
-        path.write_text(
-            "# provisioner settings for the virtual lab (written by 'provisioner lab up')\n"
-            "[server]\n"
-            f'data_dir = "{self.dir / "data"}"\n'
-            f'socket = "{cfg.socket}"\n'
-            f"http_port = {cfg.http_port}\n"
-            "[boot]\n"
-            f'artifacts_dir = "{cfg.artifacts_dir}"\n'
-            "[dhcp]\n"
-            f'interface = "{cfg.bridge}"\n'
-            f'range = "{cfg.dhcp_range}"\n'
-            "router_advertisements = true\n"
-            'unknown_macs = "discover"\n'
-            "[power]\n"
-            "# virtualbmc answers back-to-back commands in 0.03 s: no need to space them like a real BMC's.\n"
-            "min_interval = 0.1\n"
-            + ("# The lab's Redfish BMC presents a certificate from the lab's own CA.\n"
-               f'redfish_ca_bundle = "{self.redfish.ca}"\n' if self.redfish.ca.exists() else "") +
-            "[timeouts]\n"
-            "agent_boot = 900\n"
-            "# A lab node's agent reports progress every 3 s at most; silence means it is gone.\n"
-            "deploy_stall = 40\n"
-            "host_boot = 300\n"
-            "[agent]\n"
-            "host_heartbeat_interval = 5\n"
-            "host_lost_after = 20\n"
-            "[guests]\n"
-            "# TCG: this machine's KVM cannot run a BIOS guest, and lab hosts have no KVM (LAB.md).\n"
-            'domain_type = "qemu"\n'
-            "# Lab hosts are small (2 vCPUs): every core may go to a guest.\n"
-            "reserved_cores = 0\n"
-            "reserved_memory_mib = 256\n"
-            "# On every host (lab nodes, and this machine when registered as one): under the lab's\n"
-            "# directory, so 'lab down' takes it away.\n"
-            f'pool_path = "{self.guest_pool}"\n'
-            f'console_dir = "{self.dir / "guest-consoles"}"\n'
-            "[consoles]\n"
-            "# Each lab domain logs its serial console here ('provisioner console NODE').\n"
-            f'node_log = "{self.dir / "logs"}/{{node}}.console.log"\n')
+        toml = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
+                                  keep_trailing_newline=True)
+        path.write_text(toml.get_template("provisioner.toml.j2").render(
+            cfg=self.cfg, dir=self.dir, guest_pool=self.guest_pool,
+            redfish_ca=self.redfish.ca if self.redfish.ca.exists() else ""))
         return path
 
     def _start_daemon(self) -> int:

@@ -99,15 +99,7 @@ class RedfishEmulator:
         return bool(out.strip())
 
     def pids(self) -> list[int]:
-        found = []
-        for pid in system.netns_pids(self.netns):
-            try:
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"sushy-emulator" in cmdline:
-                found.append(pid)
-        return found
+        return system.netns_pids_named(self.netns, b"sushy-emulator")
 
     def stop(self) -> None:
         system.stop_pids(self.pids())

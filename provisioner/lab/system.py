@@ -44,6 +44,19 @@ def netns_pids(name: str) -> list[int]:
     return [int(p) for p in out.split() if p.isdigit()]
 
 
+def netns_pids_named(netns: str, name: bytes) -> list[int]:
+    """The namespace's processes whose command line holds `name`."""
+    found = []
+    for pid in netns_pids(netns):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if name in cmdline:
+            found.append(pid)
+    return found
+
+
 def pid_alive(pid: int) -> bool:
     """Running, not merely waiting to be reaped: a process that exited stays a zombie until
     its parent waits for it (the daemon is this process's child when the lab was brought up

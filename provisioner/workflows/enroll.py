@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
-from ..errors import BmcUnreachable, Conflict, InvalidInput
+from ..errors import BmcAuthError, BmcUnreachable, Conflict, InvalidInput, PowerError
 from ..models import (BmcCredentials, BmcDriver, Node, check_bmc_login, check_redfish_login, normalize_mac,
                       parse_bmc_address, parse_port, parse_redfish_address, parse_system, validate_name)
 from ..secrets import Secret
@@ -106,18 +106,25 @@ class EnrollService:
         return BmcCredentials(address, port, username, Secret(password), suite, driver, system)
 
     def _probe(self, candidates: list[BmcCredentials]) -> BmcCredentials:
-        """The first candidate whose BMC answers. Any other error (wrong password, a
-        certificate that does not verify, no such system) means the protocol answered
-        there, and is the answer."""
-        for bmc in candidates[:-1]:
+        """The first candidate whose BMC answers. A refused password ends the search: that
+        protocol is there, with other credentials. Anything else (nobody there, a web
+        server that is no Redfish service, a certificate that does not verify) moves on to
+        the next protocol; if none answers, the most telling error is the answer."""
+        telling: PowerError | None = None
+        for bmc in candidates:
             try:
                 self.conductor.power.probe(bmc)
                 return bmc
-            except BmcUnreachable:
-                LOG.info("BMC %s: no %s there; trying %s", bmc.endpoint, bmc.driver.label,
+            except BmcAuthError:
+                raise
+            except PowerError as exc:
+                if bmc is candidates[-1]:
+                    raise (telling if telling is not None and isinstance(exc, BmcUnreachable) else exc) from None
+                LOG.info("BMC %s: no %s there (%s); trying %s", bmc.endpoint, bmc.driver.label, exc,
                          candidates[-1].driver.label)
-        self.conductor.power.probe(candidates[-1])
-        return candidates[-1]
+                if not isinstance(exc, BmcUnreachable):
+                    telling = exc
+        raise AssertionError("no candidates")  # _candidates returns at least one
 
     def delete(self, node: Node) -> None:
         """Forget a node in a stable state; DHCP stops answering its MAC."""

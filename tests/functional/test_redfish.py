@@ -124,5 +124,10 @@ def test_a_certificate_the_daemon_cannot_verify_stops_enrollment(workdir, redfis
         code, _, err = running.cli(*running.enroll_args("52:54:00:00:00:aa", redfish_bmc.url))
         assert code == 1 and "TLS certificate could not be verified" in one_line(err), err
         assert_nothing_enrolled(running)
+        # Detecting (no driver, no scheme): Redfish's certificate fails, IPMI does not answer
+        # there either; the certificate is the telling error.
+        code, _, err = running.cli(*running.enroll_args("52:54:00:00:00:aa", f"127.0.0.1:{redfish_bmc.port}"))
+        assert code == 1 and "TLS certificate could not be verified" in one_line(err), err
+        assert_nothing_enrolled(running)
     finally:
         daemon.stop()
