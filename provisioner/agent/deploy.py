@@ -41,6 +41,16 @@ def extlinux_config(sha: str, kernel_args: str) -> str:
             f"  APPEND {kernel_args} provisioner.base={sha}\n")
 
 
+def grub_config(sha: str, kernel_args: str) -> str:
+    """The signed GRUB's configuration on UEFI nodes: the same kernel, initramfs and command
+    line as extlinux's on BIOS, found on provboot by its label."""
+    short = sha[:16]
+    return (f"# written by the provisioner agent at deploy time\nset timeout=0\n"
+            f"search --no-floppy --label {disk.BOOT_LABEL} --set=root\n"
+            f"linux /{short}/vmlinuz {kernel_args} provisioner.base={sha}\n"
+            f"initrd /{short}/initrd.img\nboot\n")
+
+
 class Deployer:
     def __init__(self, base_url: str, token: str | None, work: Path = Path("/run/provisioner-deploy"),
                  disk_path: str | None = None, uefi: bool | None = None,
@@ -63,15 +73,12 @@ class Deployer:
         started = time.monotonic()
         image = args["image"]
         sha, fmt = image["sha256"], image["format"]
-        if self.uefi:
-            raise DeployFailed("this node booted by UEFI; laying down a disk that boots on its own "
-                               "is done for BIOS nodes only so far")
         target = self.disk_path or disk.choose_disk()
-        if not disk.has_layout(target):
+        if not disk.has_layout(target, self.uefi):
             if args.get("no_transfer"):
                 raise DeployFailed(f"{target} holds no host laid down by the provisioner: nothing to roll back")
             progress({"phase": "partitioning", "disk": target})
-            disk.create_layout(target)
+            disk.create_layout(target, uefi=self.uefi)
         times["layout"] = time.monotonic() - started
         with disk.mounted(disk.partition(target, 2), self.work / "data", "ext4") as data, \
                 disk.mounted(disk.partition(target, 1), self.work / "boot", "ext2") as boot:
@@ -99,13 +106,25 @@ class Deployer:
             disk.create_layer(data, base_name, fmt)
             self._identity(data, args, self.netconf, self.base_url)
             _write(data / "state", f"base={sha}\nformat={fmt}\nprevious={args.get('previous') or ''}\n")
-            disk.install_bootloader(target, boot, extlinux_config(sha, args.get("kernel_args", "")))
+            entry = self._boot_loader(target, boot, sha, args.get("kernel_args", ""))
             times["layer_and_boot"] = time.monotonic() - t0
         times["total"] = time.monotonic() - started
         LOG.info("agent: deployed base %s on %s (%s, %d bytes transferred) in %.1fs", sha[:16], target,
                  "reused" if reused else "downloaded", transferred, times["total"])
-        return {"disk": target, "base_sha256": sha, "transferred_bytes": transferred, "reused": reused,
-                "seconds": {k: round(v, 2) for k, v in times.items()}}
+        result: DeployResult = {"disk": target, "base_sha256": sha, "transferred_bytes": transferred,
+                                "reused": reused, "seconds": {k: round(v, 2) for k, v in times.items()}}
+        if entry:
+            result["boot_entry"] = entry
+        return result
+
+    def _boot_loader(self, target: str, boot: Path, sha: str, kernel_args: str) -> str | None:
+        """BIOS: extlinux on provboot and Syslinux's MBR code. UEFI: the signed shim and GRUB
+        on the EFI system partition and the firmware's boot entry (its number returned)."""
+        if not self.uefi:
+            disk.install_bootloader(target, boot, extlinux_config(sha, kernel_args))
+            return None
+        with disk.mounted(disk.partition(target, 3), self.work / "esp", "vfat") as esp:
+            return disk.install_uefi_loader(target, esp, grub_config(sha, kernel_args))
 
     def lay_base(self, images: Path, image: DeployImage, no_transfer: bool,
                  progress: Progress) -> tuple[int, bool]:

@@ -67,6 +67,7 @@ class DeployResult(TypedDict, total=False):
     transferred_bytes: int
     reused: bool
     seconds: dict[str, float]
+    boot_entry: str  # UEFI: the firmware's Boot#### entry the deploy made for the disk
     error: str  # when it failed
 
 
@@ -84,6 +85,8 @@ def deploy_result(doc: object) -> DeployResult:
         out["transferred_bytes"] = doc["transferred_bytes"]
     if isinstance(doc.get("reused"), bool):
         out["reused"] = doc["reused"]
+    if isinstance(doc.get("boot_entry"), str) and len(doc["boot_entry"]) == 4 and doc["boot_entry"].isalnum():
+        out["boot_entry"] = doc["boot_entry"]
     if isinstance(doc.get("error"), str):
         out["error"] = doc["error"]
     return out

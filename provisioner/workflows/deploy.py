@@ -144,7 +144,9 @@ class DeployFlow:
         node = self.conductor.store.set_step(node, Step.BOOT_DISK, self._deadline(Step.BOOT_DISK),
                                      expect_state=State.DEPLOYING,
                                      message=f"image laid down on {result.get('disk')}: {how}, "
-                                             f"{result.get('transferred_bytes', 0)} bytes transferred")
+                                             f"{result.get('transferred_bytes', 0)} bytes transferred"
+                                             + (f"; UEFI boot entry Boot{result['boot_entry']}"
+                                                if "boot_entry" in result else ""))
         self.conductor.submit(node, "switching to boot from disk", self._boot_disk, job=node.job_id)
 
     def _boot_disk(self, node: Node) -> None:
