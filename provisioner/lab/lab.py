@@ -307,6 +307,12 @@ class Lab:
         system.wait_for(healthy, 30, "the lab daemon to answer")
         return proc.pid
 
+    def stop_daemon(self) -> None:
+        """Stop the daemon (and with it DHCP, TFTP and HTTP); restart_daemon starts it again."""
+        state = self.load()
+        if state is not None and state.daemon_pid and system.pid_alive(state.daemon_pid):
+            system.stop_pids([state.daemon_pid])
+
     def restart_daemon(self) -> int:
         """Start the daemon again (after a crash or a kill -9), same config and data."""
         state = self.load()

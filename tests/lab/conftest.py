@@ -77,10 +77,11 @@ class LabHandle:
     def events(self, name: str, since: float = 0.0) -> list[dict]:
         return [e for e in self.client.get(f"/v1/nodes/{name}/events")["events"] if e["ts"] >= since]
 
-    def ssh(self, name: str, command: str) -> str:
+    def ssh(self, name: str, command: str, doc: dict | None = None) -> str:
         """Run a command on a deployed host over SSH (paramiko, from inside the lab's
-        namespace), checking the host key the provisioner recorded at deploy time."""
-        doc = self.client.get(f"/v1/nodes/{name}")
+        namespace), checking the host key the provisioner recorded at deploy time (from
+        `doc`, the node as the daemon showed it, when the daemon is not there to ask)."""
+        doc = doc or self.client.get(f"/v1/nodes/{name}")
         proc = subprocess.run(["ip", "netns", "exec", self.lab.cfg.netns, sys.executable, str(HERE / "ssh_run.py"),
                                doc["host"]["facts"]["address"], str(self.data / "ssh/id_ed25519"),
                                doc["host"]["ssh_host_key"], command],
