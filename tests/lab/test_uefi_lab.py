@@ -46,7 +46,9 @@ def var(name):
 current = struct.unpack('<H', var('BootCurrent'))[0]
 raw = var('BootOrder')
 order = struct.unpack(f'<{len(raw) // 2}H', raw)
-label = var(f'Boot{current:04X}')[6:].decode('utf-16-le').split('\0')[0]
+entry = var(f'Boot{current:04X}')[6:]  # after Attributes and FilePathListLength
+end = next(i for i in range(0, len(entry), 2) if entry[i:i + 2] == bytes(2))
+label = entry[:end].decode('utf-16-le')
 print(f'{current:04X}', ' '.join(f'{o:04X}' for o in order), label, sep='|')
 """
 
