@@ -177,18 +177,22 @@ def agent_write(host, guest: str, path: str, text: str) -> None:
 
 # -- one lab carried through several modules -----------------------------------------
 # Bringing a lab up and down costs little; enrolling, booting and reimaging its nodes is
-# what costs. So the modules that need a plain BIOS rack share one lab of three nodes in
-# two racks, carried in this order, each starting from the state the one before left:
+# what costs. So most modules share one mixed lab of three nodes in two racks: rack-1
+# (lab-r1-n1, lab-r1-n2) BIOS machines behind IPMI BMCs (virtualbmc), rack-2 (lab-r2-n1) a
+# UEFI machine behind a Redfish BMC (sushy-tools' emulator). They are carried in this
+# order, each starting from the state the one before left:
 #   playbooks and guests_libvirt (the lab's namespace, bridge and libvirtd only, while no
-#   node runs yet) -> enroll (two nodes, a stranger, kill -9 while inspecting) -> reimage
-#   (rack-1 and its rollbacks) -> nightly (rack-1 again, checks; rack-2 still ready) ->
+#   node runs yet) -> enroll (two nodes, one of each kind; a stranger; kill -9 while
+#   inspecting) -> reimage (all three and their rollbacks; the UEFI node's firmware state,
+#   its boot with the provisioner stopped; it ends ready again) -> nightly (rack-1 again,
+#   checks; rack-2 still ready) ->
 #   guests_deploy (lab-r1-n1 as nightly left it, an active host, runs nested guests; its
 #   rack-mate is powered off and forgotten, so that it is the only node host).
-# Modules that need a lab of another shape (UEFI, Vagrant) run after them; only one lab
+# Modules that need a lab of another shape (Vagrant) run after them; only one lab
 # can be up at a time, so the shared one is taken down first.
 SHARED_ORDER = ("test_playbooks", "test_guests_libvirt", "test_enroll_lab", "test_reimage", "test_nightly",
                 "test_guests_deploy")
-SHARED_SHAPE = dict(nodes=3, racks=2, memory_mib=2048, vcpus=2, disk_gib=20)
+SHARED_SHAPE = dict(nodes=3, racks=2, memory_mib=2048, vcpus=2, disk_gib=20, firmware="mixed", bmc="mixed")
 _shared: dict[str, Any] = {}
 
 
@@ -302,11 +306,6 @@ def import_missing(handle: LabHandle, path: Path, name: str) -> None:
 def lab(shared_lab):
     """test_enroll_lab: the shared lab as it comes up, no node enrolled yet."""
     return shared_lab
-
-
-@pytest.fixture(scope="module")
-def uefi_lab():
-    yield from _lab(nodes=1, racks=1, memory_mib=2048, vcpus=2, disk_gib=20, firmware="uefi", bmc="redfish")
 
 
 @pytest.fixture

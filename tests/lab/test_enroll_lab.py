@@ -10,6 +10,7 @@ import time
 from provisioner.lab import hypervisor
 
 ENROLLED = ("lab-r1-n1", "lab-r2-n1")  # two racks; lab-r1-n2 stays unenrolled
+BIOS_IPMI, UEFI_REDFISH = ENROLLED  # the shared lab is mixed: rack-1 BIOS + IPMI, rack-2 UEFI + Redfish
 STRANGER = "lab-r1-n2"
 
 
@@ -21,14 +22,10 @@ def test_enroll_two_machines_in_two_racks_by_mac(lab):
     nodes = {name: lab.wait(name, lambda d: d["state"] in ("ready", "inspect-failed")) for name in ENROLLED}
     print(f"\n2 lab nodes enrolled to ready in {time.monotonic() - started:.0f}s")
     conn = hypervisor.connect()
-    dnsmasq, tftp, http, vbmc = (lab.log("dnsmasq.log"), lab.log("tftp.log"), lab.log("http-access.log"),
-                                 (lab.lab.dir / "logs/vbmcd.log").read_text())
+    dnsmasq, tftp, http = lab.log("dnsmasq.log"), lab.log("tftp.log"), lab.log("http-access.log")
     for name, node in nodes.items():
         assert node["state"] == "ready", node["last_error"]
         mac = lab.inventory[name]["mac"]
-        # Power-on came through IPMI to libvirt: vbmc's record, and the domain runs.
-        assert re.search(rf"Power on called for domain {name}", vbmc)
-        assert re.search(rf"Set boot device called for {name} with boot device \"network\"", vbmc)
         facts = hypervisor.domain_facts(conn, name)
         assert facts["state"] == "running"
         # DHCP came from our dnsmasq; the loader script from our TFTP; kernel and initramfs over HTTP.
@@ -39,8 +36,8 @@ def test_enroll_two_machines_in_two_racks_by_mac(lab):
         assert re.search(rf" {re.escape(ip)} GET /boot/maintenance/vmlinuz 200 \d+", http)
         assert re.search(rf" {re.escape(ip)} GET /boot/maintenance/initrd.img 200 \d+", http)
         # The agent authenticated with its token (the daemon's history of the node).
-        events = lab.client.get(f"/v1/nodes/{name}/events")["events"]
-        assert any("received its token" in (e["message"] or "") for e in events)
+        events = [e["message"] or "" for e in lab.client.get(f"/v1/nodes/{name}/events")["events"]]
+        assert any("received its token" in m for m in events)
         # The inspection matches the domain definition.
         inv = node["inspection"]
         assert inv["memory"]["total_mib"] == facts["memory_mib"] == 2048
@@ -48,8 +45,27 @@ def test_enroll_two_machines_in_two_racks_by_mac(lab):
         vda = next(d for d in inv["disks"] if d["name"] == "vda")
         assert vda["size_bytes"] == facts["disk_bytes"] == 20 * 1024 ** 3
         assert mac in [n["mac"] for n in inv["nics"]]
-        assert inv["dmi"]["sys_vendor"] == "provisioner-lab" and inv["firmware"] == "bios"
+        assert inv["dmi"]["sys_vendor"] == "provisioner-lab"
+        assert inv["firmware"] == ("uefi" if facts["uefi"] else "bios") == ("uefi" if name == UEFI_REDFISH else "bios")
     conn.close()
+    # Power-on and the one-time network boot came through IPMI to libvirt: vbmc's record.
+    vbmc = (lab.lab.dir / "logs/vbmcd.log").read_text()
+    assert re.search(rf"Power on called for domain {BIOS_IPMI}", vbmc)
+    assert re.search(rf"Set boot device called for {BIOS_IPMI} with boot device \"network\"", vbmc)
+    assert nodes[BIOS_IPMI]["bmc"]["driver"] == "ipmi"
+    # ...and through Redfish (sushy-emulator over TLS, the system by its UUID) for the UEFI node.
+    node = nodes[UEFI_REDFISH]
+    assert node["bmc"]["driver"] == "redfish" and node["bmc"]["system"] == lab.inventory[UEFI_REDFISH]["bmc"]["system"]
+    events = [e["message"] or "" for e in lab.client.get(f"/v1/nodes/{UEFI_REDFISH}/events")["events"]]
+    assert any(f"one-time network boot set via Redfish {lab.lab.redfish.url}" in m for m in events), events
+    assert any("powered on via Redfish" in m for m in events), events
+    # The UEFI node has no iPXE ROM: OVMF's PXE client fetched the loader (asking its size
+    # first, then the file), iPXE then the script, once (no chainload loop).
+    ip = re.search(rf"DHCPACK\(provbr0\) (\S+) {lab.inventory[UEFI_REDFISH]['mac']}", dnsmasq).group(1)
+    lines = [line.split(None, 1)[1] for line in tftp.splitlines()]
+    loader = [i for i, line in enumerate(lines) if line == f"{ip} RRQ snponly.efi sent"]
+    script = [i for i, line in enumerate(lines) if line == f"{ip} RRQ boot.ipxe sent"]
+    assert 1 <= len(loader) <= 2 and len(script) == 1 and script[0] > loader[-1], (loader, script)
     code, out, _ = lab.cli("nodes")
     assert code == 0 and all(re.search(rf"{n}\s.*\sready\s", out) for n in ENROLLED)
 
@@ -71,6 +87,22 @@ def test_wrong_password_and_unreachable_bmc_against_virtualbmc(lab, tmp_path):
     assert code == 1 and "refused the credentials" in err and len(err.strip().splitlines()) == 1
     code, _, err = lab.cli(*lab.enroll_args(STRANGER, port="127.0.0.1:6299"))
     assert code == 1 and "did not answer" in err
+    assert STRANGER not in [n["name"] for n in lab.client.get("/v1/nodes")["nodes"]]
+
+
+def test_wrong_password_and_unknown_system_against_the_redfish_emulator(lab, tmp_path):
+    """The stranger's MAC behind the lab's Redfish BMC: each mistake is one line, and
+    nothing is stored."""
+    wrong = tmp_path / "wrong"
+    wrong.write_text("not-the-password\n")
+    redfish = lab.inventory[UEFI_REDFISH]["bmc"]
+    base = [*lab.enroll_args(STRANGER)[:4], "--rack", "rack-1", "--bmc", redfish["address"],
+            "--bmc-user", redfish["username"], "--bmc-driver", "redfish"]
+    code, _, err = lab.cli(*base, "--bmc-password-file", str(wrong), "--bmc-system", redfish["system"])
+    assert code == 1 and "refused the credentials" in err and len(err.strip().splitlines()) == 1, err
+    code, _, err = lab.cli(*base, "--bmc-password-file", redfish["password_file"],
+                           "--bmc-system", "/redfish/v1/Systems/no-such-system")
+    assert code == 1 and "no-such-system" in err and len(err.strip().splitlines()) == 1, err
     assert STRANGER not in [n["name"] for n in lab.client.get("/v1/nodes")["nodes"]]
 
 
@@ -114,6 +146,8 @@ def test_dnsmasq_is_restarted_when_it_dies(lab):
 
 
 def test_kill9_the_daemon_while_a_node_inspects(lab):
+    """The UEFI node behind Redfish: its one-time network boot and power go again after
+    the daemon's restart."""
     code, _, err = lab.cli("inspect", "lab-r2-n1", "--no-wait")
     assert code == 0, err
     lab.wait("lab-r2-n1", lambda d: d["step"] in ("wait-agent", "wait-inspection") or d["state"] != "inspecting",

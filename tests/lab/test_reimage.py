@@ -1,12 +1,17 @@
-"""Reimage and rollback in the lab, on a rack of two real nodes: each network-boots the
-maintenance image, its agent lays the host image down with a differencing layer, the
-node boots from its own disk and its host agent reports. Each check reads a part's own
-record: libvirt, virtualbmc's log, dnsmasq's log, our TFTP log, our HTTP byte counter,
-and the host itself over SSH.
+"""Reimage and rollback in the lab, on the shared mixed lab's three real nodes: two BIOS
+machines behind IPMI BMCs in rack-1, a UEFI machine behind a Redfish BMC in rack-2. Each
+network-boots the maintenance image, its agent lays the host image down with a
+differencing layer (and on UEFI an EFI system partition, Debian's signed shim and GRUB,
+and a firmware boot entry), the node boots from its own disk and its host agent reports.
+Each check reads a part's own record: libvirt, virtualbmc's log, the node's events,
+dnsmasq's log, our TFTP log, our HTTP byte counter, and the host itself over SSH
+(including the UEFI firmware's variables).
 
 The tests run in order on one lab (the state each leaves is the next one's start):
-reimage the rack -> rollback and reimage-to-same -> a new version and back with
---to-previous -> a corrupted image -> power lost mid-write -> kill -9 of the daemon."""
+reimage all -> the UEFI node boots with the provisioner stopped -> rollback -> a new
+version and back with --to-previous -> a Redfish BMC that stops answering mid-reimage
+(the UEFI node is inspected again after it) -> a corrupted image -> power lost mid-write
+-> kill -9 of the daemon."""
 
 from __future__ import annotations
 
@@ -17,17 +22,29 @@ import time
 from pathlib import Path
 
 import libvirt
+import pytest
 
 from provisioner.boot.accesslog import dnsmasq_time, parse_time
 from provisioner.lab import hypervisor
 
+from .conftest import enroll_missing
 from .variants import patched
 
 REPO = Path(__file__).resolve().parents[2]
 HOST_IMAGE = REPO / "build/images/host/host.qcow2"
-N1, N2 = "lab-r1-n1", "lab-r1-n2"
+N1, N2 = "lab-r1-n1", "lab-r1-n2"  # BIOS + IPMI
 NODES = (N1, N2)
+UEFI = "lab-r2-n1"  # UEFI + Redfish
+ALL = (N1, N2, UEFI)
+PAIR = "tag:pair"  # N1 and the UEFI node: one batch, one job, worked on side by side
 VARIANT = "/etc/provisioner-variant"
+
+
+@pytest.fixture
+def all_lab(shared_lab):
+    """The shared lab with its three nodes enrolled (ready, or as the test before left them)."""
+    enroll_missing(shared_lab, list(ALL))
+    return shared_lab
 
 
 def sha_of(lab, ref: str) -> str:
@@ -63,37 +80,67 @@ def import_image(lab, path: Path, name: str) -> str:
     return sha_of(lab, name)
 
 
-def test_reimage_a_rack_upgrade_domain_by_upgrade_domain(rack_lab):
-    lab = rack_lab
+EFIVARS = r"""
+import struct
+g = '8be4df61-93ca-11d2-aa0d-00e098032b8c'
+def var(name):
+    return open(f'/sys/firmware/efi/efivars/{name}-{g}', 'rb').read()[4:]
+current = struct.unpack('<H', var('BootCurrent'))[0]
+raw = var('BootOrder')
+order = struct.unpack(f'<{len(raw) // 2}H', raw)
+entry = var(f'Boot{current:04X}')[6:]  # after Attributes and FilePathListLength
+end = next(i for i in range(0, len(entry), 2) if entry[i:i + 2] == bytes(2))
+label = entry[:end].decode('utf-16-le')
+print(f'{current:04X}', ' '.join(f'{o:04X}' for o in order), label, sep='|')
+"""
+
+
+def firmware_state(lab, name: str, doc: dict | None = None) -> tuple[str, list[str], str]:
+    """What the host's firmware says, read from inside the host: the entry it booted,
+    BootOrder, and the booted entry's label."""
+    current, order, label = lab.ssh(name, f"python3 -c \"{EFIVARS}\"", doc=doc).strip().split("|")
+    return current, order.split(), label
+
+
+def boot_entry(lab, name: str, since: float) -> str:
+    """The firmware boot entry the node's last deploy made, as its events say."""
+    events = " ".join(e["message"] or "" for e in lab.events(name, since))
+    found = re.findall(r"UEFI boot entry Boot([0-9A-F]{4})", events)
+    assert found, f"{name}: no UEFI boot entry in its events"
+    return found[-1]
+
+
+def assert_booted_its_entry(lab, name: str, since: float) -> None:
+    entry = boot_entry(lab, name, since)
+    current, order, label = firmware_state(lab, name)
+    assert (current, order[0], label) == (entry, entry, "provisioner"), (entry, current, order, label)
+
+
+def test_reimage_all_upgrade_domain_by_upgrade_domain(all_lab):
+    lab = all_lab
     v1 = import_image(lab, HOST_IMAGE, "host")
 
-    code, out, err = lab.cli("reimage", "rack-1", "--image", "host", "--dry-run")
+    code, out, err = lab.cli("reimage", "all", "--image", "host", "--dry-run")
     assert code == 0, out + err
-    assert f"batch 1: {N1}" in out and f"batch 2: {N2}" in out
-    assert all(node(lab, n)["state"] == "ready" for n in NODES), "a dry run changed something"
+    assert re.search(rf"batch 1: .*{N1}", out) and re.search(rf"batch 1: .*{UEFI}", out) and f"batch 2: {N2}" in out
+    assert all(node(lab, n)["state"] == "ready" for n in ALL), "a dry run changed something"
 
     started = time.time()
     vbmc_before = (lab.lab.dir / "logs/vbmcd.log").read_text()
-    code, out, err = lab.cli("reimage", "rack-1", "--image", "host")
+    code, out, err = lab.cli("reimage", "all", "--image", "host")
     assert code == 0, out + err
-    assert re.search(r"job \d+ done: 2 done", out), out
-    job = lab.client.get("/v1/jobs")["jobs"][-1]
-    first, second = job["nodes"]
-    assert (first["name"], second["name"]) == NODES
-    assert first["ended_at"] <= second["started_at"], "the second upgrade domain started before the first came back"
+    assert re.search(r"job \d+ done: 3 done", out), out
+    members = {m["name"]: m for m in lab.client.get("/v1/jobs")["jobs"][-1]["nodes"]}
+    assert max(members[N1]["ended_at"], members[UEFI]["ended_at"]) <= members[N2]["started_at"], \
+        "the second upgrade domain started before the first came back"
 
     conn = hypervisor.connect()
     vbmc = (lab.lab.dir / "logs/vbmcd.log").read_text()[len(vbmc_before):]
     try:
-        for name in NODES:
+        for name in ALL:
             doc = node(lab, name)
             assert doc["state"] == "active" and doc["image_sha256"] == v1, doc["last_error"]
             assert doc["host"]["facts"]["base_sha256"] == v1
-            # IPMI set the disk as the boot device for good, and power-cycled the domain.
-            assert re.search(rf'Set boot device called for {name} with boot device "hd"', vbmc), vbmc[-2000:]
-            assert re.search(rf"Power off called for domain {name}", vbmc)
-            domain = conn.lookupByName(name)
-            assert "<boot dev='hd'/>" in domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
             assert hypervisor.domain_facts(conn, name)["state"] == "running"
             # After the switch the host asked our DHCP and TFTP servers for nothing: it booted
             # from its own disk, with the address it was given at deploy time.
@@ -104,60 +151,146 @@ def test_reimage_a_rack_upgrade_domain_by_upgrade_domain(rack_lab):
             assert not late, f"DHCP from the host after the switch: {late}"
             assert not [t for t in tftp_times(lab, ip) if t > switch], "TFTP from the host after the switch"
             assert f"base={v1}" in lab.ssh(name, "cat /var/lib/provisioner/disk/state")
+        for name in NODES:
+            # IPMI set the disk as the boot device for good, and power-cycled the domain.
+            assert re.search(rf'Set boot device called for {name} with boot device "hd"', vbmc), vbmc[-2000:]
+            assert re.search(rf"Power off called for domain {name}", vbmc)
+            assert "<boot dev='hd'/>" in conn.lookupByName(name).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
     finally:
         conn.close()
+    # The UEFI node: Redfish switched it, and its firmware booted the entry the deploy
+    # made, first in BootOrder.
+    switched = [e["message"] for e in lab.events(UEFI, started) if "boot from disk set" in (e["message"] or "")]
+    assert f"via Redfish {lab.lab.redfish.url}" in switched[-1], switched
+    assert_booted_its_entry(lab, UEFI, started)
     code, out, _ = lab.cli("nodes")
-    assert all(re.search(rf"{n}\s.*\sactive\s.*host alive", out) for n in NODES), out
+    assert all(re.search(rf"{n}\s.*\sactive\s.*host alive", out) for n in ALL), out
 
 
-def test_rollback_discards_the_layer_and_reimage_to_same_sends_nothing(rack_lab):
-    lab = rack_lab
+def test_the_uefi_node_boots_its_host_from_disk_with_the_provisioner_stopped(all_lab):
+    """The daemon (with its DHCP, TFTP and HTTP) is stopped and the node power-cycled
+    behind its back: the disk boots the host through the firmware's entry."""
+    lab = all_lab
+    doc = node(lab, UEFI)
+    entry = boot_entry(lab, UEFI, 0.0)
+    lab.lab.stop_daemon()
+    try:
+        conn = hypervisor.connect()
+        try:
+            dom = conn.lookupByName(UEFI)
+            dom.destroy()
+            dom.create()
+        finally:
+            conn.close()
+        end = time.monotonic() + 240
+        while True:  # until the host answers SSH, with the key the deploy recorded
+            try:
+                state = lab.ssh(UEFI, "cat /var/lib/provisioner/disk/state", doc=doc)
+                break
+            except AssertionError:
+                assert time.monotonic() < end, lab.lab.console_log(UEFI).read_text(errors="replace")[-3000:]
+                time.sleep(3)
+        assert state.startswith(f"base={doc['image_sha256']}")
+        assert firmware_state(lab, UEFI, doc)[0] == entry, "it booted the entry the deploy made"
+    finally:
+        lab.lab.restart_daemon()
+    lab.wait(UEFI, lambda d: d["state"] == "active" and d["agent"] == "host alive", timeout=120)
+
+
+def test_rollback_discards_the_layer_and_sends_nothing(all_lab):
+    lab = all_lab
     v1 = sha_of(lab, "host")
-    lab.ssh(N1, "echo written-after-deploy > /root/marker && sync")
-    assert "marker" in lab.ssh(N1, "ls /root")
+    for name in (N1, UEFI):
+        code, out, err = lab.cli("label", name, "--tag", "pair")
+        assert code == 0, out + err
+        lab.ssh(name, "echo written-after-deploy > /root/marker && sync")
+        assert "marker" in lab.ssh(name, "ls /root")
 
-    before = lab.image_requests()
-    code, out, err = lab.cli("rollback", N1)
+    started, before = time.time(), lab.image_requests()
+    code, out, err = lab.cli("rollback", PAIR)
     assert code == 0, out + err
+    assert re.search(r"job \d+ done: 2 done", out), out
     assert lab.image_requests() == before, "a rollback must not ask for the image"
-    assert lab.job_bytes(N1) == 0, "a rollback must not transfer image bytes"
-    assert "marker" not in lab.ssh(N1, "ls /root")
-    assert lab.ssh(N1, "sha256sum /var/lib/provisioner/disk/images/*").split()[0] == v1, "the base changed"
-
-    code, out, err = lab.cli("reimage", N2, "--image", "host")
-    assert code == 0, out + err
-    assert lab.image_requests() == before and lab.job_bytes(N2) == 0, "reimaging to the image on disk must not transfer it"
-    assert node(lab, N2)["state"] == "active"
-    assert "already on disk, layer reset" in " ".join(e["message"] or "" for e in lab.events(N2))
+    for name in (N1, UEFI):
+        assert node(lab, name)["state"] == "active"
+        assert lab.job_bytes(name) == 0, "a rollback must not transfer image bytes"
+        assert "marker" not in lab.ssh(name, "ls /root")
+        assert lab.ssh(name, "sha256sum /var/lib/provisioner/disk/images/*").split()[0] == v1, "the base changed"
+    assert_booted_its_entry(lab, UEFI, started)  # the entry is made again, and booted
 
 
-def test_a_new_version_then_rollback_to_previous(rack_lab, tmp_path):
-    lab = rack_lab
+def test_a_new_version_then_rollback_to_previous(all_lab, tmp_path):
+    lab = all_lab
     v1 = sha_of(lab, "host")
     v2 = import_image(lab, patched(HOST_IMAGE, tmp_path / "host-v2.qcow2", {VARIANT: "v2\n"}), "host")
     assert sha_of(lab, "host") == v2 != v1  # the name now resolves to its newest version
 
     before, requests = lab.image_bytes(), lab.image_requests()
-    code, out, err = lab.cli("reimage", N1, "--image", "host")
+    code, out, err = lab.cli("reimage", PAIR, "--image", "host")
     assert code == 0, out + err
     size = lab.client.get("/v1/images/host")["size"]  # the name resolves to v2
     assert lab.image_requests() > requests, "a new version is downloaded"
-    assert lab.job_bytes(N1) == size and lab.image_bytes() - before >= size, "the agent and the server disagree"
-    assert lab.ssh(N1, f"cat {VARIANT}").strip() == "v2"
-    assert node(lab, N1)["previous_image_sha256"] == v1
-    lab.ssh(N1, "echo on-v2 > /root/marker && sync")
+    assert lab.image_bytes() - before >= 2 * size
+    for name in (N1, UEFI):
+        assert lab.job_bytes(name) == size, "the agent and the server disagree"
+        assert lab.ssh(name, f"cat {VARIANT}").strip() == "v2"
+        assert node(lab, name)["previous_image_sha256"] == v1
+        lab.ssh(name, "echo on-v2 > /root/marker && sync")
 
-    before = lab.image_requests()
-    code, out, err = lab.cli("rollback", N1, "--to-previous")
+    started, before = time.time(), lab.image_requests()
+    code, out, err = lab.cli("rollback", PAIR, "--to-previous")
     assert code == 0, out + err
-    assert lab.image_requests() == before and lab.job_bytes(N1) == 0, "--to-previous must not transfer image bytes"
-    doc = node(lab, N1)
-    assert doc["image_sha256"] == v1 and doc["host"]["facts"]["base_sha256"] == v1
-    assert "marker" not in lab.ssh(N1, "ls /root")
-    assert "no-variant" in lab.ssh(N1, f"cat {VARIANT} 2>/dev/null || echo no-variant")
-    sums = dict(reversed(line.split()) for line in
-                lab.ssh(N1, "sha256sum /var/lib/provisioner/disk/images/*").splitlines())
-    assert sums[f"/var/lib/provisioner/disk/images/{v1}.qcow2"] == v1, "the previous base changed"
+    assert lab.image_requests() == before, "--to-previous must not transfer image bytes"
+    for name in (N1, UEFI):
+        doc = node(lab, name)
+        assert lab.job_bytes(name) == 0
+        assert doc["state"] == "active" and doc["image_sha256"] == v1 and doc["host"]["facts"]["base_sha256"] == v1
+        assert "marker" not in lab.ssh(name, "ls /root")
+        assert "no-variant" in lab.ssh(name, f"cat {VARIANT} 2>/dev/null || echo no-variant")
+        sums = dict(reversed(line.split()) for line in
+                    lab.ssh(name, "sha256sum /var/lib/provisioner/disk/images/*").splitlines())
+        assert sums[f"/var/lib/provisioner/disk/images/{v1}.qcow2"] == v1, "the previous base changed"
+    assert_booted_its_entry(lab, UEFI, started)
+
+
+def test_a_bmc_that_stops_answering_mid_reimage_fails_that_node_while_the_other_finishes(all_lab):
+    """The UEFI node and N2 in one batch (one upgrade domain, one tag), to the image both
+    have on disk (N2's reimage to the same image sends nothing). The Redfish emulator is frozen (SIGSTOP: its
+    port still takes connections, nothing answers) once the UEFI node has network-booted:
+    it fails when it needs its BMC again, N2 finishes. The BMC back, `inspect` still
+    network-boots the UEFI node (no stranded node), which leaves it ready for nightly."""
+    lab = all_lab
+    v1 = sha_of(lab, "host:1")
+    for name, args in ((UEFI, ["--tag", "late", "--upgrade-domain", "1"]), (N2, ["--tag", "late"])):
+        code, out, err = lab.cli("label", name, *args)
+        assert code == 0, out + err
+    before = lab.image_requests()
+    code, out, err = lab.cli("reimage", "tag:late", "--image", "host:1", "--max-failures", "1", "--no-wait")
+    assert code == 0, out + err
+    job_id = int(re.search(r"job (\d+) started", out).group(1))
+    lab.wait(UEFI, lambda d: d["step"] in ("wait-agent", "write-image") or d["state"] != "deploying", timeout=120)
+    frozen = lab.lab.redfish.pids()
+    assert frozen
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        doc = lab.wait(UEFI, lambda d: d["state"] != "deploying", timeout=600)
+        assert doc["state"] == "deploy-failed" and "boot-disk" in doc["last_error"], doc
+        assert "did not answer" in doc["last_error"] or "timed out" in doc["last_error"], doc["last_error"]
+        job = lab.wait_job(job_id)
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+    members = {m["name"]: m for m in job["nodes"]}
+    assert members[N2]["status"] == "done" and members[UEFI]["status"] == "failed", job
+    assert node(lab, N2)["state"] == "active" and node(lab, N2)["image_sha256"] == v1
+    assert lab.image_requests() == before and lab.job_bytes(N2) == 0, "reimaging to the image on disk must not transfer it"
+    assert "already on disk, layer reset" in " ".join(e["message"] or "" for e in lab.events(N2))
+    code, out, err = lab.cli("inspect", UEFI)
+    assert code == 0, out + err
+    assert node(lab, UEFI)["state"] == "ready"
+    code, out, err = lab.cli("label", UEFI, "--untag", "late", "--upgrade-domain", "auto")
+    assert code == 0, out + err
 
 
 def test_a_corrupted_image_fails_on_its_checksum_and_never_boots(rack_lab, tmp_path):
