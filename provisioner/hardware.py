@@ -89,6 +89,7 @@ class HostFacts:
     memory_mib: int | None  # usable, as the host's kernel sees it
     base_sha256: str | None
     kvm: bool
+    secure_boot: bool | None = None  # UEFI Secure Boot as the host's firmware says; None: not UEFI
 
     @classmethod
     def parse(cls, doc: Any) -> "HostFacts":
@@ -104,7 +105,8 @@ class HostFacts:
             raise InvalidInput("facts.hypervisor must be an object")
         return cls(address=address, cpus=_count(doc, "cpu", "count", "facts"),
                    memory_mib=usable if usable is not None else _count(doc, "memory", "total_mib", "facts"),
-                   base_sha256=base, kvm=bool(hypervisor.get("kvm")))
+                   base_sha256=base, kvm=bool(hypervisor.get("kvm")),
+                   secure_boot=doc["secure_boot"] if isinstance(doc.get("secure_boot"), bool) else None)
 
 
 def _text(value: Any) -> str | None:

@@ -241,6 +241,9 @@ class Node:
     tags: list[str] = field(default_factory=list)
     bmc_driver: BmcDriver = BmcDriver.IPMI
     bmc_system: str | None = None
+    # The firmware enforced UEFI Secure Boot when the node was enrolled (its BMC said so):
+    # maintenance boots switch it off (iPXE is not signed), disk boots on again.
+    secure_boot: bool = False
 
     @cached_property
     def hardware(self) -> Hardware | None:
@@ -270,6 +273,7 @@ class Node:
             "bmc": {"driver": self.bmc_driver.value, "address": self.bmc_address, "port": self.bmc_port,
                     "username": self.bmc_username, "cipher_suite": self.cipher_suite,
                     "system": self.bmc_system},
+            "secure_boot": self.secure_boot,
             "state": self.state.value,
             "step": self.step.value if self.step else None,
             "target_state": self.target_state.value if self.target_state else None,

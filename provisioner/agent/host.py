@@ -47,6 +47,21 @@ def _key_values(path: Path) -> dict[str, str]:
     return {key.lower(): value for key, _, value in (line.partition("=") for line in lines)}
 
 
+EFI_GLOBAL = "8be4df61-93ca-11d2-aa0d-00e098032b8c"
+
+
+def secure_boot(root: Path = Path("/")) -> bool | None:
+    """Whether the firmware booted this host with Secure Boot enforced (the SecureBoot
+    variable: 4 bytes of attributes, then 1 or 0); None on a BIOS host."""
+    if not (root / "sys/firmware/efi").is_dir():
+        return None
+    try:
+        data = (root / f"sys/firmware/efi/efivars/SecureBoot-{EFI_GLOBAL}").read_bytes()
+    except OSError:
+        return False  # no variable: a firmware without Secure Boot
+    return data[4:5] == b"\x01"
+
+
 def facts(root: Path = Path("/"), disk: Path = DISK) -> dict[str, Any]:
     cpu = inventory.cpu_info(root)
     mem = inventory.memory_info(root)
@@ -65,6 +80,7 @@ def facts(root: Path = Path("/"), disk: Path = DISK) -> dict[str, Any]:
                        "qemu": _first_line(["qemu-system-x86_64", "--version"]),
                        "libvirtd": _running("libvirtd")},
         "base_sha256": state.get("base"),
+        "secure_boot": secure_boot(root),
         "kernel": os.uname().release,
         "uptime_s": float((root / "proc/uptime").read_text().split()[0]) if (root / "proc/uptime").exists() else None,
     }

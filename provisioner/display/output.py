@@ -103,7 +103,8 @@ def node_detail(n: dict[str, Any], out: TextIO | None = None) -> None:
     if inv:
         cpu, mem, dmi = inv.get("cpu", {}), inv.get("memory", {}), inv.get("dmi", {})
         out.write(f"{'hardware':<11} {cpu.get('count')} x {cpu.get('model', '?')}; "
-                  f"{mem.get('total_mib')} MiB; firmware {inv.get('firmware')}\n")
+                  f"{mem.get('total_mib')} MiB; firmware {inv.get('firmware')}"
+                  f"{', Secure Boot' if n.get('secure_boot') else ''}\n")
         out.write(f"{'system':<11} {dmi.get('sys_vendor', '')} {dmi.get('product_name', '')} "
                   f"serial {dmi.get('product_serial', '')}\n")
         for d in inv.get("disks", []):

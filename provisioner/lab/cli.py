@@ -20,6 +20,7 @@ def run(args: argparse.Namespace) -> int:
     if args.lab_command == "up":
         lab.up(nodes=args.nodes, racks=args.racks, memory_mib=args.memory, vcpus=args.vcpus,
                disk_gib=args.disk, firmware="uefi" if args.uefi else args.firmware, bmc=args.bmc,
+               secure_boot=args.secure_boot,
                progress=None if args.json else _say, vagrant=args.vagrant)
         if args.json:
             pass

@@ -34,8 +34,12 @@ class ByProtocol:
     def set_power(self, bmc: BmcCredentials, state: PowerState) -> None:
         self._driver(bmc).set_power(bmc, state)
 
-    def set_boot_device(self, bmc: BmcCredentials, device: BootDevice, mode: BootMode | None = None) -> None:
-        self._driver(bmc).set_boot_device(bmc, device, mode)
+    def set_boot_device(self, bmc: BmcCredentials, device: BootDevice, mode: BootMode | None = None,
+                        secure_boot: bool | None = None) -> None:
+        self._driver(bmc).set_boot_device(bmc, device, mode, secure_boot)
+
+    def get_secure_boot(self, bmc: BmcCredentials) -> bool | None:
+        return self._driver(bmc).get_secure_boot(bmc)
 
 
 def make_driver(settings: Settings) -> PowerDriver:

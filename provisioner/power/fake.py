@@ -18,6 +18,7 @@ class FakePowerDriver:
         self._lock = threading.Lock()
         self.power: dict[str, PowerState] = {}
         self.boot_device: dict[str, BootDevice] = {}
+        self.secure_boot: dict[str, bool] = {}  # by endpoint; unset: the BMC cannot say
         self.calls: list[tuple[str, str, str]] = []
 
     def _check(self, bmc: BmcCredentials, call: str, arg: str = "") -> None:
@@ -39,7 +40,14 @@ class FakePowerDriver:
             self._check(bmc, "set_power", state.value)
             self.power[bmc.endpoint] = state
 
-    def set_boot_device(self, bmc: BmcCredentials, device: BootDevice, mode: BootMode | None = None) -> None:
+    def set_boot_device(self, bmc: BmcCredentials, device: BootDevice, mode: BootMode | None = None,
+                        secure_boot: bool | None = None) -> None:
         with self._lock:
             self._check(bmc, "set_boot_device", device.value)
             self.boot_device[bmc.endpoint] = device
+            if secure_boot is not None:
+                self.secure_boot[bmc.endpoint] = secure_boot
+
+    def get_secure_boot(self, bmc: BmcCredentials) -> bool | None:
+        with self._lock:  # not a call tests count: enrollment asks it once, quietly
+            return self.secure_boot.get(bmc.endpoint)

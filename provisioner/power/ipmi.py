@@ -131,7 +131,14 @@ class IpmiPowerDriver:
         LOG.info("BMC %s: power %s", bmc.endpoint, state)
         self._run(bmc, lambda c: c.set_power(state.value, wait=False))
 
-    def set_boot_device(self, bmc: BmcCredentials, device: BootDevice, mode: BootMode | None = None) -> None:
+    def get_secure_boot(self, bmc: BmcCredentials) -> bool | None:
+        return None  # IPMI has no word for it
+
+    def set_boot_device(self, bmc: BmcCredentials, device: BootDevice, mode: BootMode | None = None,
+                        secure_boot: bool | None = None) -> None:
+        if secure_boot:
+            raise BmcProtocolError(bmc=bmc.endpoint, detail=(
+                "Secure Boot cannot be switched over IPMI: this node needs a Redfish BMC"))
         # The network once (a failed maintenance boot falls back to the disk); the disk
         # for good, so a deployed host reboots into itself with the provisioner away.
         persist = device == BootDevice.DISK

@@ -77,8 +77,12 @@ class PowerManager:
     def status(self, bmc: BmcCredentials) -> PowerState:
         return self._call(bmc, "power status", lambda: self.driver.get_power(bmc))
 
-    def set_boot_device(self, bmc: BmcCredentials, device: BootDevice, mode: BootMode | None = None) -> None:
-        self._call(bmc, f"boot device {device}", lambda: self.driver.set_boot_device(bmc, device, mode))
+    def set_boot_device(self, bmc: BmcCredentials, device: BootDevice, mode: BootMode | None = None,
+                        secure_boot: bool | None = None) -> None:
+        self._call(bmc, f"boot device {device}", lambda: self.driver.set_boot_device(bmc, device, mode, secure_boot))
+
+    def secure_boot(self, bmc: BmcCredentials) -> bool | None:
+        return self._call(bmc, "Secure Boot state", lambda: self.driver.get_secure_boot(bmc))
 
     def _set_and_verify(self, bmc: BmcCredentials, wanted: PowerState) -> PowerState:
         self._call(bmc, f"power {wanted}", lambda: self.driver.set_power(bmc, wanted))

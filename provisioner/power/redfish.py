@@ -12,6 +12,10 @@ it (the override reads back as Disabled, or as another target): the driver reads
 override back and, if a one-time override did not stick, sets it as continuous. That is
 safe here because the provisioner always sets the boot device again before the next
 boot that matters (the disk, for good, once a deploy has written it).
+
+Secure Boot is switched through the system's SecureBoot resource, with the boot override
+it goes with, and read back: off for a maintenance boot (iPXE is not signed), on again
+for the disk's signed chain. The firmware applies it at the power cycle that follows.
 """
 
 from __future__ import annotations
@@ -99,11 +103,38 @@ class RedfishPowerDriver:
         reset = sushy.ResetType.ON if state == PowerState.ON else sushy.ResetType.FORCE_OFF
         self._run(bmc, lambda system: system.reset_system(reset))
 
-    def set_boot_device(self, bmc: BmcCredentials, device: BootDevice, mode: BootMode | None = None) -> None:
+    def get_secure_boot(self, bmc: BmcCredentials) -> bool | None:
+        return self._run(bmc, _secure_boot_enabled)
+
+    def set_boot_device(self, bmc: BmcCredentials, device: BootDevice, mode: BootMode | None = None,
+                        secure_boot: bool | None = None) -> None:
         persist = device == BootDevice.DISK
         LOG.info("BMC %s: %s boot from %s%s", bmc.endpoint, "persistent" if persist else "one-time",
                  device, f" ({mode})" if mode else "")
-        self._run(bmc, lambda system: self._override(bmc, system, device, mode, persist))
+
+        def change(system: Any) -> None:
+            self._override(bmc, system, device, mode, persist)
+            if secure_boot is not None:
+                self._secure_boot(bmc, system, secure_boot)
+        self._run(bmc, change)
+
+    @staticmethod
+    def _secure_boot(bmc: BmcCredentials, system: Any, wanted: bool) -> None:
+        current = _secure_boot_enabled(system)
+        if current is None:
+            if wanted:
+                raise BmcProtocolError(bmc=bmc.endpoint, detail="the BMC offers no Secure Boot setting")
+            return
+        if current == wanted:
+            return
+        LOG.info("BMC %s: Secure Boot %s", bmc.endpoint, "on" if wanted else "off")
+        resource = system.secure_boot
+        resource.set_enabled(wanted)
+        resource.refresh()
+        if bool(resource.enabled) != wanted:
+            raise BmcProtocolError(bmc=bmc.endpoint, detail=(
+                f"the BMC accepted Secure Boot {'on' if wanted else 'off'} but reads back "
+                f"{'on' if resource.enabled else 'off'}"))
 
     def _override(self, bmc: BmcCredentials, system: Any, device: BootDevice, mode: BootMode | None,
                   persist: bool) -> None:
@@ -127,6 +158,15 @@ class RedfishPowerDriver:
         raise BmcProtocolError(bmc=bmc.endpoint, detail=(
             f"the BMC accepted boot from {device} but reads back {system.boot.target} "
             f"({system.boot.enabled})"))
+
+
+def _secure_boot_enabled(system: Any) -> bool | None:
+    """The system's Secure Boot setting; None when it has no SecureBoot resource."""
+    try:
+        resource = system.secure_boot
+    except (sushy_exc.MissingAttributeError, sushy_exc.ResourceNotFoundError):
+        return None
+    return None if resource.enabled is None else bool(resource.enabled)
 
 
 def _close(bmc: BmcCredentials, auth: BasicAuth | SessionOrBasicAuth) -> None:

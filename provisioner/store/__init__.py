@@ -26,7 +26,7 @@ _NODE_COLUMNS = (
     "target_state, deadline, last_error, power_state, agent_last_seen, boot_count, inspection, "
     "created_at, updated_at, image_sha256, previous_image_sha256, host_last_seen, host_facts, "
     "host_key, host_lost, job_id, upgrade_domain, deploy_sha256, deploy_no_transfer, tags, "
-    "bmc_driver, bmc_system"
+    "bmc_driver, bmc_system, secure_boot"
 )
 
 
@@ -48,6 +48,7 @@ def _node(row: sqlite3.Row) -> Node:
         upgrade_domain=row["upgrade_domain"], deploy_sha256=row["deploy_sha256"],
         deploy_no_transfer=bool(row["deploy_no_transfer"]), tags=json.loads(row["tags"]),
         bmc_driver=BmcDriver(row["bmc_driver"]), bmc_system=row["bmc_system"],
+        secure_boot=bool(row["secure_boot"]),
     )
 
 
@@ -57,7 +58,8 @@ class Store(ImageRows, JobRows, GuestRows, SqlBase):
     # -- nodes ----------------------------------------------------------------
     def create_node(self, *, name: str, mac: str, rack: str, bmc_address: str, bmc_port: int,
                     bmc_username: str, bmc_password_sealed: str, cipher_suite: int,
-                    bmc_driver: BmcDriver = BmcDriver.IPMI, bmc_system: str | None = None) -> Node:
+                    bmc_driver: BmcDriver = BmcDriver.IPMI, bmc_system: str | None = None,
+                    secure_boot: bool = False) -> Node:
         now = time.time()
         with self._tx() as db:
             clash = db.execute("SELECT name, mac FROM nodes WHERE mac = ? OR name = ?",
@@ -68,10 +70,10 @@ class Store(ImageRows, JobRows, GuestRows, SqlBase):
                 raise Conflict(f"a node named {name} already exists")
             cur = db.execute(
                 "INSERT INTO nodes (name, mac, rack, bmc_address, bmc_port, bmc_username, "
-                "bmc_password_sealed, cipher_suite, bmc_driver, bmc_system, state, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "bmc_password_sealed, cipher_suite, bmc_driver, bmc_system, secure_boot, state, created_at, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (name, mac, rack, bmc_address, bmc_port, bmc_username, bmc_password_sealed,
-                 cipher_suite, bmc_driver.value, bmc_system, State.ENROLLED.value, now, now),
+                 cipher_suite, bmc_driver.value, bmc_system, int(secure_boot), State.ENROLLED.value, now, now),
             )
             node_id = int(cur.lastrowid or 0)
             db.execute("INSERT INTO events (node_id, ts, event, to_state, message) VALUES (?, ?, ?, ?, ?)",

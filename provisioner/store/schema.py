@@ -169,4 +169,7 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE nodes ADD COLUMN bmc_driver TEXT NOT NULL DEFAULT 'ipmi';
     ALTER TABLE nodes ADD COLUMN bmc_system TEXT;
     """,
+    """
+    ALTER TABLE nodes ADD COLUMN secure_boot INTEGER NOT NULL DEFAULT 0;
+    """,
 )

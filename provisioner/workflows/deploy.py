@@ -154,12 +154,14 @@ class DeployFlow:
             return
         bmc = self.conductor.bmc(node)
         try:
-            self.conductor.power.set_boot_device(bmc, BootDevice.DISK, node.boot_mode)
+            self.conductor.power.set_boot_device(bmc, BootDevice.DISK, node.boot_mode,
+                                                 secure_boot=True if node.secure_boot else None)
             power = self.conductor.power.apply(bmc, PowerAction.CYCLE)
             self.conductor.store.update_node(node.id, power_state=power.value)
             self.conductor.store.set_step(node, Step.WAIT_HOST, self._deadline(Step.WAIT_HOST),
                                   expect_state=State.DEPLOYING,
-                                  message=f"boot from disk set and power cycled via {bmc.driver.label} {bmc.endpoint}")
+                                  message=f"boot from disk set and power cycled via {bmc.driver.label} {bmc.endpoint}"
+                                          + (", Secure Boot on" if node.secure_boot else ""))
         except PowerError as exc:
             self._fail(node, f"{node.step}: {exc}")
         except InvalidTransition as exc:
@@ -172,6 +174,9 @@ class DeployFlow:
         if booted and booted != node.image_sha256:
             self._fail(node, f"wait-host: the host booted base {booted[:16]}, "
                              f"expected {str(node.image_sha256)[:16]}")
+            return
+        if node.secure_boot and facts.secure_boot is False:
+            self._fail(node, "wait-host: the host booted with Secure Boot off; its firmware did not take it back on")
             return
         self.conductor.store.transition(node, Event.DONE, message=f"host agent reported: {facts.cpus} CPUs, "
                                 f"{facts.memory_mib} MiB, kvm={'yes' if facts.kvm else 'no'}")

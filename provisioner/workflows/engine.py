@@ -87,9 +87,12 @@ class Conductor:
             if node.step != Step.SET_BOOT_DEVICE:
                 node = self.store.set_step(node, Step.SET_BOOT_DEVICE, deadline(Step.SET_BOOT_DEVICE),
                                            expect_state=state, message="retrying after restart")
-            self.power.set_boot_device(bmc, BootDevice.NETWORK, node.boot_mode)
+            # A Secure Boot node boots the maintenance image with Secure Boot off: iPXE is not signed.
+            self.power.set_boot_device(bmc, BootDevice.NETWORK, node.boot_mode,
+                                       secure_boot=False if node.secure_boot else None)
+            sb = " (Secure Boot off: iPXE is not signed)" if node.secure_boot else ""
             node = self.store.set_step(node, Step.POWER_ON, deadline(Step.POWER_ON), expect_state=state,
-                                       message=f"one-time network boot set via {bmc.driver.label} {bmc.endpoint}")
+                                       message=f"one-time network boot set via {bmc.driver.label} {bmc.endpoint}{sb}")
             # Cycle rather than on: a machine that is already running must reboot into PXE.
             power = self.power.apply(bmc, PowerAction.CYCLE)
             self.store.update_node(node.id, power_state=power.value)

@@ -49,11 +49,12 @@ class EnrollService:
             raise Conflict(f"a node named {name} already exists")
         # ...and if the BMC does not answer to these credentials.
         bmc = self._probe(candidates)
+        secure_boot = self._secure_boot(bmc)
         node = self.conductor.store.create_node(name=name, mac=mac, rack=rack, bmc_address=bmc.address,
                                                 bmc_port=bmc.port, bmc_username=bmc.username,
                                                 bmc_password_sealed=self.conductor.box.seal(bmc.password),
                                                 cipher_suite=bmc.cipher_suite, bmc_driver=bmc.driver,
-                                                bmc_system=bmc.system)
+                                                bmc_system=bmc.system, secure_boot=secure_boot)
         self.on_nodes_changed()
         if body.get("inspect", True):
             node = self.inspection.start(node)
@@ -125,6 +126,15 @@ class EnrollService:
                 if not isinstance(exc, BmcUnreachable):
                     telling = exc
         raise AssertionError("no candidates")  # _candidates returns at least one
+
+    def _secure_boot(self, bmc: BmcCredentials) -> bool:
+        """Whether the firmware enforces Secure Boot now, as the BMC says: the provisioner
+        keeps it so for the host (a BMC that cannot say counts as no)."""
+        try:
+            return bool(self.conductor.power.secure_boot(bmc))
+        except PowerError as exc:
+            LOG.warning("BMC %s: its Secure Boot state could not be read (%s); taken as off", bmc.endpoint, exc)
+            return False
 
     def delete(self, node: Node) -> None:
         """Forget a node in a stable state; DHCP stops answering its MAC."""
