@@ -179,7 +179,7 @@ def agent_write(host, guest: str, path: str, text: str) -> None:
 # Bringing a lab up and down costs little; enrolling, booting and reimaging its nodes is
 # what costs. So most modules share one mixed lab of three nodes in two racks: rack-1
 # (lab-r1-n1, lab-r1-n2) BIOS machines behind IPMI BMCs (virtualbmc), rack-2 (lab-r2-n1) a
-# UEFI machine behind a Redfish BMC (sushy-tools' emulator). They are carried in this
+# UEFI machine with Secure Boot on behind a Redfish BMC (sushy-tools' emulator). They are carried in this
 # order, each starting from the state the one before left:
 #   playbooks and guests_libvirt (the lab's namespace, bridge and libvirtd only, while no
 #   node runs yet) -> enroll (two nodes, one of each kind; a stranger; kill -9 while
@@ -192,7 +192,8 @@ def agent_write(host, guest: str, path: str, text: str) -> None:
 # can be up at a time, so the shared one is taken down first.
 SHARED_ORDER = ("test_playbooks", "test_guests_libvirt", "test_enroll_lab", "test_reimage", "test_nightly",
                 "test_guests_deploy")
-SHARED_SHAPE = dict(nodes=3, racks=2, memory_mib=2048, vcpus=2, disk_gib=20, firmware="mixed", bmc="mixed")
+SHARED_SHAPE = dict(nodes=3, racks=2, memory_mib=2048, vcpus=2, disk_gib=20, firmware="mixed", bmc="mixed",
+                    secure_boot=True)
 _shared: dict[str, Any] = {}
 
 

@@ -91,14 +91,20 @@ order = struct.unpack(f'<{len(raw) // 2}H', raw)
 entry = var(f'Boot{current:04X}')[6:]  # after Attributes and FilePathListLength
 end = next(i for i in range(0, len(entry), 2) if entry[i:i + 2] == bytes(2))
 label = entry[:end].decode('utf-16-le')
-print(f'{current:04X}', ' '.join(f'{o:04X}' for o in order), label, sep='|')
+try:
+    secure = var('SecureBoot')[0]
+except OSError:
+    secure = '-'
+print(f'{current:04X}', ' '.join(f'{o:04X}' for o in order), label, secure, sep='|')
 """
 
 
 def firmware_state(lab, name: str, doc: dict | None = None) -> tuple[str, list[str], str]:
     """What the host's firmware says, read from inside the host: the entry it booted,
-    BootOrder, and the booted entry's label."""
-    current, order, label = lab.ssh(name, f"python3 -c \"{EFIVARS}\"", doc=doc).strip().split("|")
+    BootOrder, and the booted entry's label. The shared lab's UEFI node enforces Secure
+    Boot: its SecureBoot variable must say 1 each time (shim, GRUB and the kernel verified)."""
+    current, order, label, secure = lab.ssh(name, f"python3 -c \"{EFIVARS}\"", doc=doc).strip().split("|")
+    assert secure == "1", f"{name} booted with Secure Boot {secure}"
     return current, order.split(), label
 
 
@@ -162,8 +168,11 @@ def test_reimage_all_upgrade_domain_by_upgrade_domain(all_lab):
     # The UEFI node: Redfish switched it, and its firmware booted the entry the deploy
     # made, first in BootOrder.
     switched = [e["message"] for e in lab.events(UEFI, started) if "boot from disk set" in (e["message"] or "")]
-    assert f"via Redfish {lab.lab.redfish.url}" in switched[-1], switched
+    assert f"via Redfish {lab.lab.redfish.url}, Secure Boot on" in switched[-1], switched
     assert_booted_its_entry(lab, UEFI, started)
+    assert node(lab, UEFI)["host"]["facts"]["secure_boot"] is True  # the host agent's word
+    assert node(lab, N1)["host"]["facts"]["secure_boot"] is None  # BIOS
+    assert "lockdown" in lab.ssh(UEFI, "dmesg | grep -i -m1 lockdown || true").lower()
     code, out, _ = lab.cli("nodes")
     assert all(re.search(rf"{n}\s.*\sactive\s.*host alive", out) for n in ALL), out
 
