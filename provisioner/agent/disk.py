@@ -31,6 +31,7 @@ ESP_LABEL = "PROVESP"
 ESP_MIB = 256
 MBR = Path("/usr/lib/EXTLINUX/mbr.bin")
 SHIM = Path("/usr/lib/shim/shimx64.efi.signed")
+FALLBACK = Path("/usr/lib/shim/fbx64.efi.signed")
 GRUB = Path("/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed")
 BOOT_ENTRY = "provisioner"
 # Full paths: the image's busybox has applets of the same names that take other options.
@@ -209,11 +210,17 @@ def install_uefi_loader(disk: str, esp: Path, grub_config: str) -> str:
     configuration where the signed GRUB reads it, and the firmware's boot entry, first in
     BootOrder. The same loader also goes to EFI/BOOT/BOOTX64.EFI, the path firmware boots
     from a disk it has no entry for (an entry lost, or a BootOrder rewritten): whatever the
-    firmware's variables hold, the disk boots the host. Returns the entry's number."""
+    firmware's variables hold, the disk boots the host. Next to it goes shim's fallback
+    (fbx64.efi), which makes the entry again from EFI/provisioner/BOOTX64.CSV when the
+    firmware booted that path: firmware that lost its variables gets our entry back.
+    Returns the entry's number."""
     for folder, loader in (("EFI/provisioner", "shimx64.efi"), ("EFI/BOOT", "BOOTX64.EFI")):
         (esp / folder).mkdir(parents=True, exist_ok=True)
         _replace(esp / folder / loader, SHIM.read_bytes())
         _replace(esp / folder / "grubx64.efi", GRUB.read_bytes())
+    _replace(esp / "EFI/BOOT/fbx64.efi", FALLBACK.read_bytes())
+    _replace(esp / "EFI/provisioner/BOOTX64.CSV",
+             f"shimx64.efi,{BOOT_ENTRY},,the provisioner's host image\n".encode("utf-16-le"))
     (esp / "EFI/debian").mkdir(parents=True, exist_ok=True)
     _replace(esp / "EFI/debian/grub.cfg", grub_config.encode())
     return boot_entry(disk)

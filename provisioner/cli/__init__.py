@@ -177,8 +177,9 @@ def _add_lab(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     up.add_argument("--firmware", choices=("bios", "uefi", "mixed"), default="bios",
                     help="SeaBIOS, UEFI (OVMF), or mixed: odd racks BIOS, even racks UEFI")
     up.add_argument("--uefi", action="store_true", help="the same as --firmware uefi")
-    up.add_argument("--secure-boot", action="store_true",
-                    help="UEFI nodes enforce Secure Boot with Microsoft's keys enrolled, as servers ship")
+    up.add_argument("--secure-boot", choices=("off", "on", "mixed"), default="off",
+                    help="UEFI nodes enforce Secure Boot with Microsoft's keys enrolled, as servers ship "
+                         "(mixed: the even-numbered UEFI nodes of each rack); they need Redfish BMCs")
     up.add_argument("--bmc", choices=("ipmi", "redfish", "mixed"), default="ipmi",
                     help="virtualbmc (IPMI), sushy-tools' emulator (Redfish), or mixed: odd racks "
                          "IPMI, even racks Redfish")

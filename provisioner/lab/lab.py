@@ -23,7 +23,7 @@ from ..errors import LabError, ProvisionerError
 from ..models import BmcDriver
 from . import hypervisor, system
 from .bmc import VirtualBmcs
-from .redfish import RedfishEmulator
+from .redfish import SECURE_BOOT_CODE, SECURE_BOOT_VARS, RedfishEmulator
 
 LOG = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
@@ -52,7 +52,7 @@ class LabConfig:
 # What `lab up --firmware/--bmc` accept; "mixed" gives odd racks the first kind, even racks
 # the second (rack-1 BIOS and IPMI, rack-2 UEFI and Redfish, ...).
 FIRMWARES = ("bios", "uefi", "mixed")
-SECURE_BOOT_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd")  # Debian's ovmf: Microsoft's keys enrolled
+SECURE_BOOTS = ("off", "on", "mixed")  # mixed: UEFI nodes with an even number in their rack
 BMC_KINDS = (BmcDriver.IPMI.value, BmcDriver.REDFISH.value, "mixed")
 
 
@@ -124,7 +124,7 @@ class Lab:
     # -- up -------------------------------------------------------------------
     def up(self, nodes: int = 2, racks: int = 2, memory_mib: int = 2048, vcpus: int = 2,
            disk_gib: int = 20, firmware: str = "bios", bmc: str = "ipmi", progress: Any = None,
-           vagrant: bool = False, secure_boot: bool = False) -> LabState:
+           vagrant: bool = False, secure_boot: str = "off") -> LabState:
         """The lab: namespace, bridge, libvirtd, virtual BMCs, the daemon and `nodes` PXE
         domains. With `vagrant`, no domains: the Vagrantfile makes them on the libvirt network
         and pool offered here, and its trigger calls `adopt` for each."""
@@ -137,7 +137,9 @@ class Lab:
             raise LabError("the lab needs 1-50 nodes and between 1 and that many racks")
         if firmware not in FIRMWARES or bmc not in BMC_KINDS:
             raise LabError(f"firmware is one of {', '.join(FIRMWARES)} and bmc one of {', '.join(BMC_KINDS)}")
-        if secure_boot and (firmware == "bios" or not (bmc == "redfish" or bmc == firmware == "mixed")):
+        if secure_boot not in SECURE_BOOTS:
+            raise LabError(f"secure boot is one of {', '.join(SECURE_BOOTS)}")
+        if secure_boot != "off" and (firmware == "bios" or not (bmc == "redfish" or bmc == firmware == "mixed")):
             raise LabError("Secure Boot needs UEFI nodes behind Redfish BMCs: the BMC switches it off for "
                            "maintenance boots (iPXE is not signed)")
         try:
@@ -199,15 +201,14 @@ class Lab:
                        rack=f"rack-{rack_no}", bmc_port=self.cfg.bmc_base_port + i, memory_mib=shape["memory_mib"],
                        vcpus=shape["vcpus"], disk_gib=shape["disk_gib"], uefi=uefi,
                        bmc_driver=_pick(shape["bmc"], rack_no, BmcDriver.IPMI, BmcDriver.REDFISH),
-                       secure_boot=uefi and shape["secure_boot"])
+                       secure_boot=uefi and (shape["secure_boot"] == "on" or (
+                           shape["secure_boot"] == "mixed" and (i // racks + 1) % 2 == 0)))
         disk = self.dir / "disks" / f"{node.name}.qcow2"
         hypervisor.create_disk(disk, node.disk_gib)
-        nvram = self.dir / "disks" / f"{node.name}_VARS.fd"
-        if node.secure_boot:  # the variables a Secure Boot server ships with: keys enrolled
-            shutil.copyfile(SECURE_BOOT_VARS, nvram)
         xml = self._jinja.get_template("domain.xml.j2").render(
             name=node.name, memory_mib=node.memory_mib, vcpus=node.vcpus, uefi=uefi, disk=disk,
-            secure_boot=node.secure_boot, nvram=nvram,
+            secure_boot=node.secure_boot, secure_boot_code=SECURE_BOOT_CODE, secure_boot_vars=SECURE_BOOT_VARS,
+            nvram=self.dir / "disks" / f"{node.name}_VARS.secboot.fd",
             disk_serial=f"LABDISK{i + 1:04d}", mac=node.mac, bridge=self.cfg.bridge,
             console_log=self.console_log(node.name), serial=f"LAB{i + 1:06d}")
         uuid = hypervisor.define(conn, xml)

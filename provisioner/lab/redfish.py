@@ -56,6 +56,22 @@ def write_htpasswd(path: Path, user: str, password: str) -> None:
     path.chmod(0o600)
 
 
+# Secure Boot nodes name their firmware (no auto-selection): OVMF's SMM build, with its
+# variables from Microsoft's enrolled keys when Secure Boot is on and from the empty store
+# when it is off. The emulator keeps one variables file per state, as OVMF cannot be told
+# to stop enforcing with keys enrolled (its plain build enforces too): boot entries made
+# with Secure Boot off are not in the file it boots with on, where shim's fallback makes
+# them again from the disk (see provisioner/agent/disk.py).
+OVMF = Path("/usr/share/OVMF")
+SECURE_BOOT_CODE = OVMF / "OVMF_CODE_4M.secboot.fd"
+SECURE_BOOT_VARS = OVMF / "OVMF_VARS_4M.ms.fd"
+SECURE_BOOT_CONFIG = (
+    f"SUSHY_EMULATOR_BOOT_LOADER_MAP = {{'UEFI': {{'x86_64': {str(SECURE_BOOT_CODE)!r}}}, "
+    "'Legacy': {'x86_64': None}}\n"
+    f"SUSHY_EMULATOR_SECURE_BOOT_ENABLED_NVRAM = {str(SECURE_BOOT_VARS)!r}\n"
+    f"SUSHY_EMULATOR_SECURE_BOOT_DISABLED_NVRAM = {str(OVMF / 'OVMF_VARS_4M.fd')!r}\n")
+
+
 def emulator_command(config: Path, address: str, port: int, cert: Path, key: Path, *backend: str) -> list[str]:
     tool = Path(sys.executable).parent / "sushy-emulator"
     if not tool.is_file():
@@ -86,7 +102,7 @@ class RedfishEmulator:
         config = self.dir / "emulator.conf"
         # Only the lab's nodes are systems: not the guests a test runs on this libvirtd.
         config.write_text(f"SUSHY_EMULATOR_AUTH_FILE = {str(self.dir / 'htpasswd')!r}\n"
-                          f"SUSHY_EMULATOR_ALLOWED_INSTANCES = {domains!r}\n")
+                          f"SUSHY_EMULATOR_ALLOWED_INSTANCES = {domains!r}\n" + SECURE_BOOT_CONFIG)
         with self.log_file.open("ab") as log:
             subprocess.Popen(["ip", "netns", "exec", self.netns,
                               *emulator_command(config, "127.0.0.1", self.port, cert, key,
