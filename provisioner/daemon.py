@@ -73,7 +73,8 @@ class Daemon:
         self._stopped.set()
         LOG.info("provisioner stopping")
         started = time.monotonic()
-        parts: list[tuple[str, Callable[[], None]]] = [("conductor", self.svc.conductor.stop)]
+        parts: list[tuple[str, Callable[[], None]]] = [("conductor", self.svc.conductor.stop),
+                                                        ("jobs", self.svc.jobs.stop)]
         if self.svc.dhcp is not None:
             parts.append(("dhcp", self.svc.dhcp.stop))
         parts += [("tftp", self.tftp.stop), ("http", self.http.stop), ("store", self.svc.store.close)]

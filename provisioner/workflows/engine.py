@@ -149,6 +149,10 @@ class Conductor:
                 lock.release()
         return failed
 
+    def pause(self, seconds: float) -> bool:
+        """Sleep, or less if the conductor stops meanwhile; True when it is stopping."""
+        return self._stop.wait(seconds)
+
     def stop(self) -> None:
         self._stop.set()
         self._pool.shutdown(wait=False, cancel_futures=True)

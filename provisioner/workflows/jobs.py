@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import math
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +61,10 @@ class Plan:
                 "max_parallel": self.max_parallel, "max_unavailable": self.max_unavailable,
                 "max_failures": self.max_failures, "to_previous": self.to_previous,
                 "batches": [[n.name for n in batch] for batch in self.batches]}
+
+
+class _Stopping(Exception):
+    """The daemon is stopping while a job waits on its nodes."""
 
 
 class JobRunner:
@@ -147,9 +150,18 @@ class JobRunner:
         self._threads[job_id] = thread
         thread.start()
 
+    def stop(self) -> None:
+        """Let the job threads go before the store closes (the conductor is stopping: they
+        leave their jobs running in the store, for the next start to resume)."""
+        for thread in list(self._threads.values()):
+            thread.join(timeout=self.poll + 5)
+
     def _run(self, job_id: int) -> None:
         try:
             status = self._batches(job_id)
+        except _Stopping:
+            LOG.info("job %d: left running for the next start to resume", job_id)
+            return
         except Exception:
             LOG.exception("job %d crashed", job_id)
             status = JobStatus.FAILED
@@ -201,7 +213,8 @@ class JobRunner:
             node = self.conductor.store.get_node(str(node_id))
             if node.state != State.DEPLOYING:
                 break
-            time.sleep(self.poll)
+            if self.conductor.pause(self.poll):
+                raise _Stopping()
         if node.state == State.ACTIVE:
             transferred = self._transferred(node)
             self.conductor.store.set_job_member(job_id, node_id, MemberStatus.DONE, "active", transferred)

@@ -23,7 +23,7 @@ def post(url, path, body, token=None):
         return json.loads(resp.read())
 
 
-def play_deploy(running, name, facts=None):
+def play_deploy(running, name, facts=None, ends="active"):
     """What the maintenance agent and then the host agent do for one deploy."""
     node = running.wait_state(name, {"deploying"})
     end = time.monotonic() + 30
@@ -41,7 +41,7 @@ def play_deploy(running, name, facts=None):
         time.sleep(0.05)
     post(running.url, "/v1/host/heartbeat", {"facts": {"base_sha256": args["image"]["sha256"], **(facts or {})}},
          args["host_agent"]["token"])
-    assert running.wait_state(name, {"active"})["state"] == "active", node
+    assert running.wait_state(name, {"active", "deploy-failed"})["state"] == ends, node
 
 
 def last_job_when_ended(running, timeout: float = 30) -> dict:
@@ -200,3 +200,32 @@ def test_guest_and_host_commands_refuse_what_does_not_exist(fleet):
         "no refused host may be recorded"
     rc, out, _ = fleet.cli("host", "ssh-key")
     assert rc == 0 and out.startswith("ssh-ed25519 ") and "PRIVATE" not in out
+
+
+def test_a_secure_boot_node_is_kept_so_and_a_host_that_booted_without_it_fails(running, workdir):
+    """The fake BMC says Secure Boot is on at enrollment: maintenance boots switch it off,
+    the disk boot on again; a host that reports it came up without it fails its deploy."""
+    fake = running.daemon.svc.conductor.power.driver
+    fake.secure_boot["10.0.0.9:623"] = True
+    name, mac = "web-1", MACS["web-1"]
+    code, _, err = running.cli(*running.enroll_args(mac, "10.0.0.9", "rack-1", "--name", name, "--no-wait"))
+    assert code == 0, err
+    assert running.wait_state(name, {"inspecting"})["secure_boot"] is True
+    assert run_agent(running.url, mac, workdir / "agent").returncode == 0
+    assert running.wait_state(name, {"ready"})["state"] == "ready"
+    assert fake.secure_boot["10.0.0.9:623"] is False  # off for the maintenance image
+    image = workdir / "host.qcow2"
+    subprocess.run(["qemu-img", "create", "-f", "qcow2", str(image), "64M"], check=True, capture_output=True)
+    assert running.cli("image", "import", str(image), "--name", "host")[0] == 0
+    code, out, err = running.cli("reimage", name, "--image", "host", "--no-wait")
+    assert code == 0, out + err
+    play_deploy(running, name, facts={"secure_boot": False}, ends="deploy-failed")
+    doc = running.client.get(f"/v1/nodes/{name}")
+    assert doc["state"] == "deploy-failed" and "Secure Boot off" in doc["last_error"], doc
+    assert fake.secure_boot["10.0.0.9:623"] is True  # the disk boot had switched it on
+    assert last_job_when_ended(running)["status"] == "failed"
+    code, out, err = running.cli("reimage", name, "--image", "host", "--no-wait")
+    assert code == 0, out + err
+    play_deploy(running, name, facts={"secure_boot": True})
+    code, out, _ = running.cli("show", name)
+    assert "Secure Boot" in out

@@ -51,6 +51,24 @@ def test_power_and_boot_override_over_real_redfish(redfish_bmc, caplog):
     assert manager.status(creds(redfish_bmc, system=None)) == PowerState.ON
 
 
+def test_secure_boot_is_switched_with_the_boot_override_and_read_back(redfish_bmc):
+    """Off for a network boot (iPXE is not signed), on for the disk, through the system's
+    SecureBoot resource; the emulator's own record says so."""
+    manager = PowerManager(RedfishPowerDriver(ca_bundle=str(redfish_bmc.ca)), min_interval=0)
+    bmc = creds(redfish_bmc)
+
+    def enabled() -> bool:
+        doc = requests.get(f"{redfish_bmc.url}{SYSTEM}/SecureBoot", auth=(bmc.username, redfish_bmc.password),
+                           verify=str(redfish_bmc.ca), timeout=10).json()
+        return doc["SecureBootEnable"]
+    manager.set_boot_device(bmc, BootDevice.DISK, BootMode.UEFI, secure_boot=True)
+    assert enabled() is True and manager.secure_boot(bmc) is True
+    manager.set_boot_device(bmc, BootDevice.NETWORK, BootMode.UEFI, secure_boot=False)
+    assert enabled() is False and manager.secure_boot(bmc) is False
+    manager.set_boot_device(bmc, BootDevice.NETWORK, BootMode.UEFI)  # None: left as it is
+    assert enabled() is False
+
+
 def test_redfish_errors_are_ours_and_named(redfish_bmc):
     driver = RedfishPowerDriver(ca_bundle=str(redfish_bmc.ca), timeout=3)
     with pytest.raises(BmcAuthError, match="refused the credentials"):
