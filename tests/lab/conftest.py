@@ -177,14 +177,15 @@ def agent_write(host, guest: str, path: str, text: str) -> None:
 
 # -- one lab carried through several modules -----------------------------------------
 # Bringing a lab up and down costs little; enrolling, booting and reimaging its nodes is
-# what costs. So most modules share one mixed lab of three nodes in two racks: rack-1
-# (lab-r1-n1, lab-r1-n2) BIOS machines behind IPMI BMCs (virtualbmc), rack-2 (lab-r2-n1) a
-# UEFI machine with Secure Boot on behind a Redfish BMC (sushy-tools' emulator). They are carried in this
-# order, each starting from the state the one before left:
+# what costs. So most modules share one mixed lab of four nodes in two racks: rack-1
+# (lab-r1-n1, lab-r1-n2) BIOS machines behind IPMI BMCs (virtualbmc), rack-2 UEFI machines
+# behind a Redfish BMC (sushy-tools' emulator), lab-r2-n2 with Secure Boot on. They are
+# carried in this order, each starting from the state the one before left:
 #   playbooks and guests_libvirt (the lab's namespace, bridge and libvirtd only, while no
 #   node runs yet) -> enroll (two nodes, one of each kind; a stranger; kill -9 while
-#   inspecting) -> reimage (all three and their rollbacks; the UEFI node's firmware state,
-#   its boot with the provisioner stopped; it ends ready again) -> nightly (rack-1 again,
+#   inspecting) -> reimage (all four, then the rollbacks; the UEFI nodes' firmware state,
+#   a boot with the provisioner stopped; lab-r2-n1 ends ready again, lab-r2-n2 powered
+#   off) -> nightly (rack-1 again,
 #   checks; rack-2 still ready) ->
 #   guests_deploy (lab-r1-n1 as nightly left it, an active host, runs nested guests; its
 #   rack-mate is powered off and forgotten, so that it is the only node host).
@@ -192,8 +193,8 @@ def agent_write(host, guest: str, path: str, text: str) -> None:
 # can be up at a time, so the shared one is taken down first.
 SHARED_ORDER = ("test_playbooks", "test_guests_libvirt", "test_enroll_lab", "test_reimage", "test_nightly",
                 "test_guests_deploy")
-SHARED_SHAPE = dict(nodes=3, racks=2, memory_mib=2048, vcpus=2, disk_gib=20, firmware="mixed", bmc="mixed",
-                    secure_boot=True)
+SHARED_SHAPE = dict(nodes=4, racks=2, memory_mib=2048, vcpus=2, disk_gib=20, firmware="mixed", bmc="mixed",
+                    secure_boot="mixed")
 _shared: dict[str, Any] = {}
 
 

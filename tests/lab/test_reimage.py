@@ -1,5 +1,7 @@
-"""Reimage and rollback in the lab, on the shared mixed lab's three real nodes: two BIOS
-machines behind IPMI BMCs in rack-1, a UEFI machine behind a Redfish BMC in rack-2. Each
+"""Reimage and rollback in the lab, on the shared mixed lab's four real nodes: two BIOS
+machines behind IPMI BMCs in rack-1, two UEFI machines behind a Redfish BMC in rack-2, one
+of them enforcing Secure Boot (its BMC switches it off for the maintenance image, on for
+the disk: shim, GRUB and the kernel are verified). Each
 network-boots the maintenance image, its agent lays the host image down with a
 differencing layer (and on UEFI an EFI system partition, Debian's signed shim and GRUB,
 and a firmware boot entry), the node boots from its own disk and its host agent reports.
@@ -8,7 +10,8 @@ dnsmasq's log, our TFTP log, our HTTP byte counter, and the host itself over SSH
 (including the UEFI firmware's variables).
 
 The tests run in order on one lab (the state each leaves is the next one's start):
-reimage all -> the UEFI node boots with the provisioner stopped -> rollback -> a new
+reimage all (the Secure Boot node is then powered off, done) -> the UEFI node boots with
+the provisioner stopped -> rollback -> a new
 version and back with --to-previous -> a Redfish BMC that stops answering mid-reimage
 (the UEFI node is inspected again after it) -> a corrupted image -> power lost mid-write
 -> kill -9 of the daemon."""
@@ -35,14 +38,15 @@ HOST_IMAGE = REPO / "build/images/host/host.qcow2"
 N1, N2 = "lab-r1-n1", "lab-r1-n2"  # BIOS + IPMI
 NODES = (N1, N2)
 UEFI = "lab-r2-n1"  # UEFI + Redfish
-ALL = (N1, N2, UEFI)
+SECURE = "lab-r2-n2"  # UEFI + Redfish, Secure Boot on
+ALL = (N1, N2, UEFI, SECURE)
 PAIR = "tag:pair"  # N1 and the UEFI node: one batch, one job, worked on side by side
 VARIANT = "/etc/provisioner-variant"
 
 
 @pytest.fixture
 def all_lab(shared_lab):
-    """The shared lab with its three nodes enrolled (ready, or as the test before left them)."""
+    """The shared lab with its nodes enrolled (ready, or as the test before left them)."""
     enroll_missing(shared_lab, list(ALL))
     return shared_lab
 
@@ -99,13 +103,12 @@ print(f'{current:04X}', ' '.join(f'{o:04X}' for o in order), label, secure, sep=
 """
 
 
-def firmware_state(lab, name: str, doc: dict | None = None) -> tuple[str, list[str], str]:
+def firmware_state(lab, name: str, doc: dict | None = None) -> tuple[str, list[str], str, str]:
     """What the host's firmware says, read from inside the host: the entry it booted,
-    BootOrder, and the booted entry's label. The shared lab's UEFI node enforces Secure
-    Boot: its SecureBoot variable must say 1 each time (shim, GRUB and the kernel verified)."""
+    BootOrder, the booted entry's label, and SecureBoot (1: shim, GRUB and the kernel
+    were verified)."""
     current, order, label, secure = lab.ssh(name, f"python3 -c \"{EFIVARS}\"", doc=doc).strip().split("|")
-    assert secure == "1", f"{name} booted with Secure Boot {secure}"
-    return current, order.split(), label
+    return current, order.split(), label, secure
 
 
 def boot_entry(lab, name: str, since: float) -> str:
@@ -118,8 +121,8 @@ def boot_entry(lab, name: str, since: float) -> str:
 
 def assert_booted_its_entry(lab, name: str, since: float) -> None:
     entry = boot_entry(lab, name, since)
-    current, order, label = firmware_state(lab, name)
-    assert (current, order[0], label) == (entry, entry, "provisioner"), (entry, current, order, label)
+    current, order, label, secure = firmware_state(lab, name)
+    assert (current, order[0], label, secure) == (entry, entry, "provisioner", "0"), (entry, current, order, label)
 
 
 def test_reimage_all_upgrade_domain_by_upgrade_domain(all_lab):
@@ -129,16 +132,17 @@ def test_reimage_all_upgrade_domain_by_upgrade_domain(all_lab):
     # At most two down at once (the default, half of three, would make three batches).
     code, out, err = lab.cli("reimage", "all", "--image", "host", "--max-unavailable", "2", "--dry-run")
     assert code == 0, out + err
-    assert re.search(rf"batch 1: .*{N1}", out) and re.search(rf"batch 1: .*{UEFI}", out) and f"batch 2: {N2}" in out
+    assert f"batch 1: {N1}, {UEFI}" in out and f"batch 2: {N2}, {SECURE}" in out, out
     assert all(node(lab, n)["state"] == "ready" for n in ALL), "a dry run changed something"
 
     started = time.time()
     vbmc_before = (lab.lab.dir / "logs/vbmcd.log").read_text()
     code, out, err = lab.cli("reimage", "all", "--image", "host", "--max-unavailable", "2")
     assert code == 0, out + err
-    assert re.search(r"job \d+ done: 3 done", out), out
+    assert re.search(r"job \d+ done: 4 done", out), out
     members = {m["name"]: m for m in lab.client.get("/v1/jobs")["jobs"][-1]["nodes"]}
-    assert max(members[N1]["ended_at"], members[UEFI]["ended_at"]) <= members[N2]["started_at"], \
+    assert max(members[N1]["ended_at"], members[UEFI]["ended_at"]) <= \
+        min(members[N2]["started_at"], members[SECURE]["started_at"]), \
         "the second upgrade domain started before the first came back"
 
     conn = hypervisor.connect()
@@ -168,13 +172,32 @@ def test_reimage_all_upgrade_domain_by_upgrade_domain(all_lab):
     # The UEFI node: Redfish switched it, and its firmware booted the entry the deploy
     # made, first in BootOrder.
     switched = [e["message"] for e in lab.events(UEFI, started) if "boot from disk set" in (e["message"] or "")]
-    assert f"via Redfish {lab.lab.redfish.url}, Secure Boot on" in switched[-1], switched
+    assert switched[-1].endswith(f"via Redfish {lab.lab.redfish.url}"), switched
     assert_booted_its_entry(lab, UEFI, started)
-    assert node(lab, UEFI)["host"]["facts"]["secure_boot"] is True  # the host agent's word
-    assert node(lab, N1)["host"]["facts"]["secure_boot"] is None  # BIOS
-    assert "lockdown" in lab.ssh(UEFI, "dmesg | grep -i -m1 lockdown || true").lower()
+    facts = {name: node(lab, name)["host"]["facts"] for name in ALL}
+    assert (facts[N1]["secure_boot"], facts[UEFI]["secure_boot"]) == (None, False)  # BIOS; UEFI without it
     code, out, _ = lab.cli("nodes")
     assert all(re.search(rf"{n}\s.*\sactive\s.*host alive", out) for n in ALL), out
+    assert_secure_boot_node(lab, started)
+
+
+def assert_secure_boot_node(lab, started: float) -> None:
+    """The Secure Boot node: found so at enrollment, switched off for the maintenance image
+    (iPXE is not signed), on for the disk; its host came up through the signed chain with
+    the firmware enforcing (SecureBoot 1, the kernel locked down), from our entry, first
+    in BootOrder (shim's fallback made it in the variables the firmware keeps for Secure
+    Boot on), then it is powered off: the modules after this one do not need it."""
+    doc = node(lab, SECURE)
+    assert doc["secure_boot"] is True and doc["host"]["facts"]["secure_boot"] is True
+    events = [e["message"] or "" for e in lab.events(SECURE, started)]
+    assert any("one-time network boot set via Redfish" in m and "(Secure Boot off: iPXE is not signed)" in m
+               for m in events), events
+    assert any(m.startswith("boot from disk set") and m.endswith(", Secure Boot on") for m in events), events
+    current, order, label, secure = firmware_state(lab, SECURE)
+    assert (order[0], label, secure) == (current, "provisioner", "1"), (current, order, label, secure)
+    assert "lockdown" in lab.ssh(SECURE, "dmesg | grep -i -m1 lockdown || true").lower()
+    code, out, err = lab.cli("power", "off", SECURE)
+    assert code == 0, out + err
 
 
 def test_the_uefi_node_boots_its_host_from_disk_with_the_provisioner_stopped(all_lab):
