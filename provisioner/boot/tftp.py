@@ -88,6 +88,20 @@ class _QuietWake(logging.Filter):
         return not record.getMessage().startswith("Discarding data on main port")
 
 
+class _QuietSizeProbe(logging.Filter):
+    """UEFI PXE clients ask for a file's size (the tsize option), then end that transfer
+    with error 8, "Failed to negotiate options", and ask again for the file itself. tftpy
+    logs that first end as three errors; it is how every OVMF and most server firmware
+    boot, not a fault."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        return not ("errorcode = 8" in text or "errorcode: 8" in text)
+
+
+SIZE_PROBE_LOGGERS = ("tftpy.TftpPacketTypes", "tftpy.TftpStates", "tftpy.TftpServer")
+
+
 class TftpService:
     def __init__(self, *, ipxe_dir: Path, empty_root: Path, render_script: Callable[[], str],
                  counters: Counters, access_log: AccessLog, listen: str = "0.0.0.0",
@@ -111,6 +125,10 @@ class TftpService:
         server_log = logging.getLogger("tftpy.TftpServer")  # a logger's filters see only its own records
         if not any(isinstance(f, _QuietWake) for f in server_log.filters):
             server_log.addFilter(_QuietWake())
+        for name in SIZE_PROBE_LOGGERS:
+            log = logging.getLogger(name)
+            if not any(isinstance(f, _QuietSizeProbe) for f in log.filters):
+                log.addFilter(_QuietSizeProbe())
 
     def _new_server(self) -> tftpy.TftpServer:
         # tftpy 0.8.7 does not pass flock=False on to its transfers: each one still locks

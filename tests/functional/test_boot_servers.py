@@ -33,6 +33,20 @@ def test_tftp_serves_the_ipxe_loaders_and_the_handover_script(running):
     assert "tftp:restarts" not in counts
 
 
+def test_a_uefi_size_probe_is_served_and_not_logged_as_an_error(running, caplog):
+    """UEFI firmware asks for the loader's size (tsize), ends that transfer with error 8,
+    then fetches the file: both are served, and nothing is logged as an error."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(5)
+        sock.sendto(b"\x00\x01snponly.efi\x00octet\x00tsize\x000\x00blksize\x001468\x00",
+                    ("127.0.0.1", running.settings.server_tftp_port))
+        oack, peer = sock.recvfrom(2048)
+        assert oack[:2] == b"\x00\x06" and b"tsize\x00" + str((IPXE / "snponly.efi").stat().st_size).encode() in oack
+        sock.sendto(b"\x00\x05\x00\x08Failed to negotiate options\x00", peer)
+    assert tftp_get(running, "snponly.efi") == (IPXE / "snponly.efi").read_bytes()
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
+
+
 def test_tftp_refuses_to_leave_its_root(running):
     for name in TRAVERSALS_TFTP:
         with pytest.raises(tftpy.TftpException):
