@@ -39,7 +39,7 @@ wheelhouse: setup
 # then roll one host back to its pristine base.
 demo: maintenance-image host-image
 	$(SUDO) $(BIN)/provisioner lab down
-	$(SUDO) $(BIN)/provisioner lab up --nodes 2 --racks 2
+	$(SUDO) $(BIN)/provisioner lab up --nodes 2 --racks 2 --firmware mixed --bmc mixed --secure-boot on
 	$(SUDO) $(BIN)/provisioner enroll --from $(LAB_INVENTORY)
 	$(SUDO) $(BIN)/provisioner image import build/images/host/host.qcow2 --name host
 	$(SUDO) $(BIN)/provisioner reimage all --image host --max-unavailable 100%
