@@ -13,11 +13,13 @@ import signal
 import subprocess
 import threading
 import time
+from pathlib import Path
 from typing import Callable, Iterable
 
 from .. import __version__
 from ..config import Settings
 from ..errors import ConfigError
+from ..processes import stop_pids
 from .counters import Counters
 from .render import Renderer
 
@@ -62,6 +64,19 @@ def parse_log_line(line: str) -> tuple[str, str, str | None, str] | None:
     return match["kind"], match["mac"], match["ip"], match["rest"] or ""
 
 
+def stale_dnsmasq(pid_file: Path, conf_file: Path) -> int | None:
+    """The dnsmasq a previous daemon left running on this configuration (a daemon killed
+    with -9 takes no child with it), by its pid file; None when there is none."""
+    try:
+        pid = int(pid_file.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return None
+    if pid == os.getpid() or f"--conf-file={conf_file}".encode() not in cmdline:
+        return None
+    return pid
+
+
 class DhcpService:
     def __init__(self, settings: Settings, renderer: Renderer, counters: Counters,
                  on_unknown_mac: Callable[[str], None] | None = None) -> None:
@@ -72,6 +87,7 @@ class DhcpService:
         self.dir = settings.data_dir / "dnsmasq"
         self.conf_file = self.dir / "dnsmasq.conf"
         self.hosts_file = self.dir / "hosts"
+        self.pid_file = self.dir / "dnsmasq.pid"
         self.log_file = settings.log_dir / "dnsmasq.log"
         self._proc: subprocess.Popen[bytes] | None = None
         self._stop = threading.Event()
@@ -85,7 +101,7 @@ class DhcpService:
         start, _, end = s.dhcp_range.partition(",")
         return self.renderer.render(
             "dnsmasq.conf.j2", version=__version__, log_file=self.log_file,
-            lease_file=self.dir / "leases", pid_file=self.dir / "dnsmasq.pid",
+            lease_file=self.dir / "leases", pid_file=self.pid_file,
             interface=s.dhcp_interface, mode=s.dhcp_mode, proxy_subnet=s.dhcp_proxy_subnet,
             range_start=start.strip(), range_end=end.strip(), netmask=s.dhcp_netmask,
             lease_time=s.dhcp_lease_time, hosts_file=self.hosts_file,
@@ -123,6 +139,10 @@ class DhcpService:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self.log_file.touch()
+        stale = stale_dnsmasq(self.pid_file, self.conf_file)
+        if stale is not None:  # two DHCP servers on one network would answer every node twice
+            LOG.warning("dhcp: stopping dnsmasq (pid %d) that a previous daemon left running", stale)
+            stop_pids([stale], grace=5.0)
         self.conf_file.write_text(self.render_config())
         self.write_hosts(nodes)
         check = subprocess.run([binary, "--test", f"--conf-file={self.conf_file}"],

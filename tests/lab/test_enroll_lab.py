@@ -7,7 +7,7 @@ import os
 import time
 
 
-from provisioner.lab import hypervisor
+from provisioner.lab import hypervisor, system
 
 ENROLLED = ("lab-r1-n1", "lab-r2-n1")  # two racks; lab-r1-n2 stays unenrolled
 BIOS_IPMI, UEFI_REDFISH = ENROLLED  # the shared lab is mixed: rack-1 BIOS + IPMI, rack-2 UEFI + Redfish
@@ -165,3 +165,5 @@ def test_kill9_the_daemon_while_a_node_inspects(lab):
     assert len(re.findall(rf"DHCPACK\(provbr0\) \S+ {mac}", lab.log("dnsmasq.log"))) >= 2
     code, out, _ = lab.cli("nodes")
     assert re.search(r"lab-r2-n1\s.*\sready\s", out)
+    # The killed daemon's dnsmasq did not outlive it: one DHCP server on the network.
+    assert len(system.netns_pids_named(lab.lab.cfg.netns, b"dnsmasq")) == 1

@@ -71,3 +71,27 @@ def test_router_advertisements_are_opt_in_and_need_an_interface(tmp_path):
     assert "enable-ra" in text and "dhcp-range=::,constructor:br0,ra-only" in text
     with pytest.raises(ConfigError, match="needs dhcp.interface"):
         config.validate(config.Settings(dhcp_router_advertisements=True))
+
+
+def test_a_dnsmasq_left_by_a_killed_daemon_is_found_by_its_pid_file_and_stopped(tmp_path):
+    import subprocess
+    import sys
+    from provisioner.boot.dhcp import stale_dnsmasq
+    from provisioner.processes import stop_pids
+    conf, pid_file = tmp_path / "dnsmasq.conf", tmp_path / "dnsmasq.pid"
+    assert stale_dnsmasq(pid_file, conf) is None  # no pid file
+    left = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", f"--conf-file={conf}"])
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "--conf-file=/elsewhere"])
+    try:
+        pid_file.write_text(f"{other.pid}\n")
+        assert stale_dnsmasq(pid_file, conf) is None  # a process on another configuration is not ours
+        pid_file.write_text("not a pid\n")
+        assert stale_dnsmasq(pid_file, conf) is None
+        pid_file.write_text(f"{left.pid}\n")
+        assert stale_dnsmasq(pid_file, conf) == left.pid
+        stop_pids([left.pid], grace=5)
+        assert left.wait(timeout=5) is not None
+    finally:
+        for proc in (left, other):
+            proc.kill()
+            proc.wait()
