@@ -92,23 +92,24 @@ def var(name):
 current = struct.unpack('<H', var('BootCurrent'))[0]
 raw = var('BootOrder')
 order = struct.unpack(f'<{len(raw) // 2}H', raw)
-entry = var(f'Boot{current:04X}')[6:]  # after Attributes and FilePathListLength
-end = next(i for i in range(0, len(entry), 2) if entry[i:i + 2] == bytes(2))
-label = entry[:end].decode('utf-16-le')
+def label(number):
+    entry = var(f'Boot{number:04X}')[6:]  # after Attributes and FilePathListLength
+    end = next(i for i in range(0, len(entry), 2) if entry[i:i + 2] == bytes(2))
+    return entry[:end].decode('utf-16-le')
 try:
     secure = var('SecureBoot')[0]
 except OSError:
     secure = '-'
-print(f'{current:04X}', ' '.join(f'{o:04X}' for o in order), label, secure, sep='|')
+print(f'{current:04X}', ' '.join(f'{o:04X}' for o in order), label(current), secure, label(order[0]), sep='|')
 """
 
 
-def firmware_state(lab, name: str, doc: dict | None = None) -> tuple[str, list[str], str, str]:
+def firmware_state(lab, name: str, doc: dict | None = None) -> tuple[str, list[str], str, str, str]:
     """What the host's firmware says, read from inside the host: the entry it booted,
-    BootOrder, the booted entry's label, and SecureBoot (1: shim, GRUB and the kernel
-    were verified)."""
-    current, order, label, secure = lab.ssh(name, f"python3 -c \"{EFIVARS}\"", doc=doc).strip().split("|")
-    return current, order.split(), label, secure
+    BootOrder, the booted entry's label, SecureBoot (1: shim, GRUB and the kernel were
+    verified), and the label of the entry first in BootOrder."""
+    current, order, label, secure, first = lab.ssh(name, f"python3 -c \"{EFIVARS}\"", doc=doc).strip().split("|")
+    return current, order.split(), label, secure, first
 
 
 def boot_entry(lab, name: str, since: float) -> str:
@@ -121,7 +122,7 @@ def boot_entry(lab, name: str, since: float) -> str:
 
 def assert_booted_its_entry(lab, name: str, since: float) -> None:
     entry = boot_entry(lab, name, since)
-    current, order, label, secure = firmware_state(lab, name)
+    current, order, label, secure, _ = firmware_state(lab, name)
     assert (current, order[0], label, secure) == (entry, entry, "provisioner", "0"), (entry, current, order, label)
 
 
@@ -184,17 +185,19 @@ def test_reimage_all_upgrade_domain_by_upgrade_domain(all_lab):
 def assert_secure_boot_node(lab, started: float) -> None:
     """The Secure Boot node: found so at enrollment, switched off for the maintenance image
     (iPXE is not signed), on for the disk; its host came up through the signed chain with
-    the firmware enforcing (SecureBoot 1, the kernel locked down), from our entry, first
-    in BootOrder (shim's fallback made it in the variables the firmware keeps for Secure
-    Boot on), then it is powered off: the modules after this one do not need it."""
+    the firmware enforcing (SecureBoot 1, the kernel locked down). The variables the lab's
+    firmware keeps for Secure Boot on had no entry of ours (the agent made it with Secure
+    Boot off, in the other store): the firmware booted the disk's removable-media path, and
+    shim's fallback made our entry there, first in BootOrder, and started it. Then the node
+    is powered off: the modules after this one do not need it."""
     doc = node(lab, SECURE)
     assert doc["secure_boot"] is True and doc["host"]["facts"]["secure_boot"] is True
     events = [e["message"] or "" for e in lab.events(SECURE, started)]
     assert any("one-time network boot set via Redfish" in m and "(Secure Boot off: iPXE is not signed)" in m
                for m in events), events
     assert any(m.startswith("boot from disk set") and m.endswith(", Secure Boot on") for m in events), events
-    current, order, label, secure = firmware_state(lab, SECURE)
-    assert (order[0], label, secure) == (current, "provisioner", "1"), (current, order, label, secure)
+    current, order, label, secure, first = firmware_state(lab, SECURE)
+    assert (first, secure) == ("provisioner", "1"), (current, order, label, secure, first)
     assert "lockdown" in lab.ssh(SECURE, "dmesg | grep -i -m1 lockdown || true").lower()
     code, out, err = lab.cli("power", "off", SECURE)
     assert code == 0, out + err
