@@ -187,8 +187,9 @@ def agent_write(host, guest: str, path: str, text: str) -> None:
 #   a boot with the provisioner stopped; lab-r2-n1 ends ready again, lab-r2-n2 powered
 #   off) -> nightly (rack-1 again,
 #   checks; rack-2 still ready) ->
-#   guests_deploy (lab-r1-n1 as nightly left it, an active host, runs nested guests; its
-#   rack-mate is powered off and forgotten, so that it is the only node host).
+#   guests_deploy (lab-r1-n1 as nightly left it, an active host, runs nested guests; the
+#   other nodes that ran as hosts are powered off and forgotten, so that it is the only
+#   node host).
 # Modules that need a lab of another shape (Vagrant) run after them; only one lab
 # can be up at a time, so the shared one is taken down first.
 SHARED_ORDER = ("test_playbooks", "test_guests_libvirt", "test_enroll_lab", "test_reimage", "test_nightly",

@@ -80,8 +80,9 @@ class GuestLab:
 
 def only_node_host(handle) -> None:
     """NODE active on a host image, and no other node a host: enrolled and reimaged if this
-    module runs alone; in the tier, its rack-mate (active since the nightly run) is powered
-    off and forgotten."""
+    module runs alone; in the tier, every other node that ever ran as a host (its rack-mate,
+    active since the nightly run; the UEFI nodes reimage deployed) is powered off and
+    forgotten."""
     enroll_missing(handle, [NODE])
     import_missing(handle, REPO / "build/images/host/host.qcow2", "host")
     if handle.client.get(f"/v1/nodes/{NODE}")["state"] != "active":
@@ -90,7 +91,7 @@ def only_node_host(handle) -> None:
         assert code == 0, out + err
         print(f"[timing] reimage to the host image: {time.monotonic() - started:.0f}s")
     for node in handle.client.get("/v1/nodes")["nodes"]:
-        if node["name"] != NODE and node["state"] == "active":
+        if node["name"] != NODE and node["host"]["ssh_host_key"]:
             assert handle.cli("power", "off", node["name"])[0] == 0
             code, out, err = handle.cli("delete", node["name"])
             assert code == 0, out + err
