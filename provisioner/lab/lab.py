@@ -144,9 +144,9 @@ class Lab:
             raise LabError("Secure Boot needs UEFI nodes behind Redfish BMCs: the BMC switches it off for "
                            "maintenance boots (iPXE is not signed)")
         try:
-            return self._up(0 if vagrant else nodes, racks, dict(memory_mib=memory_mib, vcpus=vcpus,
-                            disk_gib=disk_gib, firmware=firmware, bmc=bmc,
-                                                                        secure_boot=secure_boot), say, vagrant)
+            shape = dict(memory_mib=memory_mib, vcpus=vcpus, disk_gib=disk_gib, firmware=firmware, bmc=bmc,
+                         secure_boot=secure_boot)
+            return self._up(0 if vagrant else nodes, racks, shape, say, vagrant)
         except BaseException:
             say("lab up failed: removing what it created")
             self.down()
