@@ -76,8 +76,8 @@ def bench_laydown(work: Path, image: Path, servers, http_port: int, rounds: int)
         with disk.mounted(disk.partition(dev, 2), work / "mnt/data", "ext4") as data:
             deployer = Deployer(f"http://127.0.0.1:{http_port}", None, disk_path=dev, uefi=False)
             moved, reused = deployer.lay_base(data / "images", spec, False, lambda doc: None)
-            assert not reused and moved == size
-            transferred.append(moved)
+            assert not reused and moved.total == size
+            transferred.append(moved.total)
 
     def first(dev: str) -> None:
         disk.create_layout(dev)

@@ -4,7 +4,9 @@ an optional TOML file, PROVISIONER_* environment variables and command-line flag
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -73,6 +75,19 @@ class Settings:
     # waits for one after DHCP; on a network without an IPv6 router each PXE boot
     # stalls ~13 s on that timeout (measured in the lab).
     dhcp_router_advertisements: bool = False
+    # [multicast] one image sent once to the nodes of a reimage batch (udpcast); what a
+    # node misses it fetches over HTTP with range requests
+    multicast_enabled: bool = True
+    multicast_interface: str = ""  # send on this interface ("": dhcp.interface, else the one on dhcp.range)
+    multicast_networks: str = ""  # node addresses (CIDRs, comma-separated) multicast reaches ("": the interface's)
+    multicast_group: str = "239.255.60.0/24"  # each session takes two addresses (rendezvous, data)
+    multicast_ports: str = "9000-9099"  # each session takes two ports
+    multicast_ttl: int = 1  # 1: the provisioning network's own link, no router crossed
+    multicast_min_receivers: int = 2  # fewer nodes needing the image in a batch: HTTP
+    multicast_max_wait: float = 30.0  # the join window, from the first receiver; then it starts
+    multicast_max_bitrate: str = "600m"  # the sender's ceiling, retransmissions included (udpcast's notation)
+    multicast_receive_timeout: float = 10.0  # a receiver's silence from the sender before it goes HTTP
+    multicast_sender: str = "udp-sender"
     # [power]
     power_driver: str = "bmc"  # bmc (each node's own: IPMI or Redfish) | fake ("ipmi" is read as "bmc")
     power_min_interval: float = 1.0  # seconds between two commands to one BMC
@@ -237,6 +252,21 @@ def validate(settings: Settings) -> None:
     for name in ("http_request_timeout", "http_idle_timeout", "http_io_timeout"):
         if not getattr(settings, name) > 0:
             raise ConfigError(f"{name.replace('_', '.', 1)} must be more than 0 seconds")
+    if not 1 <= settings.multicast_ttl <= 255:
+        raise ConfigError("multicast.ttl must be between 1 and 255")
+    if settings.multicast_min_receivers < 2:
+        raise ConfigError("multicast.min_receivers must be at least 2 (one receiver is what HTTP is for)")
+    for name in ("multicast_max_wait", "multicast_receive_timeout"):
+        if not getattr(settings, name) > 0:
+            raise ConfigError(f"{name.replace('_', '.', 1)} must be more than 0 seconds")
+    if not re.fullmatch(r"[1-9][0-9]*[kmg]?", settings.multicast_max_bitrate.lower()):
+        raise ConfigError(f"multicast.max_bitrate must be a rate like 600m or 50000k, "
+                          f"not {settings.multicast_max_bitrate!r}")
+    for net in filter(None, (n.strip() for n in settings.multicast_networks.split(","))):
+        try:
+            ipaddress.IPv4Network(net, strict=False)
+        except ValueError as exc:
+            raise ConfigError(f"multicast.networks: {exc}") from exc
     for port in (settings.server_http_port, settings.server_tftp_port):
         if not 0 <= port <= 65535:
             raise ConfigError(f"port {port} is out of range")

@@ -57,6 +57,7 @@ class Daemon:
                               f"{self.settings.server_tftp_port} (port in use or not permitted)")
         if self.svc.dhcp is not None:
             self.svc.dhcp.start((n.id, n.mac, n.name) for n in self.svc.store.list_nodes())
+        self.svc.multicast.start()
         self.svc.conductor.start()
         self.svc.jobs.resume()
         self.svc.guests.jobs.resume()
@@ -74,7 +75,8 @@ class Daemon:
         LOG.info("provisioner stopping")
         started = time.monotonic()
         parts: list[tuple[str, Callable[[], None]]] = [("conductor", self.svc.conductor.stop),
-                                                        ("jobs", self.svc.jobs.stop)]
+                                                        ("jobs", self.svc.jobs.stop),
+                                                        ("multicast", self.svc.multicast.stop)]
         if self.svc.dhcp is not None:
             parts.append(("dhcp", self.svc.dhcp.stop))
         parts += [("tftp", self.tftp.stop), ("http", self.http.stop), ("store", self.svc.store.close)]

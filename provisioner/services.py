@@ -24,6 +24,7 @@ from .workflows.enroll import EnrollService
 from .workflows.guests import GuestService
 from .workflows.inspect import InspectionFlow
 from .workflows.jobs import JobRunner
+from .workflows.multicast import MulticastService
 from .workflows.netboot import NetbootService
 from .workflows.power import PowerService
 
@@ -60,6 +61,7 @@ class Services:
     deploy: DeployFlow
     jobs: JobRunner
     guests: GuestService
+    multicast: MulticastService
 
     @classmethod
     def build(cls, settings: Settings, driver: PowerDriver | None = None) -> "Services":
@@ -84,13 +86,14 @@ class Services:
                 dhcp.reload((n.id, n.mac, n.name) for n in store.list_nodes())
 
         catalog = Catalog(settings.data_dir / "images", store)
-        deploy = DeployFlow(conductor, catalog)
+        multicast = MulticastService(settings, store, catalog)
+        deploy = DeployFlow(conductor, catalog, multicast)
         agents = AgentService(conductor, deploy)
         svc = cls(settings=settings, store=store, box=box, conductor=conductor, inspection=inspection,
                   enroll=EnrollService(conductor, inspection, nodes_changed),
                   agents=agents, netboot=NetbootService(conductor, renderer.render),
                   power=PowerService(conductor), counters=counters, renderer=renderer, dhcp=dhcp,
                   operator_token=_operator_token(settings.operator_token_file),
-                  catalog=catalog, deploy=deploy, jobs=JobRunner(conductor, deploy, catalog),
-                  guests=GuestService(settings, store, catalog))
+                  catalog=catalog, deploy=deploy, jobs=JobRunner(conductor, deploy, catalog, multicast),
+                  guests=GuestService(settings, store, catalog), multicast=multicast)
         return svc

@@ -11,11 +11,11 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, BinaryIO, Callable
 
-from . import disk
-from .download import fetch, verify
-from .protocol import DeployArgs, DeployImage, DeployResult
+from . import disk, multicast
+from .download import SYNC_EVERY, Transfer, fetch, verify
+from .protocol import DeployArgs, DeployImage, DeployMulticast, DeployResult
 
 LOG = logging.getLogger("agent")
 Progress = Callable[[dict[str, Any]], None]
@@ -85,7 +85,8 @@ class Deployer:
             images = data / "images"
             base_name = f"{sha}.{fmt}"
             t0 = time.monotonic()
-            transferred, reused = self.lay_base(images, image, bool(args.get("no_transfer")), progress)
+            transfer, reused = self.lay_base(images, image, bool(args.get("no_transfer")), progress,
+                                             offer=args.get("multicast"), mac=args["node"]["mac"])
             times["image"] = time.monotonic() - t0
             keep = {sha, *[k for k in args.get("keep", []) if k]}
             self._prune(images, boot, keep)
@@ -110,8 +111,9 @@ class Deployer:
             times["layer_and_boot"] = time.monotonic() - t0
         times["total"] = time.monotonic() - started
         LOG.info("agent: deployed base %s on %s (%s, %d bytes transferred) in %.1fs", sha[:16], target,
-                 "reused" if reused else "downloaded", transferred, times["total"])
-        result: DeployResult = {"disk": target, "base_sha256": sha, "transferred_bytes": transferred,
+                 "reused" if reused else "downloaded", transfer.total, times["total"])
+        result: DeployResult = {"disk": target, "base_sha256": sha, "transferred_bytes": transfer.total,
+                                "multicast_bytes": transfer.multicast, "http_bytes": transfer.http,
                                 "reused": reused, "seconds": {k: round(v, 2) for k, v in times.items()}}
         if entry:
             result["boot_entry"] = entry
@@ -126,28 +128,42 @@ class Deployer:
         with disk.mounted(disk.partition(target, 3), self.work / "esp", "vfat") as esp:
             return disk.install_uefi_loader(target, esp, grub_config(sha, kernel_args))
 
-    def lay_base(self, images: Path, image: DeployImage, no_transfer: bool,
-                 progress: Progress) -> tuple[int, bool]:
+    def lay_base(self, images: Path, image: DeployImage, no_transfer: bool, progress: Progress,
+                 offer: DeployMulticast | None = None, mac: str = "") -> tuple[Transfer, bool]:
         """The base on the data partition, verified, read-only and immutable: kept if the
-        disk holds it intact, else downloaded. (bytes transferred, whether it was reused)"""
+        disk holds it intact, else received (multicast first when offered, HTTP for the
+        rest). (how it arrived, whether it was reused)"""
         sha, fmt = image["sha256"], image["format"]
         images.mkdir(exist_ok=True)
         base = images / f"{sha}.{fmt}"
         if base.exists():
             progress({"phase": "verifying"})
             if verify(base, sha):
-                return 0, True
+                return Transfer(), True
             LOG.warning("agent: base %s on disk fails its checksum; replacing it", sha[:16])
             disk.set_immutable(base, False)
             base.unlink()
         if no_transfer:
             raise DeployFailed(f"base {sha[:16]} is not on this disk: a rollback never downloads")
-        transferred = fetch(self.base_url + image["url"], base, sha256=sha, size=int(image["size"]),
-                            token=self.token,
-                            progress=lambda done, total: progress({"phase": "writing", "bytes": done, "total": total}))
+        size = int(image["size"])
+        receive = None
+        interface = multicast.interface_for(mac) if offer and mac else None
+        if offer and interface is None:
+            LOG.warning("agent: no interface with MAC %s for the multicast session: HTTP", mac)
+        elif offer and interface:
+            def receive(out: BinaryIO, hasher: multicast.Sink) -> int:
+                progress({"phase": "waiting", "path": "multicast", "session": offer["session"]})
+                return multicast.receive(
+                    offer, interface, out, hasher, size, sync_every=SYNC_EVERY, log=self.work / "udp-receiver.log",
+                    progress=lambda done, total: progress({"phase": "writing", "path": "multicast",
+                                                           "bytes": done, "total": total}))
+        transfer = fetch(self.base_url + image["url"], base, sha256=sha, size=size, token=self.token,
+                         multicast=receive,
+                         progress=lambda done, total: progress({"phase": "writing", "path": "http",
+                                                                "bytes": done, "total": total}))
         os.chmod(base, 0o444)
         disk.set_immutable(base, True)
-        return transferred, False
+        return transfer, False
 
     @staticmethod
     def _prune(images: Path, boot: Path, keep: set[str]) -> None:

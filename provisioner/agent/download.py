@@ -14,8 +14,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable
 
 LOG = logging.getLogger("agent")
 CHUNK = 1 << 20
@@ -67,30 +68,65 @@ def _hash_existing(path: Path, digest: "hashlib._Hash") -> int:
     return done
 
 
+@dataclass(frozen=True)
+class Transfer:
+    """How an image arrived: bytes over multicast, bytes over HTTP, and where HTTP began."""
+
+    multicast: int = 0
+    http: int = 0
+    resumed_at: int = 0  # bytes already in the .part file when this call began
+
+    @property
+    def total(self) -> int:
+        return self.multicast + self.http
+
+
+# Given the .part file (open for appending, empty) and the hasher, receive what a
+# multicast session delivers into it; the bytes written.
+MulticastReceive = Callable[[BinaryIO, "_Hasher"], int]
+
+
 def fetch(url: str, dest: Path, *, sha256: str, size: int, token: str | None,
           progress: Callable[[int, int], None] = lambda done, total: None,
-          attempts: int = 20, timeout: float = 30.0, sleep: Callable[[float], None] = time.sleep) -> int:
-    """Download url to dest (verified); the number of bytes transferred by this call."""
+          multicast: MulticastReceive | None = None,
+          attempts: int = 20, timeout: float = 30.0, sleep: Callable[[float], None] = time.sleep) -> Transfer:
+    """Download url to dest (verified). A multicast session, when offered, goes first on
+    a fresh download; HTTP fetches the rest. A file that fails its checksum after a
+    resumed or mixed transfer is fetched once more whole over HTTP before giving up."""
     part = dest.with_name(dest.name + ".part")
     digest = hashlib.sha256()
     done = _hash_existing(part, digest) if part.exists() else 0
     if done > size:
         part.unlink()
         digest, done = hashlib.sha256(), 0
+    resumed_at = done
     if done:
         LOG.info("agent: resuming %s at byte %d of %d", dest.name, done, size)
     hasher = _Hasher(digest)
+    received = 0
     try:
+        if multicast is not None and done == 0:
+            with part.open("ab") as out:
+                received = done = multicast(out, hasher)
+            if done < size:
+                LOG.info("agent: %s: multicast delivered %d of %d bytes; HTTP from byte %d",
+                         dest.name, done, size, done)
         transferred = _receive(url, part, done, size, token, hasher, progress, attempts, timeout, sleep)
     finally:
         hasher.close()
     actual = hasher.hexdigest()
     if actual != sha256:
         part.unlink()
+        if resumed_at or received:
+            LOG.warning("agent: %s failed its checksum after a %s transfer: fetching it whole over HTTP",
+                        dest.name, "resumed" if resumed_at else "multicast")
+            again = fetch(url, dest, sha256=sha256, size=size, token=token, progress=progress,
+                          attempts=attempts, timeout=timeout, sleep=sleep)
+            return Transfer(multicast=received, http=transferred + again.http, resumed_at=resumed_at)
         raise ChecksumMismatch(f"checksum mismatch: the image's sha256 is {actual}, expected {sha256}; "
                                "the download was discarded")
     os.replace(part, dest)
-    return transferred
+    return Transfer(multicast=received, http=transferred, resumed_at=resumed_at)
 
 
 def _receive(url: str, part: Path, done: int, size: int, token: str | None, hasher: _Hasher,

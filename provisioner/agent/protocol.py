@@ -4,7 +4,7 @@ statuses. Standard library only: the maintenance image's python3 imports it."""
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 
 class CommandKind(StrEnum):
@@ -50,6 +50,15 @@ class DeploySsh(TypedDict):
     authorized_keys: list[str]
 
 
+class DeployMulticast(TypedDict):
+    """A multicast session the agent may join for the image (udpcast's udp-receiver)."""
+    session: str
+    rendezvous: str  # the group sender and receivers meet on
+    portbase: int
+    start_timeout: float  # no start in this long: give up, HTTP
+    receive_timeout: float  # silence mid-session this long: give up, HTTP for the rest
+
+
 class DeployArgs(TypedDict):
     image: DeployImage
     keep: list[str]  # bases to keep beside this one (for --to-previous)
@@ -59,12 +68,15 @@ class DeployArgs(TypedDict):
     host_agent: DeployHostAgent
     ssh: DeploySsh
     kernel_args: str
+    multicast: NotRequired[DeployMulticast]
 
 
 class DeployResult(TypedDict, total=False):
     disk: str
     base_sha256: str
     transferred_bytes: int
+    multicast_bytes: int  # of transferred_bytes, received over multicast
+    http_bytes: int  # over HTTP (all of it, or what multicast missed)
     reused: bool
     seconds: dict[str, float]
     boot_entry: str  # UEFI: the firmware's Boot#### entry the deploy made for the disk
@@ -81,8 +93,9 @@ def deploy_result(doc: object) -> DeployResult:
         out["disk"] = doc["disk"]
     if isinstance(doc.get("base_sha256"), str):
         out["base_sha256"] = doc["base_sha256"]
-    if isinstance(doc.get("transferred_bytes"), int) and not isinstance(doc.get("transferred_bytes"), bool):
-        out["transferred_bytes"] = doc["transferred_bytes"]
+    for key in ("transferred_bytes", "multicast_bytes", "http_bytes"):
+        if isinstance(doc.get(key), int) and not isinstance(doc.get(key), bool) and doc[key] >= 0:
+            out[key] = doc[key]
     if isinstance(doc.get("reused"), bool):
         out["reused"] = doc["reused"]
     if isinstance(doc.get("boot_entry"), str) and len(doc["boot_entry"]) == 4 and doc["boot_entry"].isalnum():

@@ -18,7 +18,7 @@ class AgentRoutes:
         self.agents = svc.agents
 
     def lookup(self, req: Request) -> Any:
-        return self.agents.lookup(req.json())
+        return self.agents.lookup(req.json(), req.client)
 
     def inspection(self, req: Request) -> Any:
         return self.agents.report_inspection(req.node, req.json())

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..client import Client
-from ..display.jobs import follow, job_rows, show_plan
+from ..display.jobs import follow, job_rows, show_plan, transfer_lines
 from ..display.output import print_json, size_text as _size, table, timestamp
 from ..errors import InvalidInput
 from ..models import validate_name
@@ -162,4 +162,8 @@ def cmd_job(client: Client, args: argparse.Namespace) -> int:
                for g in job["guests"]])
         return 0
     table(["batch", "node", "rack", "result", "detail", "transferred", "took"], job_rows(job))
+    lines = transfer_lines(job)
+    if lines:
+        print("\nimage transfer:")
+        print("\n".join(lines))
     return 0

@@ -25,6 +25,21 @@ def job_rows(job: dict[str, Any]) -> list[list[Any]]:
     return rows
 
 
+def transfer_lines(job: dict[str, Any]) -> list[str]:
+    """What the job noted (multicast or HTTP, per batch) and its multicast sessions' reports."""
+    stats = job.get("stats") or {}
+    lines = [f"  {note}" for note in stats.get("notes", [])]
+    for s in stats.get("multicast", []):
+        image = s.get("image_bytes") or 0
+        ratio = f" ({s['sent_bytes'] / image:.2f}x the image)" if image else ""
+        lines.append(f"  batch {s['batch']} multicast {s['group']}:{s['portbase']}: {s['state']}, "
+                     f"{s['joined']} of {s['expected']} joined, {s['dropped']} dropped; sent "
+                     f"{size_text(s['sent_bytes'])}{ratio}, {size_text(s['retransmitted_bytes'])} of it "
+                     f"retransmitted; HTTP repair {size_text(s.get('http_bytes', 0))}"
+                     + (f"; {s['error']}" if s.get("error") else ""))
+    return lines
+
+
 def show_plan(plan: dict[str, Any]) -> None:
     image = plan.get("image")
     print(f"{plan['kind']} {plan['target']}" + (f" to {image['ref']} ({image['sha256'][:16]})" if image else
@@ -45,6 +60,8 @@ def follow(client: Client, job: dict[str, Any], as_json: bool) -> int:
     else:
         print()
         table(["batch", "node", "rack", "result", "detail", "transferred", "took"], job_rows(job))
+        for line in transfer_lines(job):
+            print(line)
         print(f"\njob {job['id']} {job['status']}: {tally(job['nodes'])}")
     return 0 if job["status"] == JobStatus.DONE else 1
 

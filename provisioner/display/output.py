@@ -43,6 +43,9 @@ def progress_text(progress: dict[str, Any] | None) -> str:
     if not progress:
         return ""
     phase = str(progress.get("phase", ""))
+    if progress.get("path") in ("multicast", "http"):
+        phase = "waiting for the multicast session" if phase == "waiting" else \
+            f"{phase} ({'multicast' if progress['path'] == 'multicast' else 'HTTP'})"
     done, total = progress.get("bytes"), progress.get("total")
     if isinstance(done, int) and isinstance(total, int) and total > 0:
         return f"{phase} {100 * done // total}% of {size_text(total)}"

@@ -38,13 +38,14 @@ class JobRows(SqlBase):
         return job_id
 
     def job(self, job_id: int) -> dict[str, Any]:
-        rows = self._query("SELECT id, kind, target, options, status, abort, created_at, updated_at, ended_at "
-                           "FROM jobs WHERE id = ?", (job_id,))
+        rows = self._query("SELECT id, kind, target, options, status, abort, created_at, updated_at, ended_at, "
+                           "stats FROM jobs WHERE id = ?", (job_id,))
         if not rows:
             raise NotFound(f"no job {job_id}")
         doc = dict(rows[0])
         doc["options"] = json.loads(doc["options"])
         doc["abort"] = bool(doc["abort"])
+        doc["stats"] = json.loads(doc["stats"] or "{}")
         members = self._query(
             "SELECT j.node_id, n.name, n.rack, n.state, n.step, n.last_error, j.batch, j.status, j.message, "
             "j.bytes, j.started_at, j.ended_at FROM job_nodes j JOIN nodes n ON n.id = j.node_id "
@@ -81,6 +82,24 @@ class JobRows(SqlBase):
                 f"WHERE job_id = ? AND {key} = ?",
                 (status, message, transferred, step, started, ended, job_id, member))
             db.execute("UPDATE jobs SET updated_at = ? WHERE id = ?", (now, job_id))
+
+    def _add_job_stat(self, job_id: int, key: str, item: Any) -> None:
+        with self._tx() as db:
+            row = db.execute("SELECT stats FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no job {job_id}")
+            stats = json.loads(row["stats"] or "{}")
+            stats.setdefault(key, []).append(item)
+            db.execute("UPDATE jobs SET stats = ?, updated_at = ? WHERE id = ?",
+                       (json.dumps(stats, sort_keys=True), time.time(), job_id))
+
+    def add_job_note(self, job_id: int, note: str) -> None:
+        """Something the job decided that its operator should read (said once)."""
+        self._add_job_stat(job_id, "notes", note)
+
+    def add_job_session(self, job_id: int, report: dict[str, Any]) -> None:
+        """A multicast session's report, kept with the job it served."""
+        self._add_job_stat(job_id, "multicast", report)
 
     def request_abort(self, job_id: int) -> None:
         with self._tx() as db:

@@ -172,4 +172,8 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE nodes ADD COLUMN secure_boot INTEGER NOT NULL DEFAULT 0;
     """,
+    # 9: what a job noted (multicast decisions) and its multicast sessions' reports
+    """
+    ALTER TABLE jobs ADD COLUMN stats TEXT NOT NULL DEFAULT '{}';
+    """,
 )

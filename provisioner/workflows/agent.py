@@ -32,7 +32,7 @@ class DeployListener(Protocol):
     """What the deploy flow is told by the agents (it registers itself here, so this module
     does not import it)."""
 
-    def agent_ready(self, node: Node) -> None: ...
+    def agent_ready(self, node: Node, address: str) -> None: ...
     def progress(self, node: Node, result: dict[str, Any]) -> None: ...
     def written(self, node: Node, ok: bool, result: DeployResult) -> None: ...
     def host_reported(self, node: Node, facts: HostFacts) -> None: ...
@@ -47,7 +47,7 @@ class AgentService:
     def store(self) -> Store:
         return self.conductor.store
 
-    def lookup(self, body: dict[str, Any]) -> dict[str, Any]:
+    def lookup(self, body: dict[str, Any], address: str = "") -> dict[str, Any]:
         mac = normalize_mac(str(body.get("mac", "")))
         node = self.store.find_node_by_mac(mac)
         if node is None:
@@ -60,7 +60,7 @@ class AgentService:
             raise Conflict(f"node {node.name}: a token was already issued for this boot; "
                            "boot the node into the maintenance image again to get a new one")
         try:
-            self._welcome(node, body, deploying)
+            self._welcome(node, body, deploying, address)
         except BaseException:
             # The agent never learns this token: take it back, so its retry can look up again.
             self.store.withdraw_token(node.id, hash_token(token))
@@ -69,10 +69,10 @@ class AgentService:
         return {"node": {"id": node.id, "name": node.name}, "token": token,
                 "heartbeat_interval": self.conductor.settings.agent_heartbeat_interval}
 
-    def _welcome(self, node: Node, body: dict[str, Any], deploying: bool) -> None:
+    def _welcome(self, node: Node, body: dict[str, Any], deploying: bool, address: str) -> None:
         """What a lookup does once the token is issued; what can fail goes first."""
         if deploying and self.deploy is not None:
-            self.deploy.agent_ready(self.store.get_node(str(node.id)))
+            self.deploy.agent_ready(self.store.get_node(str(node.id)), address)
         if node.state == State.INSPECTING and node.step != Step.WAIT_INSPECTION:
             deadline = self.conductor.clock() + self.conductor.settings.timeouts_inspection
             self.store.set_step(node, Step.WAIT_INSPECTION, deadline, expect_state=State.INSPECTING,

@@ -23,16 +23,22 @@ class BatchEngine:
         self.store = store
 
     def run(self, job_id: int, batches: Sequence[Sequence[U]], work: Callable[[U], object], *,
-            parallel: int, max_failures: int, failed: Callable[[int], list[str]]) -> JobStatus:
+            parallel: int, max_failures: int, failed: Callable[[int], list[str]],
+            before: Callable[[int], None] = lambda i: None, after: Callable[[int], None] = lambda i: None) -> JobStatus:
         """Run `work` on each unit of each batch in turn; `failed(i)` names the members of
-        batch i that failed once it has run. A batch with more failures than
+        batch i that failed once it has run. `before(i)` and `after(i)` bracket batch i
+        (`after` also when the batch's work raised). A batch with more failures than
         `max_failures` stops the job: STOPPED if batches were left, FAILED if it was the last."""
         for i, units in enumerate(batches):
             if self.store.job(job_id)["abort"]:
                 self.skip(job_id, "job aborted")
                 return JobStatus.ABORTED
-            with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix=f"job-{job_id}") as pool:
-                list(pool.map(work, units))
+            before(i)
+            try:
+                with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix=f"job-{job_id}") as pool:
+                    list(pool.map(work, units))
+            finally:
+                after(i)
             names = failed(i)
             if len(names) > max_failures:
                 LOG.warning("job %d: batch %d had %d failures (threshold %d): stopping", job_id, i + 1,

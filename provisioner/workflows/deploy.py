@@ -21,14 +21,24 @@ from ..secrets import Secret, hash_token
 from ..sshkeys import new_keypair, operator_key
 from ..states import ACTIVE_STEPS, Event, State, Step
 from .engine import Conductor
+from .multicast import MulticastService
 
 LOG = logging.getLogger(__name__)
 
 
+def transfer_text(result: DeployResult) -> str:
+    """How the image arrived, as the agent reported it: "multicast 209715200 + HTTP 0 bytes"."""
+    mc, http = result.get("multicast_bytes", 0), result.get("http_bytes", result.get("transferred_bytes", 0))
+    if mc:
+        return f"multicast {mc} + HTTP {http} bytes"
+    return f"downloaded, {http} bytes over HTTP"
+
+
 class DeployFlow:
-    def __init__(self, conductor: Conductor, catalog: Catalog) -> None:
+    def __init__(self, conductor: Conductor, catalog: Catalog, multicast: MulticastService | None = None) -> None:
         self.conductor = conductor
         self.catalog = catalog
+        self.multicast = multicast
         conductor.resumers.append(self.resume)
         conductor.periodic.append(self.mark_lost_hosts)
 
@@ -91,7 +101,7 @@ class DeployFlow:
         self.conductor.boot_maintenance(node, State.DEPLOYING, self._deadline, self._fail)
 
     # -- agent side -----------------------------------------------------------
-    def agent_ready(self, node: Node) -> None:
+    def agent_ready(self, node: Node, address: str = "") -> None:
         """The maintenance agent authenticated: hand it the deploy command."""
         if node.state != State.DEPLOYING or node.deploy_sha256 is None:
             return
@@ -115,6 +125,12 @@ class DeployFlow:
             "ssh": {"host_key": host_key, "host_key_pub": host_key_pub, "authorized_keys": [operator_pub]},
             "kernel_args": self.conductor.settings.boot_kernel_args,
         }
+        offer, note = self.multicast.offer(node, address) if self.multicast and not node.deploy_no_transfer \
+            else (None, None)
+        if offer is not None:
+            args["multicast"] = offer
+        if note:
+            self.conductor.store.record_event(node, "multicast", note)
         for old in self.conductor.store.pending_commands(node):
             self.conductor.store.set_command_status(old["id"], CommandStatus.SUPERSEDED)
         sealed = self.conductor.box.seal(Secret(json.dumps(args)))
@@ -140,11 +156,10 @@ class DeployFlow:
         if node.image_sha256 and node.image_sha256 != sha:
             previous = node.image_sha256
         self.conductor.store.update_node(node.id, image_sha256=sha, previous_image_sha256=previous)
-        how = "already on disk, layer reset" if result.get("reused") else "downloaded"
+        how = "already on disk, layer reset" if result.get("reused") else transfer_text(result)
         node = self.conductor.store.set_step(node, Step.BOOT_DISK, self._deadline(Step.BOOT_DISK),
                                      expect_state=State.DEPLOYING,
                                      message=f"image laid down on {result.get('disk')}: {how}, "
-                                             f"{result.get('transferred_bytes', 0)} bytes transferred"
                                              + (f"; UEFI boot entry Boot{result['boot_entry']}"
                                                 if "boot_entry" in result else ""))
         self.conductor.submit(node, "switching to boot from disk", self._boot_disk, job=node.job_id)

@@ -11,7 +11,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from ..agent.protocol import CommandKind
+from ..agent.protocol import CommandKind, deploy_result
 from ..errors import Conflict, InvalidInput, NotFound, ProvisionerError
 from ..images import Catalog, Image
 from ..models import Node
@@ -20,6 +20,7 @@ from ..states import DEPLOYABLE, State
 from .batches import BatchEngine
 from .deploy import DeployFlow
 from .engine import Conductor
+from .multicast import MulticastService
 from .power import resolve_target
 
 LOG = logging.getLogger(__name__)
@@ -68,8 +69,10 @@ class _Stopping(Exception):
 
 
 class JobRunner:
-    def __init__(self, conductor: Conductor, deploy: DeployFlow, catalog: Catalog) -> None:
+    def __init__(self, conductor: Conductor, deploy: DeployFlow, catalog: Catalog,
+                 multicast: MulticastService | None = None) -> None:
         self.conductor = conductor
+        self.multicast = multicast
         self.deploy = deploy
         self.catalog = catalog
         self._threads: dict[int, threading.Thread] = {}
@@ -183,7 +186,38 @@ class JobRunner:
 
         return self.engine.run(job_id, batches, lambda m: self._one(job_id, m, options),
                                parallel=int(options["max_parallel"]), max_failures=int(options["max_failures"]),
-                               failed=failed)
+                               failed=failed, before=lambda i: self._open_batch(job_id, i, batches[i], options),
+                               after=lambda i: self._close_batch(job_id, i, batches[i]))
+
+    def _open_batch(self, job_id: int, i: int, members: list[dict[str, Any]], options: dict[str, Any]) -> None:
+        """A multicast session for a reimage batch starting afresh (a batch resumed after a
+        restart has its nodes already receiving: they finish over HTTP)."""
+        if self.multicast is None or options["kind"] != JobKind.REIMAGE:
+            return
+        if any(m["status"] != MemberStatus.PENDING for m in members):
+            self.conductor.store.add_job_note(job_id, f"batch {i + 1} resumed: no multicast session, HTTP")
+            return
+        if self.conductor.store.job(job_id)["abort"]:
+            return
+        image = self.catalog.image_by_sha(str(options["image_sha256"]))
+        nodes = [self.conductor.store.get_node(str(m["node_id"])) for m in members]
+        note = self.multicast.open_batch(job_id, i, image, nodes)
+        self.conductor.store.add_job_note(job_id, f"batch {i + 1}: {note}")
+
+    def _close_batch(self, job_id: int, i: int, members: list[dict[str, Any]]) -> None:
+        if self.multicast is None:
+            return
+        stats = self.multicast.close_batch(job_id, i)
+        http = mc = 0
+        for m in members:
+            result = (self.conductor.store.last_command(int(m["node_id"]), CommandKind.DEPLOY) or {}).get("result") or {}
+            http += int(result.get("http_bytes", result.get("transferred_bytes", 0)) or 0)
+            mc += int(result.get("multicast_bytes", 0) or 0)
+        if stats is not None:
+            stats.update(http_bytes=http, received_multicast_bytes=mc)
+            self.conductor.store.add_job_session(job_id, stats)
+            if stats.get("note"):
+                self.conductor.store.add_job_note(job_id, str(stats["note"]))
 
     def _one(self, job_id: int, member: dict[str, Any], options: dict[str, Any]) -> MemberStatus:
         node_id = int(member["node_id"])
@@ -216,16 +250,23 @@ class JobRunner:
             if self.conductor.pause(self.poll):
                 raise _Stopping()
         if node.state == State.ACTIVE:
-            transferred = self._transferred(node)
-            self.conductor.store.set_job_member(job_id, node_id, MemberStatus.DONE, "active", transferred)
+            transferred, how = self._transferred(node)
+            self.conductor.store.set_job_member(job_id, node_id, MemberStatus.DONE, f"active{how}", transferred)
             return MemberStatus.DONE
         self.conductor.store.set_job_member(job_id, node_id, MemberStatus.FAILED,
                                             node.last_error or f"ended {node.state}")
         return MemberStatus.FAILED
 
-    def _transferred(self, node: Node) -> int | None:
-        """Image bytes the node's last deploy command received, as its agent reported."""
+    def _transferred(self, node: Node) -> tuple[int | None, str]:
+        """Image bytes the node's last deploy command received, as its agent reported, and
+        by which path."""
         command = self.conductor.store.last_command(node.id, CommandKind.DEPLOY)
-        result = (command or {}).get("result") or {}
+        result = deploy_result((command or {}).get("result"))
         value = result.get("transferred_bytes")
-        return int(value) if isinstance(value, int) else None
+        if result.get("reused"):
+            how = ": base already on disk"
+        elif result.get("multicast_bytes"):
+            how = f": multicast {result['multicast_bytes']} + HTTP {result.get('http_bytes', 0)} bytes"
+        else:
+            how = ": HTTP" if value else ""
+        return (int(value) if isinstance(value, int) else None), how

@@ -1,0 +1,232 @@
+"""Multicast for a batch: one image sent once to the nodes of a reimage batch that need
+it. The job runner opens a session per batch; the first agent offered it starts the
+sender (boot/udpcast.py), sized for the nodes expected; agents that ask while receivers
+may still join get the offer in their deploy command, later ones get none and use
+HTTP. Whatever a receiver misses, it fetches over HTTP with range requests, and verifies
+the sha256 before anything boots from the image. The runner closes the session when the
+batch has ended: the sender is stopped if it still runs, and its report kept with the job.
+A session nobody could join (no IGMP, a router between) turns multicast off for the rest
+of the job, said once."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import subprocess
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..agent.protocol import DeployMulticast
+from ..boot.udpcast import (Sender, SenderOptions, SenderReport, SenderState, SessionAddress, sender_command,
+                            stale_senders)
+from ..config import Settings
+from ..errors import ConfigError
+from ..images import Catalog, Image
+from ..models import Node
+from ..processes import stop_pids
+from ..store import Store
+
+LOG = logging.getLogger(__name__)
+
+
+def parse_ports(text: str) -> range:
+    """'9000-9099' -> even port bases 9000, 9002, ..., 9098 (each session takes two ports)."""
+    try:
+        low, _, high = text.partition("-")
+        first, last = int(low), int(high or low)
+    except ValueError as exc:
+        raise ConfigError(f"multicast.ports must be a range like 9000-9099, not {text!r}") from exc
+    first += first % 2
+    if not 1024 <= first < last <= 65535:
+        raise ConfigError(f"multicast.ports {text!r}: need at least two ports between 1024 and 65535")
+    return range(first, last, 2)
+
+
+def parse_group(text: str) -> ipaddress.IPv4Network:
+    try:
+        net = ipaddress.IPv4Network(text, strict=False)
+    except ValueError as exc:
+        raise ConfigError(f"multicast.group must be a multicast network like 239.255.60.0/24: {exc}") from exc
+    if not net.is_multicast or net.num_addresses < 4:
+        raise ConfigError(f"multicast.group {text!r} is not a multicast network of at least 4 addresses")
+    return net
+
+
+def interface_networks(interface: str) -> list[ipaddress.IPv4Network]:
+    """The IPv4 networks an interface is on (from iproute2's JSON)."""
+    try:
+        out = subprocess.run(["ip", "-j", "-4", "addr", "show", "dev", interface], capture_output=True,
+                             text=True, timeout=10, check=True).stdout
+        links = json.loads(out)
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return []
+    return [ipaddress.IPv4Network(f"{a['local']}/{a['prefixlen']}", strict=False)
+            for link in links for a in link.get("addr_info", []) if a.get("family") == "inet"]
+
+
+@dataclass
+class BatchSession:
+    job_id: int
+    batch: int
+    image: Image
+    expected: set[int]  # nodes that need the image
+    address: SessionAddress
+    slot: int
+    sender: Sender | None = None
+    offered: set[int] = field(default_factory=set)
+
+    @property
+    def name(self) -> str:
+        return f"job{self.job_id}-batch{self.batch + 1}"
+
+    def stats(self) -> dict[str, Any]:
+        report = self.sender.report if self.sender else SenderReport()
+        return {"batch": self.batch + 1, "group": self.address.data, "portbase": self.address.portbase,
+                "expected": len(self.expected), "offered": len(self.offered), "joined": len(report.joined),
+                "dropped": report.dropped, "state": report.state if self.sender else "unused",
+                "payload_bytes": report.payload_bytes, "retransmitted_bytes": report.retransmitted_bytes,
+                "sent_bytes": report.sent_bytes, "image_bytes": self.image.size, "error": report.error}
+
+
+class MulticastService:
+    def __init__(self, settings: Settings, store: Store, catalog: Catalog) -> None:
+        self.settings = settings
+        self.store = store
+        self.catalog = catalog
+        self.run_dir = settings.data_dir / "run"
+        self._group = parse_group(settings.multicast_group)
+        self._ports = parse_ports(settings.multicast_ports)
+        self._slots = min(len(self._ports), (self._group.num_addresses - 2) // 2)
+        self._lock = threading.Lock()
+        self._sessions: dict[tuple[int, int], BatchSession] = {}
+        self._by_node: dict[int, BatchSession] = {}
+        self._off: dict[int, str] = {}  # job -> why multicast is off for the rest of it
+        self._interface: str | None = None
+        self._networks: list[ipaddress.IPv4Network] = []
+
+    # -- the daemon's life ------------------------------------------------------
+    def start(self) -> None:
+        """Stop senders a killed daemon left running; find the interface to send on."""
+        stale = stale_senders(self.run_dir, self.settings.multicast_sender)
+        if stale:
+            LOG.warning("multicast: stopping %d udp-sender(s) a previous daemon left running", len(stale))
+            stop_pids(stale, grace=3.0)
+        if self.settings.multicast_enabled:
+            self._interface, self._networks = self._find_interface()
+
+    def stop(self) -> None:
+        with self._lock:
+            sessions = list(self._sessions.values())
+        for session in sessions:
+            if session.sender is not None:
+                session.sender.stop()
+
+    def _find_interface(self) -> tuple[str | None, list[ipaddress.IPv4Network]]:
+        s = self.settings
+        wanted = [ipaddress.IPv4Network(n.strip(), strict=False) for n in s.multicast_networks.split(",")
+                  if n.strip()]
+        first = ipaddress.IPv4Address(s.dhcp_range.split(",")[0].strip())
+        named = s.multicast_interface or s.dhcp_interface
+        for name in [named] if named else sorted(p.name for p in Path("/sys/class/net").iterdir()):
+            nets = interface_networks(name)
+            if nets and (named or any(first in n for n in nets)):
+                return name, wanted or nets
+        LOG.warning("multicast: no interface on the provisioning network (%s); images go over HTTP",
+                    s.multicast_interface or s.dhcp_interface or f"none holds {first}")
+        return None, []
+
+    # -- the job runner's side --------------------------------------------------
+    def open_batch(self, job_id: int, batch: int, image: Image, nodes: list[Node]) -> str:
+        """A session for the batch's nodes that need the image; what was decided, for the job."""
+        need = [n for n in nodes if image.sha256 not in (n.image_sha256, n.previous_image_sha256)]
+        if not self.settings.multicast_enabled:
+            return "multicast is off (multicast.enabled): HTTP"
+        if self._interface is None:
+            return "multicast: no interface on the provisioning network: HTTP"
+        if job_id in self._off:
+            return self._off[job_id]
+        if len(need) < max(2, self.settings.multicast_min_receivers):
+            return f"{len(need)} node(s) of the batch need the image (multicast from " \
+                   f"{max(2, self.settings.multicast_min_receivers)}): HTTP"
+        with self._lock:
+            used = {s.slot for s in self._sessions.values()}
+            free = [i for i in range(self._slots) if i not in used]
+            if not free:
+                return "every multicast group and port of multicast.group/multicast.ports is in use: HTTP"
+            slot = free[0]
+            address = SessionAddress(rendezvous=str(self._group[2 * slot + 1]), data=str(self._group[2 * slot + 2]),
+                                     portbase=self._ports[slot])
+            session = BatchSession(job_id, batch, image, {n.id for n in need}, address, slot)
+            self._sessions[(job_id, batch)] = session
+            for n in need:
+                self._by_node[n.id] = session
+        return f"multicast session {address.data}:{address.portbase} for {len(need)} node(s)"
+
+    def close_batch(self, job_id: int, batch: int) -> dict[str, Any] | None:
+        """End the batch's session (the sender stopped if it still runs); its report."""
+        with self._lock:
+            session = self._sessions.pop((job_id, batch), None)
+            if session is None:
+                return None
+            for node_id in session.expected:
+                if self._by_node.get(node_id) is session:
+                    del self._by_node[node_id]
+        if session.sender is not None:
+            session.sender.stop()
+        stats = session.stats()
+        if session.offered and session.sender is not None and not session.sender.report.joined:
+            why = (f"multicast did not work on {self._interface}: no receiver reached the sender "
+                   f"(no IGMP, or a router between?); HTTP for the rest of job {job_id}")
+            self._off[job_id] = why
+            stats["note"] = why
+            LOG.warning("%s", why)
+        return stats
+
+    # -- the deploy flow's side -------------------------------------------------
+    def offer(self, node: Node, address: str) -> tuple[DeployMulticast | None, str | None]:
+        """The multicast offer for a node's deploy command, and what to note on the node."""
+        with self._lock:
+            session = self._by_node.get(node.id)
+        if session is None or node.deploy_sha256 != session.image.sha256:
+            return None, None
+        try:
+            ip = ipaddress.IPv4Address(address)
+        except ValueError:
+            return None, f"multicast: agent address {address!r} unknown: HTTP"
+        if not any(ip in net for net in self._networks):
+            return None, f"multicast: {ip} is not on a multicast network of {self._interface}: HTTP"
+        with self._lock:
+            if session.sender is None:
+                session.sender = self._start_sender(session)
+            report = session.sender.report
+            if report.state != SenderState.WAITING:
+                return None, (f"multicast session {session.address.data} already {report.state}: "
+                              "late for it, HTTP")
+            session.offered.add(node.id)
+        s = self.settings
+        offer: DeployMulticast = {
+            "session": session.name, "rendezvous": session.address.rendezvous,
+            "portbase": session.address.portbase,
+            "start_timeout": s.multicast_max_wait + 30.0, "receive_timeout": s.multicast_receive_timeout}
+        return offer, (f"multicast: joins session {session.address.data}:{session.address.portbase} "
+                       f"({len(session.expected)} expected)")
+
+    def _start_sender(self, session: BatchSession) -> Sender:
+        s = self.settings
+        assert self._interface is not None
+        opts = SenderOptions(interface=self._interface, ttl=s.multicast_ttl, min_receivers=len(session.expected),
+                             max_wait=s.multicast_max_wait, max_bitrate=s.multicast_max_bitrate,
+                             start_timeout=s.multicast_max_wait + 60.0)
+        image_path = self.catalog.path(session.image.sha256)
+        sender = Sender(session.name, sender_command(s.multicast_sender, image_path, session.address, opts),
+                        self.run_dir, s.log_dir / f"udp-sender-{session.name}.log",
+                        on_change=lambda snd: LOG.info("multicast %s: %s, %d joined, %d bytes", snd.name,
+                                                       snd.report.state, len(snd.report.joined),
+                                                       snd.report.payload_bytes))
+        sender.start()
+        LOG.info("multicast %s: udp-sender for %s on %s, %d receivers expected", session.name,
+                 session.image.ref, self._interface, len(session.expected))
+        return sender
