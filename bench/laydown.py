@@ -122,8 +122,11 @@ def bench_laydown(work: Path, image: Path, servers, http_port: int, rounds: int)
     mbps = {k: size / 1e6 / v for k, v in med.items()}
     return {"image": image.name, "image_bytes": size, "disk_bytes": DISK_BYTES, "rounds": rounds,
             "seconds": {k: round(v, 2) for k, v in med.items()},
+            "spread_s": {k: [round(min(v), 2), round(max(v), 2)] for k, v in walls.items()},
             "MBps": {k: round(v) for k, v in mbps.items()},
             "ratio_vs_dd": round(mbps["provisioner"] / mbps["dd"], 2),
+            # each round's provisioner against the same round's dd: the ratio's own spread
+            "ratio_vs_dd_by_round": sorted(round(d / p, 2) for p, d in zip(walls["provisioner"], walls["dd"])),
             "ratio_vs_qemu_img": round(mbps["provisioner"] / mbps["qemu-img"], 2),
             "first_deploy_ratio_vs_dd": round(mbps["provisioner-first"] / mbps["dd"], 2),
             "bytes_transferred": transferred[-1]}

@@ -8,6 +8,7 @@
   guests  a guest on a shared 1 GiB / 20 GiB base vs cp --sparse and qemu-img convert (bench/guests.py)
   bmc    Redfish (sushy-emulator) vs IPMI (virtualbmc) command latency in the lab (bench/bmc.py)
   firmware enroll-to-ready and reimage of a BIOS, a UEFI and a Secure Boot node in one lab (bench/firmware.py)
+  multicast egress and wall time of a reimage of 1-4 nodes: one multicast session vs HTTP to each (bench/multicast.py)
 Run as root: `make bench` (or sudo .venv/bin/python bench/run.py [--only http,tftp,...]).
 Results go to bench/results/latest.json and are printed as Markdown."""
 
@@ -35,6 +36,7 @@ from bmc import bench_bmc  # noqa: E402
 from firmware import bench_firmware  # noqa: E402
 from guests import bench_guests  # noqa: E402
 from laydown import bench_laydown  # noqa: E402
+from multicast import bench_multicast  # noqa: E402
 from reimage import bench_reimage  # noqa: E402
 
 HTTP_PORT, NGINX_PORT, TFTP_PORT = 18481, 18482, 16969
@@ -239,7 +241,7 @@ def bench_enroll() -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", default="http,tftp,enroll,laydown,reimage,guests,bmc,firmware")
+    parser.add_argument("--only", default="http,tftp,enroll,laydown,reimage,guests,bmc,firmware,multicast")
     parser.add_argument("--host-image", type=Path, default=REPO / "build/images/host/host.qcow2")
     parser.add_argument("--http-mb", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
@@ -269,6 +271,8 @@ def main() -> int:
                 results["bmc"] = bench_bmc()
             elif name == "firmware":
                 results["firmware"] = bench_firmware(args.host_image)
+            elif name == "multicast":
+                results["multicast"] = bench_multicast(args.host_image)
         finally:
             shutil.rmtree(work, ignore_errors=True)
     out = REPO / "bench/results"

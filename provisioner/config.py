@@ -229,6 +229,29 @@ def load(
     return settings
 
 
+def parse_ports(text: str) -> range:
+    """'9000-9099' -> even port bases 9000, 9002, ..., 9098 (each session takes two ports)."""
+    try:
+        low, _, high = text.partition("-")
+        first, last = int(low), int(high or low)
+    except ValueError as exc:
+        raise ConfigError(f"multicast.ports must be a range like 9000-9099, not {text!r}") from exc
+    first += first % 2
+    if not 1024 <= first < last <= 65535:
+        raise ConfigError(f"multicast.ports {text!r}: need at least two ports between 1024 and 65535")
+    return range(first, last, 2)
+
+
+def parse_group(text: str) -> ipaddress.IPv4Network:
+    try:
+        net = ipaddress.IPv4Network(text, strict=False)
+    except ValueError as exc:
+        raise ConfigError(f"multicast.group must be a multicast network like 239.255.60.0/24: {exc}") from exc
+    if not net.is_multicast or net.num_addresses < 4:
+        raise ConfigError(f"multicast.group {text!r} is not a multicast network of at least 4 addresses")
+    return net
+
+
 def validate(settings: Settings) -> None:
     if settings.dhcp_mode not in ("server", "proxy"):
         raise ConfigError(f"dhcp.mode must be 'server' or 'proxy', not {settings.dhcp_mode!r}")
@@ -262,6 +285,8 @@ def validate(settings: Settings) -> None:
     if not re.fullmatch(r"[1-9][0-9]*[kmg]?", settings.multicast_max_bitrate.lower()):
         raise ConfigError(f"multicast.max_bitrate must be a rate like 600m or 50000k, "
                           f"not {settings.multicast_max_bitrate!r}")
+    parse_group(settings.multicast_group)
+    parse_ports(settings.multicast_ports)
     for net in filter(None, (n.strip() for n in settings.multicast_networks.split(","))):
         try:
             ipaddress.IPv4Network(net, strict=False)

@@ -15,7 +15,8 @@ REIMAGE_BODY = {
     "type": "object", "required": ["target"],
     "properties": {"target": {"type": "string"}, "image": {"type": "string"},
                    "max_parallel": {"type": "string"}, "max_unavailable": {"type": "string"},
-                   "max_failures": {"type": "string"}, "dry_run": {"type": "boolean"}},
+                   "max_failures": {"type": "string"}, "dry_run": {"type": "boolean"},
+                   "multicast": {"type": "boolean"}},
 }
 ROLLBACK_BODY = {
     "type": "object", "required": ["target"],
@@ -69,7 +70,8 @@ class FleetRoutes:
             raise InvalidInput("target is required: a node, a rack or 'all'")
         plan = self.svc.jobs.plan(kind, target, body.get("image") or None, max_parallel=body.get("max_parallel"),
                                   max_unavailable=body.get("max_unavailable"),
-                                  max_failures=body.get("max_failures"), to_previous=bool(body.get("to_previous")))
+                                  max_failures=body.get("max_failures"), to_previous=bool(body.get("to_previous")),
+                                  multicast=body.get("multicast") is not False)
         doc = plan.doc()
         if body.get("dry_run"):
             doc["dry_run"] = True
@@ -91,7 +93,9 @@ class FleetRoutes:
             job_id = int(req.params["job"])
         except ValueError as exc:
             raise NotFound(f"no job {req.params['job']!r}") from exc
-        return job_view(self.svc.store, self.svc.store.job(job_id))
+        doc = job_view(self.svc.store, self.svc.store.job(job_id))
+        doc["multicast_sessions"] = self.svc.multicast.live(job_id)  # open now: the live view
+        return doc
 
     def abort(self, req: Request) -> Any:
         raw = req.json().get("job")

@@ -36,7 +36,7 @@ _DISCONNECT = re.compile(r"Disconnecting #\d+ \(([\d.]+)\)")
 class SenderState(StrEnum):
     WAITING = "waiting"  # rendezvous: receivers may join
     SENDING = "sending"  # data flows: nobody joins any more
-    DONE = "done"  # every receiver still in the session has the whole file
+    DONE = "done"  # ended: every receiver still in it has the whole file (if any is left)
     FAILED = "failed"  # ended without sending the file (no receiver, killed, an error)
 
 
@@ -55,7 +55,7 @@ class SenderOptions:
     max_wait: float  # seconds from the first receiver's arrival
     max_bitrate: str  # udpcast's notation: 600m, 50000k
     start_timeout: float  # no receiver (or no start) in this long: give up
-    retries_until_drop: int = 20
+    retries_until_drop: int = 12  # ~3 s of silence (measured): a dead receiver holds the others that long
 
 
 @dataclass
@@ -67,12 +67,19 @@ class SenderReport:
     dropped: int = 0  # receivers the sender gave up on mid-session
     payload_bytes: int = 0  # of the file, sent at least once
     retransmitted_blocks: int = 0
-    started_at: float | None = None  # when the data started to flow
+    started_at: float | None = None  # when the data started to flow (monotonic)
+    ended_at: float | None = None  # when the sender said the transfer was complete
     error: str = ""
 
     @property
     def retransmitted_bytes(self) -> int:
         return self.retransmitted_blocks * BLOCK
+
+    @property
+    def sending_seconds(self) -> float | None:
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return round(self.ended_at - self.started_at, 1)
 
     @property
     def sent_bytes(self) -> int:
@@ -91,7 +98,7 @@ class SenderReport:
         elif _DROPPED.search(line):
             self.dropped += 1
         elif line.startswith("Transfer complete"):
-            self.state = SenderState.DONE
+            self.state, self.ended_at = SenderState.DONE, clock()
 
 
 def sender_command(executable: str, image: Path, address: SessionAddress, opts: SenderOptions) -> list[str]:
@@ -171,12 +178,14 @@ class Sender:
             log.flush()
         code = self._proc.wait()
         with self._lock:
-            if self.report.state != SenderState.DONE:
+            failed = self.report.state != SenderState.DONE
+            if failed:
                 self.report.state = SenderState.FAILED
                 self.report.error = self.report.error or (
                     "no receiver joined in time" if not self.report.joined else f"udp-sender exited with {code}")
         self.pid_file.unlink(missing_ok=True)
-        self.on_change(self)
+        if failed:
+            self.on_change(self)
 
     def wait(self, timeout: float | None = None) -> bool:
         """True once the sender has ended and its report is complete."""

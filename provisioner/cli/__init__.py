@@ -98,6 +98,9 @@ def _add_images_and_jobs(sub: argparse._SubParsersAction) -> None:  # type: igno
     p.add_argument("--max-unavailable", metavar="N|P%", help="nodes down at once, per batch (default 50%%)")
     p.add_argument("--max-failures", metavar="N|P%",
                    help="failures a batch may have before the next batches are stopped (default 0)")
+    p.add_argument("--no-multicast", action="store_true",
+                   help="send the image to each node over HTTP, even where a batch could share one "
+                        "multicast session")
     p.add_argument("--dry-run", action="store_true", help="show the plan only")
     p.add_argument("--no-wait", action="store_true", help="start the job and return")
     p.add_argument("--abort", action="store_true", help="stop the running job before its next node")

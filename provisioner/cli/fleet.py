@@ -128,7 +128,8 @@ def cmd_reimage(client: Client, args: argparse.Namespace) -> int:
     if not args.target:
         raise InvalidInput("say what to reimage: a node, a rack (rack-3) or all")
     body = {"target": args.target, "image": args.image, "max_parallel": args.max_parallel,
-            "max_unavailable": args.max_unavailable, "max_failures": args.max_failures}
+            "max_unavailable": args.max_unavailable, "max_failures": args.max_failures,
+            "multicast": not args.no_multicast}
     return _run_job(client, args, "/v1/reimage", body)
 
 

@@ -29,14 +29,16 @@ def transfer_lines(job: dict[str, Any]) -> list[str]:
     """What the job noted (multicast or HTTP, per batch) and its multicast sessions' reports."""
     stats = job.get("stats") or {}
     lines = [f"  {note}" for note in stats.get("notes", [])]
-    for s in stats.get("multicast", []):
+    for s in stats.get("multicast", []) + job.get("multicast_sessions", []):
         image = s.get("image_bytes") or 0
         ratio = f" ({s['sent_bytes'] / image:.2f}x the image)" if image else ""
-        lines.append(f"  batch {s['batch']} multicast {s['group']}:{s['portbase']}: {s['state']}, "
+        state = "ended early" if s["state"] == "done" and not s.get("complete", True) else s["state"]
+        lines.append(f"  batch {s['batch']} multicast {s['group']}:{s['portbase']}: {state}, "
                      f"{s['joined']} of {s['expected']} joined, {s['dropped']} dropped; sent "
                      f"{size_text(s['sent_bytes'])}{ratio}, {size_text(s['retransmitted_bytes'])} of it "
                      f"retransmitted; HTTP repair {size_text(s.get('http_bytes', 0))}"
-                     + (f"; {s['error']}" if s.get("error") else ""))
+                     + (f"; {s['error']}" if s.get("error") else "")
+                     + (" (open)" if s in job.get("multicast_sessions", []) else ""))
     return lines
 
 

@@ -55,12 +55,14 @@ class Plan:
     max_unavailable: int
     max_failures: int
     to_previous: bool
+    multicast: bool = True  # batches may share a multicast session (reimage)
 
     def doc(self) -> dict[str, Any]:
         return {"kind": self.kind, "target": self.target,
                 "image": None if self.image is None else {"ref": self.image.ref, "sha256": self.image.sha256},
                 "max_parallel": self.max_parallel, "max_unavailable": self.max_unavailable,
                 "max_failures": self.max_failures, "to_previous": self.to_previous,
+                "multicast": self.multicast,
                 "batches": [[n.name for n in batch] for batch in self.batches]}
 
 
@@ -87,7 +89,8 @@ class JobRunner:
         return names.index(node.name) % max(1, self.conductor.settings.reimage_upgrade_domains)
 
     def plan(self, kind: JobKind, target: str, image_ref: str | None = None, *, max_parallel: Any = None,
-             max_unavailable: Any = None, max_failures: Any = None, to_previous: bool = False) -> Plan:
+             max_unavailable: Any = None, max_failures: Any = None, to_previous: bool = False,
+             multicast: bool = True) -> Plan:
         nodes = resolve_target(self.conductor, target)
         wrong = [f"{n.name} ({n.state})" for n in nodes if n.state not in DEPLOYABLE]
         if wrong:
@@ -121,7 +124,8 @@ class JobRunner:
         for ud in sorted(domains):
             members = sorted(domains[ud], key=lambda n: (n.rack, n.name))
             batches += [members[i:i + unavailable] for i in range(0, len(members), unavailable)]
-        return Plan(kind, target, image, batches, parallel, unavailable, failures, to_previous)
+        return Plan(kind, target, image, batches, parallel, unavailable, failures, to_previous,
+                    multicast and kind == JobKind.REIMAGE)
 
     # -- running --------------------------------------------------------------
     def start(self, plan: Plan) -> int:
@@ -193,6 +197,10 @@ class JobRunner:
         """A multicast session for a reimage batch starting afresh (a batch resumed after a
         restart has its nodes already receiving: they finish over HTTP)."""
         if self.multicast is None or options["kind"] != JobKind.REIMAGE:
+            return
+        if options.get("multicast") is False:
+            if i == 0:
+                self.conductor.store.add_job_note(job_id, "multicast off for this job (--no-multicast): HTTP")
             return
         if any(m["status"] != MemberStatus.PENDING for m in members):
             self.conductor.store.add_job_note(job_id, f"batch {i + 1} resumed: no multicast session, HTTP")

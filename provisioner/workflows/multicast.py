@@ -15,6 +15,7 @@ import json
 import logging
 import subprocess
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,37 +23,13 @@ from typing import Any
 from ..agent.protocol import DeployMulticast
 from ..boot.udpcast import (Sender, SenderOptions, SenderReport, SenderState, SessionAddress, sender_command,
                             stale_senders)
-from ..config import Settings
-from ..errors import ConfigError
+from ..config import Settings, parse_group, parse_ports
 from ..images import Catalog, Image
 from ..models import Node
 from ..processes import stop_pids
 from ..store import Store
 
 LOG = logging.getLogger(__name__)
-
-
-def parse_ports(text: str) -> range:
-    """'9000-9099' -> even port bases 9000, 9002, ..., 9098 (each session takes two ports)."""
-    try:
-        low, _, high = text.partition("-")
-        first, last = int(low), int(high or low)
-    except ValueError as exc:
-        raise ConfigError(f"multicast.ports must be a range like 9000-9099, not {text!r}") from exc
-    first += first % 2
-    if not 1024 <= first < last <= 65535:
-        raise ConfigError(f"multicast.ports {text!r}: need at least two ports between 1024 and 65535")
-    return range(first, last, 2)
-
-
-def parse_group(text: str) -> ipaddress.IPv4Network:
-    try:
-        net = ipaddress.IPv4Network(text, strict=False)
-    except ValueError as exc:
-        raise ConfigError(f"multicast.group must be a multicast network like 239.255.60.0/24: {exc}") from exc
-    if not net.is_multicast or net.num_addresses < 4:
-        raise ConfigError(f"multicast.group {text!r} is not a multicast network of at least 4 addresses")
-    return net
 
 
 def interface_networks(interface: str) -> list[ipaddress.IPv4Network]:
@@ -87,8 +64,12 @@ class BatchSession:
         return {"batch": self.batch + 1, "group": self.address.data, "portbase": self.address.portbase,
                 "expected": len(self.expected), "offered": len(self.offered), "joined": len(report.joined),
                 "dropped": report.dropped, "state": report.state if self.sender else "unused",
+                # the whole image went out (udp-sender also ends "complete" once it has
+                # dropped its last receiver)
+                "complete": report.state == SenderState.DONE and report.payload_bytes == self.image.size,
                 "payload_bytes": report.payload_bytes, "retransmitted_bytes": report.retransmitted_bytes,
-                "sent_bytes": report.sent_bytes, "image_bytes": self.image.size, "error": report.error}
+                "sent_bytes": report.sent_bytes, "image_bytes": self.image.size, "error": report.error,
+                "sending_s": report.sending_seconds}
 
 
 class MulticastService:
@@ -106,6 +87,10 @@ class MulticastService:
         self._off: dict[int, str] = {}  # job -> why multicast is off for the rest of it
         self._interface: str | None = None
         self._networks: list[ipaddress.IPv4Network] = []
+        # Senders are started from this one long-lived thread: a child's death signal
+        # (setpriv --pdeathsig) follows the thread that started it, and a request's
+        # thread may end long before the session.
+        self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="multicast")
 
     # -- the daemon's life ------------------------------------------------------
     def start(self) -> None:
@@ -123,6 +108,7 @@ class MulticastService:
         for session in sessions:
             if session.sender is not None:
                 session.sender.stop()
+        self._spawner.shutdown(wait=False)
 
     def _find_interface(self) -> tuple[str | None, list[ipaddress.IPv4Network]]:
         s = self.settings
@@ -185,6 +171,12 @@ class MulticastService:
             LOG.warning("%s", why)
         return stats
 
+    def live(self, job_id: int) -> list[dict[str, Any]]:
+        """The job's sessions still open, as their senders report them now."""
+        with self._lock:
+            sessions = [s for (job, _), s in sorted(self._sessions.items()) if job == job_id]
+        return [s.stats() for s in sessions]
+
     # -- the deploy flow's side -------------------------------------------------
     def offer(self, node: Node, address: str) -> tuple[DeployMulticast | None, str | None]:
         """The multicast offer for a node's deploy command, and what to note on the node."""
@@ -226,7 +218,7 @@ class MulticastService:
                         on_change=lambda snd: LOG.info("multicast %s: %s, %d joined, %d bytes", snd.name,
                                                        snd.report.state, len(snd.report.joined),
                                                        snd.report.payload_bytes))
-        sender.start()
+        self._spawner.submit(sender.start).result()
         LOG.info("multicast %s: udp-sender for %s on %s, %d receivers expected", session.name,
                  session.image.ref, self._interface, len(session.expected))
         return sender

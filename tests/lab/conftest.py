@@ -185,15 +185,16 @@ def agent_write(host, guest: str, path: str, text: str) -> None:
 #   node runs yet) -> enroll (two nodes, one of each kind; a stranger; kill -9 while
 #   inspecting) -> reimage (all four, then the rollbacks; the UEFI nodes' firmware state,
 #   a boot with the provisioner stopped; lab-r2-n1 ends ready again, lab-r2-n2 powered
-#   off) -> nightly (rack-1 again,
-#   checks; rack-2 still ready) ->
+#   off) -> multicast (rack-1 and lab-r2-n2 as one batch: three multicast sessions,
+#   faults, kill -9 of the daemon; lab-r2-n1 stays ready) -> nightly (rack-1 again,
+#   checks; rack-2's lab-r2-n1 still ready) ->
 #   guests_deploy (lab-r1-n1 as nightly left it, an active host, runs nested guests; the
 #   other nodes that ran as hosts are powered off and forgotten, so that it is the only
 #   node host).
 # Modules that need a lab of another shape (Vagrant) run after them; only one lab
 # can be up at a time, so the shared one is taken down first.
-SHARED_ORDER = ("test_playbooks", "test_guests_libvirt", "test_enroll_lab", "test_reimage", "test_nightly",
-                "test_guests_deploy")
+SHARED_ORDER = ("test_playbooks", "test_guests_libvirt", "test_enroll_lab", "test_reimage", "test_multicast",
+                "test_nightly", "test_guests_deploy")
 SHARED_SHAPE = dict(nodes=4, racks=2, memory_mib=2048, vcpus=2, disk_gib=20, firmware="mixed", bmc="mixed",
                     secure_boot="mixed")
 _shared: dict[str, Any] = {}
