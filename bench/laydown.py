@@ -123,6 +123,7 @@ def bench_laydown(work: Path, image: Path, servers, http_port: int, rounds: int)
     return {"image": image.name, "image_bytes": size, "disk_bytes": DISK_BYTES, "rounds": rounds,
             "seconds": {k: round(v, 2) for k, v in med.items()},
             "spread_s": {k: [round(min(v), 2), round(max(v), 2)] for k, v in walls.items()},
+            "rounds_s": {k: [round(x, 2) for x in v] for k, v in walls.items()},
             "MBps": {k: round(v) for k, v in mbps.items()},
             "ratio_vs_dd": round(mbps["provisioner"] / mbps["dd"], 2),
             # each round's provisioner against the same round's dd: the ratio's own spread
