@@ -282,9 +282,12 @@ def validate(settings: Settings) -> None:
     for name in ("multicast_max_wait", "multicast_receive_timeout"):
         if not getattr(settings, name) > 0:
             raise ConfigError(f"{name.replace('_', '.', 1)} must be more than 0 seconds")
-    if not re.fullmatch(r"[1-9][0-9]*[kmg]?", settings.multicast_max_bitrate.lower()):
-        raise ConfigError(f"multicast.max_bitrate must be a rate like 600m or 50000k, "
-                          f"not {settings.multicast_max_bitrate!r}")
+    rate = re.fullmatch(r"([1-9][0-9]*)([km]?)", settings.multicast_max_bitrate.lower())
+    # udpcast reads the rate into a 32-bit int: 2147m and more wrap around (measured: its
+    # receivers fail at once), and it knows no 'g'.
+    if not rate or int(rate.group(1)) * {"": 1, "k": 1000, "m": 1000_000}[rate.group(2)] > 2**31 - 1:
+        raise ConfigError(f"multicast.max_bitrate must be a rate like 600m or 50000k (bits per second, "
+                          f"at most 2147m), not {settings.multicast_max_bitrate!r}")
     parse_group(settings.multicast_group)
     parse_ports(settings.multicast_ports)
     for net in filter(None, (n.strip() for n in settings.multicast_networks.split(","))):

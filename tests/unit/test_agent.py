@@ -78,3 +78,53 @@ def test_a_deploy_result_from_the_network_keeps_only_well_typed_fields():
         {"disk": "/dev/vda", "transferred_bytes": 5, "reused": False, "base_sha256": "ab", "error": "x"}
     assert deploy_result({"disk": 7, "transferred_bytes": True, "reused": "yes"}) == {}
     assert deploy_result(["not", "a", "dict"]) == {}
+
+
+def test_a_deploy_result_keeps_the_transfer_paths_only_as_counts():
+    from provisioner.agent.protocol import deploy_result
+    assert deploy_result({"multicast_bytes": 7, "http_bytes": 3}) == {"multicast_bytes": 7, "http_bytes": 3}
+    assert deploy_result({"multicast_bytes": -1, "http_bytes": "3", "transferred_bytes": False}) == {}
+
+
+def test_the_receiver_joins_the_offered_session_on_the_boot_nic(tmp_path):
+    from provisioner.agent import multicast
+    for name, mac in (("lo", "00:00:00:00:00:00"), ("ens3", "52:54:00:99:01:01")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "address").write_text(mac + "\n")
+    assert multicast.interface_for("52:54:00:99:01:01", tmp_path) == "ens3"
+    assert multicast.interface_for("52:54:00:99:09:09", tmp_path) is None
+    offer = {"session": "s", "rendezvous": "239.255.60.1", "portbase": 9000, "start_timeout": 45.0,
+             "receive_timeout": 10.0}
+    cmd = " ".join(multicast.receiver_command(offer, "ens3"))
+    assert "--interface ens3 --portbase 9000 --mcast-rdv-address 239.255.60.1" in cmd
+    assert "--start-timeout 45 --receive-timeout 10" in cmd
+
+
+def test_a_receiver_that_cannot_start_leaves_the_download_to_http(tmp_path):
+    from provisioner.agent import multicast
+    offer = {"session": "s", "rendezvous": "239.255.60.1", "portbase": 9000, "start_timeout": 1.0,
+             "receive_timeout": 1.0}
+    with (tmp_path / "part").open("ab") as out:
+        got = multicast.receive(offer, "eth0", out, hashlib_sink(), 100, progress=lambda d, t: None,
+                                sync_every=1 << 20, command=[str(tmp_path / "no-such-udp-receiver")])
+    assert got == 0
+
+
+def test_a_session_that_sends_more_than_the_image_is_cut_at_its_size(tmp_path):
+    from provisioner.agent import multicast
+    sink = hashlib_sink()
+    with (tmp_path / "part").open("ab") as out:
+        got = multicast.receive({"session": "s"}, "eth0", out, sink, 1000, progress=lambda d, t: None,
+                                sync_every=1 << 20, command=["head", "-c", "5000", "/dev/zero"])
+    assert got == 1000 and (tmp_path / "part").stat().st_size == 1000
+
+
+def hashlib_sink():
+    import hashlib
+
+    class Sink:
+        digest = hashlib.sha256()
+
+        def update(self, chunk):
+            self.digest.update(chunk)
+    return Sink()

@@ -17,3 +17,27 @@ def test_tally_counts_members_by_status():
     from provisioner.display.output import tally
     assert tally([{"status": "done"}, {"status": "failed"}, {"status": "done"}]) == "2 done, 1 failed"
     assert tally([]) == ""
+
+
+def test_progress_says_which_path_the_image_takes():
+    assert progress_text({"phase": "writing", "path": "multicast", "bytes": 1 << 28, "total": 1 << 30}) == \
+        "writing (multicast) 25% of 1.0 GiB"
+    assert progress_text({"phase": "writing", "path": "http", "bytes": 0, "total": 1 << 30}) == \
+        "writing (HTTP) 0% of 1.0 GiB"
+    assert progress_text({"phase": "waiting", "path": "multicast"}) == "waiting for the multicast session"
+
+
+def test_a_jobs_transfer_lines_say_what_multicast_sent_and_http_repaired():
+    from provisioner.display.jobs import transfer_lines
+    job = {"stats": {"notes": ["batch 1: multicast session 239.255.60.2:9000 for 3 node(s)"],
+                     "multicast": [{"batch": 1, "group": "239.255.60.2", "portbase": 9000, "state": "done",
+                                    "complete": True, "joined": 3, "expected": 3, "dropped": 0,
+                                    "sent_bytes": 210 << 20, "image_bytes": 200 << 20,
+                                    "retransmitted_bytes": 1 << 20, "http_bytes": 0, "error": ""}]},
+           "multicast_sessions": []}
+    lines = transfer_lines(job)
+    assert lines[0].strip().startswith("batch 1: multicast session")
+    assert "done, 3 of 3 joined, 0 dropped; sent 210.0 MiB (1.05x the image), 1.0 MiB of it retransmitted; " \
+           "HTTP repair 0 B" in lines[1]
+    job["stats"]["multicast"][0].update(complete=False, dropped=3)
+    assert "ended early, 3 of 3 joined, 3 dropped" in transfer_lines(job)[1]

@@ -144,6 +144,8 @@ def test_the_sender_dies_with_the_daemon_and_is_bounded():
     ("multicast_min_receivers", 1, "multicast.min_receivers"),
     ("multicast_max_wait", 0.0, "multicast.max_wait"),
     ("multicast_max_bitrate", "fast", "multicast.max_bitrate"),
+    ("multicast_max_bitrate", "1g", "at most 2147m"),
+    ("multicast_max_bitrate", "4000m", "at most 2147m"),
     ("multicast_networks", "10.0.0.0/33", "multicast.networks"),
 ])
 def test_bad_multicast_settings_are_refused(field, value, message):
