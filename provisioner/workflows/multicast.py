@@ -54,6 +54,7 @@ class BatchSession:
     slot: int
     sender: Sender | None = None
     offered: set[int] = field(default_factory=set)
+    addresses: set[str] = field(default_factory=set)  # of the agents offered the session
 
     @property
     def name(self) -> str:
@@ -69,7 +70,10 @@ class BatchSession:
                 "complete": report.state == SenderState.DONE and report.payload_bytes == self.image.size,
                 "payload_bytes": report.payload_bytes, "retransmitted_bytes": report.retransmitted_bytes,
                 "sent_bytes": report.sent_bytes, "image_bytes": self.image.size, "error": report.error,
-                "sending_s": report.sending_seconds}
+                "sending_s": report.sending_seconds,
+                # receivers nobody offered the session to: someone else on the provisioning
+                # network joined it (it may receive the image, and slow the session down)
+                "strangers": sorted(set(report.joined) - self.addresses)}
 
 
 class MulticastService:
@@ -163,6 +167,11 @@ class MulticastService:
         if session.sender is not None:
             session.sender.stop()
         stats = session.stats()
+        if stats["strangers"]:
+            LOG.warning("multicast %s: joined by %s, which no deploy was offered", session.name,
+                        ", ".join(stats["strangers"]))
+            stats["note"] = (f"multicast session of batch {batch + 1} was joined by {', '.join(stats['strangers'])}, "
+                             "not a node of the batch")
         if session.offered and session.sender is not None and not session.sender.report.joined:
             why = (f"multicast did not work on {self._interface}: no receiver reached the sender "
                    f"(no IGMP, or a router between?); HTTP for the rest of job {job_id}")
@@ -198,6 +207,7 @@ class MulticastService:
                 return None, (f"multicast session {session.address.data} already {report.state}: "
                               "late for it, HTTP")
             session.offered.add(node.id)
+            session.addresses.add(str(ip))
         s = self.settings
         offer: DeployMulticast = {
             "session": session.name, "rendezvous": session.address.rendezvous,

@@ -109,6 +109,16 @@ def test_a_session_nobody_reached_turns_multicast_off_for_the_job(service, store
     assert service.open_batch(2, 0, IMAGE, nodes[2:]).startswith("multicast session"), "only that job"
 
 
+def test_a_stranger_joining_a_session_is_reported(service, store):
+    nodes = make_nodes(store, 2)
+    service.open_batch(1, 0, IMAGE, nodes)
+    service.offer(nodes[0], "10.99.0.101")
+    service.offer(nodes[1], "10.99.0.102")
+    service.started[0].report.joined = ["10.99.0.101", "10.99.0.66", "10.99.0.102"]
+    stats = service.close_batch(1, 0)
+    assert stats["strangers"] == ["10.99.0.66"] and "joined by 10.99.0.66" in stats["note"]
+
+
 def test_multicast_off_by_setting(store, tmp_path):
     svc = mc.MulticastService(Settings(server_data_dir=tmp_path, multicast_enabled=False), store, catalog=None)
     assert "multicast is off" in svc.open_batch(1, 0, IMAGE, make_nodes(store, 3))
