@@ -163,6 +163,8 @@ def test_one_session_reimages_three_nodes_and_a_lossy_node_repairs(trio, tmp_pat
     assert loss["dropped"] > 0
     assert session["retransmitted_bytes"] > 0 or http[N2] > 0, session
     assert_on_disk(lab, sha)
+    for name in TRIO:
+        assert len(laid_down(lab, name, started)) == 1, f"{name} was reported done more than once"
     assert not senders(), "a sender outlived its session"
     code, out, _ = lab.cli("job", str(job_id))
     assert re.search(r"multicast .*: done, 3 of 3 joined", out), out
