@@ -11,10 +11,10 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, Callable
 
 from . import disk, multicast
-from .download import SYNC_EVERY, Transfer, fetch, verify
+from .download import PartWriter, Transfer, fetch, verify
 from .protocol import DeployArgs, DeployImage, DeployMulticast, DeployResult
 
 LOG = logging.getLogger("agent")
@@ -151,16 +151,13 @@ class Deployer:
         if offer and interface is None:
             LOG.warning("agent: no interface with MAC %s for the multicast session: HTTP", mac)
         elif offer and interface:
-            def receive(out: BinaryIO, hasher: multicast.Sink) -> int:
+            def receive(writer: PartWriter) -> int:
                 progress({"phase": "waiting", "path": "multicast", "session": offer["session"]})
-                return multicast.receive(
-                    offer, interface, out, hasher, size, sync_every=SYNC_EVERY, log=self.work / "udp-receiver.log",
-                    progress=lambda done, total: progress({"phase": "writing", "path": "multicast",
-                                                           "bytes": done, "total": total}))
+                return multicast.receive(offer, interface, writer, log=self.work / "udp-receiver.log")
         transfer = fetch(self.base_url + image["url"], base, sha256=sha, size=size, token=self.token,
                          multicast=receive,
-                         progress=lambda done, total: progress({"phase": "writing", "path": "http",
-                                                                "bytes": done, "total": total}))
+                         progress=lambda done, total, path: progress({"phase": "writing", "path": path,
+                                                                      "bytes": done, "total": total}))
         os.chmod(base, 0o444)
         disk.set_immutable(base, True)
         return transfer, False

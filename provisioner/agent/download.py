@@ -81,13 +81,51 @@ class Transfer:
         return self.multicast + self.http
 
 
-# Given the .part file (open for appending, empty) and the hasher, receive what a
-# multicast session delivers into it; the bytes written.
-MulticastReceive = Callable[[BinaryIO, "_Hasher"], int]
+# How far an image has come, and by which path ("http" or "multicast").
+Progress = Callable[[int, int, str], None]
+
+
+class PartWriter:
+    """Appends what arrives, by whichever path, to the .part file: hashed on the way,
+    synced every SYNC_EVERY bytes (a power cut leaves a prefix to resume from), progress
+    told every 2 s. Never past the image's size."""
+
+    def __init__(self, out: BinaryIO, hasher: "_Hasher", done: int, size: int, progress: Progress,
+                 path: str) -> None:
+        self.out, self.hasher, self.done, self.size = out, hasher, done, size
+        self.progress, self.path = progress, path
+        self._unsynced = 0
+        self._told = time.monotonic()
+
+    @property
+    def room(self) -> int:
+        return self.size - self.done
+
+    def write(self, chunk: bytes) -> None:
+        chunk = chunk[:self.room]
+        self.out.write(chunk)
+        self.hasher.update(chunk)
+        self.done += len(chunk)
+        self._unsynced += len(chunk)
+        if self._unsynced >= SYNC_EVERY:
+            self.sync()
+        if time.monotonic() - self._told >= 2.0:
+            self.progress(self.done, self.size, self.path)
+            self._told = time.monotonic()
+
+    def sync(self) -> None:
+        self.out.flush()
+        os.fsync(self.out.fileno())
+        self._unsynced = 0
+
+
+# Receive what a multicast session delivers through the writer (on an empty .part
+# file); the bytes written.
+MulticastReceive = Callable[[PartWriter], int]
 
 
 def fetch(url: str, dest: Path, *, sha256: str, size: int, token: str | None,
-          progress: Callable[[int, int], None] = lambda done, total: None,
+          progress: Progress = lambda done, total, path: None,
           multicast: MulticastReceive | None = None,
           attempts: int = 20, timeout: float = 30.0, sleep: Callable[[float], None] = time.sleep) -> Transfer:
     """Download url to dest (verified). A multicast session, when offered, goes first on
@@ -107,7 +145,7 @@ def fetch(url: str, dest: Path, *, sha256: str, size: int, token: str | None,
     try:
         if multicast is not None and done == 0:
             with part.open("ab") as out:
-                received = done = multicast(out, hasher)
+                received = done = multicast(PartWriter(out, hasher, 0, size, progress, "multicast"))
             if done < size:
                 LOG.info("agent: %s: multicast delivered %d of %d bytes; HTTP from byte %d",
                          dest.name, done, size, done)
@@ -130,13 +168,14 @@ def fetch(url: str, dest: Path, *, sha256: str, size: int, token: str | None,
 
 
 def _receive(url: str, part: Path, done: int, size: int, token: str | None, hasher: _Hasher,
-             progress: Callable[[int, int], None], attempts: int, timeout: float,
-             sleep: Callable[[float], None]) -> int:
+             progress: Progress, attempts: int, timeout: float, sleep: Callable[[float], None]) -> int:
     """Append the rest of the file to part, from byte `done`; the bytes received."""
-    transferred = 0
     failures = 0
+    start = done
     with part.open("ab") as out:
-        while done < size:
+        writer = PartWriter(out, hasher, done, size, progress, "http")
+        while writer.done < size:
+            done = writer.done
             headers = {"Range": f"bytes={done}-"} if done else {}
             if token:
                 headers["X-Agent-Token"] = token
@@ -145,42 +184,24 @@ def _receive(url: str, part: Path, done: int, size: int, token: str | None, hash
                                             timeout=timeout) as resp:
                     if done and resp.status != 206:
                         raise DownloadFailed(f"server ignored the Range request (HTTP {resp.status})")
-                    last = time.monotonic()
-                    unsynced = 0
-                    while True:
-                        chunk = resp.read(CHUNK)
-                        if not chunk:
-                            break
-                        out.write(chunk)
-                        hasher.update(chunk)
-                        done += len(chunk)
-                        transferred += len(chunk)
-                        unsynced += len(chunk)
-                        if unsynced >= SYNC_EVERY:
-                            out.flush()
-                            os.fsync(out.fileno())
-                            unsynced = 0
-                        if time.monotonic() - last >= 2.0:
-                            progress(done, size)
-                            last = time.monotonic()
+                    while writer.room and (chunk := resp.read(CHUNK)):
+                        writer.write(chunk)
             except urllib.error.HTTPError as exc:
                 if 400 <= exc.code < 500:
                     raise DownloadFailed(f"{url}: HTTP {exc.code}") from exc
                 failures += 1
             except (OSError, urllib.error.URLError) as exc:
                 failures += 1
-                LOG.warning("agent: download of %s broke at byte %d (%s)", part.name, done, exc)
-            if done < size:
+                LOG.warning("agent: download of %s broke at byte %d (%s)", part.name, writer.done, exc)
+            if writer.done < size:
                 if failures >= attempts:
-                    raise DownloadFailed(f"{url}: gave up after {failures} broken connections at byte {done}")
+                    raise DownloadFailed(f"{url}: gave up after {failures} broken connections at byte "
+                                         f"{writer.done}")
                 out.flush()
                 sleep(min(2.0 * failures, 15.0))
-        out.flush()
-        os.fsync(out.fileno())
-    progress(done, size)
-    if done != size:
-        raise DownloadFailed(f"got {done} bytes, expected {size}")
-    return transferred
+        writer.sync()
+    progress(writer.done, size, "http")
+    return writer.done - start
 
 
 def verify(path: Path, sha256: str) -> bool:

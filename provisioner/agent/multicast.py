@@ -9,22 +9,16 @@ from __future__ import annotations
 
 import fcntl
 import logging
-import os
 import subprocess
-import time
 from pathlib import Path
-from typing import BinaryIO, Callable, Protocol
 
+from .download import PartWriter
 from .protocol import DeployMulticast
 
 LOG = logging.getLogger("agent")
 CHUNK = 1 << 20
 PIPE_SIZE = 1 << 20
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
-
-
-class Sink(Protocol):
-    def update(self, chunk: bytes) -> None: ...
 
 
 def interface_for(mac: str, sys_net: Path = Path("/sys/class/net")) -> str | None:
@@ -46,11 +40,11 @@ def receiver_command(offer: DeployMulticast, interface: str, executable: str = "
             "--stat-period", "5000"]
 
 
-def receive(offer: DeployMulticast, interface: str, out: BinaryIO, hasher: Sink, size: int,
-            progress: Callable[[int, int], None], sync_every: int, log: Path | None = None,
+def receive(offer: DeployMulticast, interface: str, writer: PartWriter, log: Path | None = None,
             command: list[str] | None = None) -> int:
-    """Append what the session delivers to out (at most `size` bytes); the bytes written.
-    Never raises for a session that broke: the caller goes on from what arrived."""
+    """Append what the session delivers through the writer (never past the image's size);
+    the bytes written. Never raises for a session that broke: the caller goes on from
+    what arrived."""
     cmd = command or receiver_command(offer, interface)
     if log:
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -68,36 +62,22 @@ def receive(offer: DeployMulticast, interface: str, out: BinaryIO, hasher: Sink,
         fcntl.fcntl(proc.stdout.fileno(), F_SETPIPE_SZ, PIPE_SIZE)
     except OSError:
         pass  # a smaller pipe only means more wake-ups
-    done = unsynced = 0
-    last = time.monotonic()
+    start = writer.done
     try:
-        while chunk := proc.stdout.read1(CHUNK):  # type: ignore[attr-defined]
-            if done + len(chunk) > size:
-                LOG.warning("agent: the multicast session sent more than the image's %d bytes: dropped", size)
-                chunk = chunk[:size - done]
-            out.write(chunk)
-            hasher.update(chunk)
-            done += len(chunk)
-            unsynced += len(chunk)
-            if unsynced >= sync_every:
-                out.flush()
-                os.fsync(out.fileno())
-                unsynced = 0
-            if time.monotonic() - last >= 2.0:
-                progress(done, size)
-                last = time.monotonic()
-            if done >= size:
-                break
+        while writer.room and (chunk := proc.stdout.read1(CHUNK)):  # type: ignore[attr-defined]
+            if len(chunk) > writer.room:
+                LOG.warning("agent: the multicast session sent more than the image's %d bytes: dropped",
+                            writer.size)
+            writer.write(chunk)
     finally:
-        if proc.poll() is None and done < size:
+        if proc.poll() is None and writer.room:
             proc.kill()
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        out.flush()
-        os.fsync(out.fileno())
+        writer.sync()
     LOG.info("agent: multicast session %s ended at byte %d of %d (udp-receiver exit %s)",
-             offer.get("session", "?"), done, size, proc.returncode)
-    return done
+             offer.get("session", "?"), writer.done, writer.size, proc.returncode)
+    return writer.done - start

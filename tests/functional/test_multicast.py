@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from provisioner.agent import multicast
-from provisioner.agent.download import fetch
+from provisioner.agent.download import PartWriter, fetch
 from provisioner.boot.udpcast import Sender, SenderOptions, SenderState, SessionAddress, sender_command, stale_senders
 from provisioner.processes import pid_alive
 
@@ -90,8 +90,8 @@ class Sink:
 def _receive(seg: Segment, i: int, out_path: Path, size: int) -> tuple[int, str]:
     sink = Sink()
     with out_path.open("ab") as out:
-        got = multicast.receive(OFFER, "eth0", out, sink, size, progress=lambda d, t: None, sync_every=4 << 20,
-                                command=seg.receiver(i))
+        writer = PartWriter(out, sink, 0, size, lambda done, total, path: None, "multicast")
+        got = multicast.receive(OFFER, "eth0", writer, command=seg.receiver(i))
     return got, sink.digest.hexdigest()
 
 
@@ -157,9 +157,8 @@ def test_receivers_outlive_a_killed_sender_and_http_repairs_the_rest(segment, im
         sender = Sender("killed", segment.sender(image, 1, bitrate="30m"), tmp_path / "run", tmp_path / "s.log")
         dest = tmp_path / "base.raw"
 
-        def via_multicast(out, hasher):
-            return multicast.receive(OFFER, "eth0", out, hasher, size, progress=lambda d, t: None,
-                                     sync_every=4 << 20, command=segment.receiver(0))
+        def via_multicast(writer):
+            return multicast.receive(OFFER, "eth0", writer, command=segment.receiver(0))
 
         got = _in_thread(lambda: fetch(server.url, dest, sha256=hashlib.sha256(payload).hexdigest(), size=size,
                                        token=None, multicast=via_multicast, sleep=lambda s: None))
@@ -191,11 +190,9 @@ def test_a_wrong_multicast_prefix_is_caught_and_fetched_whole(tmp_path):
     server = FlakyServer(payload)
     server.cut = False
     try:
-        def liar(out, hasher):
-            junk = os.urandom(1 << 20)
-            out.write(junk)
-            hasher.update(junk)
-            return len(junk)
+        def liar(writer):
+            writer.write(os.urandom(1 << 20))
+            return 1 << 20
 
         dest = tmp_path / "base.raw"
         transfer = fetch(server.url, dest, sha256=hashlib.sha256(payload).hexdigest(), size=len(payload),

@@ -105,26 +105,21 @@ def test_a_receiver_that_cannot_start_leaves_the_download_to_http(tmp_path):
     offer = {"session": "s", "rendezvous": "239.255.60.1", "portbase": 9000, "start_timeout": 1.0,
              "receive_timeout": 1.0}
     with (tmp_path / "part").open("ab") as out:
-        got = multicast.receive(offer, "eth0", out, hashlib_sink(), 100, progress=lambda d, t: None,
-                                sync_every=1 << 20, command=[str(tmp_path / "no-such-udp-receiver")])
+        got = multicast.receive(offer, "eth0", writer(out, 100),
+                                command=[str(tmp_path / "no-such-udp-receiver")])
     assert got == 0
 
 
 def test_a_session_that_sends_more_than_the_image_is_cut_at_its_size(tmp_path):
     from provisioner.agent import multicast
-    sink = hashlib_sink()
     with (tmp_path / "part").open("ab") as out:
-        got = multicast.receive({"session": "s"}, "eth0", out, sink, 1000, progress=lambda d, t: None,
-                                sync_every=1 << 20, command=["head", "-c", "5000", "/dev/zero"])
+        got = multicast.receive({"session": "s"}, "eth0", writer(out, 1000),
+                                command=["head", "-c", "5000", "/dev/zero"])
     assert got == 1000 and (tmp_path / "part").stat().st_size == 1000
 
 
-def hashlib_sink():
+def writer(out, size):
     import hashlib
 
-    class Sink:
-        digest = hashlib.sha256()
-
-        def update(self, chunk):
-            self.digest.update(chunk)
-    return Sink()
+    from provisioner.agent.download import PartWriter
+    return PartWriter(out, hashlib.sha256(), 0, size, lambda done, total, path: None, "multicast")
