@@ -210,18 +210,23 @@ class JobRunner:
         image = self.catalog.image_by_sha(str(options["image_sha256"]))
         nodes = [self.conductor.store.get_node(str(m["node_id"])) for m in members]
         note = self.multicast.open_batch(job_id, i, image, nodes)
-        self.conductor.store.add_job_note(job_id, f"batch {i + 1}: {note}")
+        if note:
+            self.conductor.store.add_job_note(job_id, f"batch {i + 1}: {note}")
 
     def _close_batch(self, job_id: int, i: int, members: list[dict[str, Any]]) -> None:
         if self.multicast is None:
             return
         stats = self.multicast.close_batch(job_id, i)
-        http = mc = 0
-        for m in members:
-            result = (self.conductor.store.last_command(int(m["node_id"]), CommandKind.DEPLOY) or {}).get("result") or {}
-            http += int(result.get("http_bytes", result.get("transferred_bytes", 0)) or 0)
-            mc += int(result.get("multicast_bytes", 0) or 0)
         if stats is not None:
+            # What the batch's nodes that came back received, as their agents reported.
+            ids = {int(m["node_id"]) for m in members}
+            http = mc = 0
+            for m in self.conductor.store.job(job_id)["nodes"]:
+                if int(m["node_id"]) in ids and m["status"] == MemberStatus.DONE:
+                    command = self.conductor.store.last_command(int(m["node_id"]), CommandKind.DEPLOY)
+                    result = deploy_result((command or {}).get("result"))
+                    http += result.get("http_bytes", result.get("transferred_bytes", 0))
+                    mc += result.get("multicast_bytes", 0)
             stats.update(http_bytes=http, received_multicast_bytes=mc)
             self.conductor.store.add_job_session(job_id, stats)
             if stats.get("note"):

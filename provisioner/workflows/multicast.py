@@ -130,14 +130,15 @@ class MulticastService:
 
     # -- the job runner's side --------------------------------------------------
     def open_batch(self, job_id: int, batch: int, image: Image, nodes: list[Node]) -> str:
-        """A session for the batch's nodes that need the image; what was decided, for the job."""
+        """A session for the batch's nodes that need the image; what was decided, for the
+        job ("" when the job was already told why it has no multicast)."""
         need = [n for n in nodes if image.sha256 not in (n.image_sha256, n.previous_image_sha256)]
         if not self.settings.multicast_enabled:
-            return "multicast is off (multicast.enabled): HTTP"
+            return self._once(job_id, "multicast is off (multicast.enabled): HTTP")
         if self._interface is None:
-            return "multicast: no interface on the provisioning network: HTTP"
+            return self._once(job_id, "multicast: no interface on the provisioning network: HTTP")
         if job_id in self._off:
-            return self._off[job_id]
+            return ""  # said when it was turned off
         if len(need) < max(2, self.settings.multicast_min_receivers):
             return f"{len(need)} node(s) of the batch need the image (multicast from " \
                    f"{max(2, self.settings.multicast_min_receivers)}): HTTP"
@@ -154,6 +155,13 @@ class MulticastService:
             for n in need:
                 self._by_node[n.id] = session
         return f"multicast session {address.data}:{address.portbase} for {len(need)} node(s)"
+
+    def _once(self, job_id: int, why: str) -> str:
+        with self._lock:
+            if job_id in self._off:
+                return ""
+            self._off[job_id] = why
+        return why
 
     def close_batch(self, job_id: int, batch: int) -> dict[str, Any] | None:
         """End the batch's session (the sender stopped if it still runs); its report."""

@@ -122,6 +122,26 @@ def test_a_reimage_runs_batch_after_batch_to_active(fleet):
     first, second = job["nodes"]
     assert first["ended_at"] <= second["started_at"]
     assert first["bytes"] == second["bytes"] > 0
+    # No multicast session (this daemon has no provisioning interface): said once.
+    assert job["stats"]["notes"] == ["batch 1: multicast: no interface on the provisioning network: HTTP"]
+
+
+def test_a_batch_without_a_multicast_network_or_with_it_turned_off_goes_over_http(fleet):
+    """This daemon has no interface on the provisioning network (its DHCP is off, and no
+    interface holds dhcp.range): a two-node batch says so once and uses HTTP; with
+    --no-multicast the job says that instead. No agent is offered a session."""
+    for extra, note in (([], "batch 1: multicast: no interface on the provisioning network: HTTP"),
+                        (["--no-multicast"], "multicast off for this job (--no-multicast): HTTP")):
+        code, out, err = fleet.cli("reimage", "rack-1", "--image", "host", "--max-unavailable", "100%",
+                                   "--no-wait", *extra)
+        assert code == 0, err
+        play_deploy(fleet, "web-1")
+        play_deploy(fleet, "web-2")
+        job = last_job_when_ended(fleet)
+        assert job["status"] == "done" and job["stats"]["notes"] == [note], job["stats"]
+        assert job["stats"].get("multicast") is None and job["multicast_sessions"] == []
+        code, out, _ = fleet.cli("job", str(job["id"]))
+        assert note in out, out
 
 
 ROLES = """
