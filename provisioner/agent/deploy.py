@@ -152,8 +152,11 @@ class Deployer:
             LOG.warning("agent: no interface with MAC %s for the multicast session: HTTP", mac)
         elif offer and interface:
             def receive(writer: PartWriter) -> int:
-                progress({"phase": "waiting", "path": "multicast", "session": offer["session"]})
-                return multicast.receive(offer, interface, writer, log=self.work / "udp-receiver.log")
+                def waiting() -> None:
+                    progress({"phase": "waiting", "path": "multicast", "session": offer["session"]})
+                waiting()
+                return multicast.receive(offer, interface, writer, log=self.work / "udp-receiver.log",
+                                         waiting=waiting)
         transfer = fetch(self.base_url + image["url"], base, sha256=sha, size=size, token=self.token,
                          multicast=receive,
                          progress=lambda done, total, path: progress({"phase": "writing", "path": path,

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import select
 import subprocess
 from pathlib import Path
+from typing import Callable
 
 from .download import PartWriter
 from .protocol import DeployMulticast
@@ -18,6 +20,7 @@ from .protocol import DeployMulticast
 LOG = logging.getLogger("agent")
 CHUNK = 1 << 20
 PIPE_SIZE = 1 << 20
+WAIT_TICK = 3.0
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
@@ -41,10 +44,11 @@ def receiver_command(offer: DeployMulticast, interface: str, executable: str = "
 
 
 def receive(offer: DeployMulticast, interface: str, writer: PartWriter, log: Path | None = None,
-            command: list[str] | None = None) -> int:
+            command: list[str] | None = None, waiting: Callable[[], None] = lambda: None) -> int:
     """Append what the session delivers through the writer (never past the image's size);
     the bytes written. Never raises for a session that broke: the caller goes on from
-    what arrived."""
+    what arrived. `waiting` is called every WAIT_TICK seconds while no data has come yet
+    (the session waits for its receivers): the daemon hears the node is alive."""
     cmd = command or receiver_command(offer, interface)
     if log:
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -64,6 +68,8 @@ def receive(offer: DeployMulticast, interface: str, writer: PartWriter, log: Pat
         pass  # a smaller pipe only means more wake-ups
     start = writer.done
     try:
+        while writer.done == start and not select.select([proc.stdout], [], [], WAIT_TICK)[0]:
+            waiting()
         while writer.room and (chunk := proc.stdout.read1(CHUNK)):  # type: ignore[attr-defined]
             if len(chunk) > writer.room:
                 LOG.warning("agent: the multicast session sent more than the image's %d bytes: dropped",

@@ -267,6 +267,15 @@ class Store(ImageRows, JobRows, GuestRows, SqlBase):
                            "(?, ?) ORDER BY created_at", (node.id, CommandStatus.PENDING, CommandStatus.SENT))
         return [dict(r) for r in rows]
 
+    def supersede_running(self, node_id: int, kind: CommandKind) -> int:
+        """Commands of `kind` an earlier boot of the node was carrying out: that boot is
+        gone (a new one asked for work), so they will never end; the number superseded."""
+        with self._tx() as db:
+            cur = db.execute("UPDATE commands SET status = ?, updated_at = ? WHERE node_id = ? AND kind = ? "
+                             "AND status = ?", (CommandStatus.SUPERSEDED, time.time(), node_id, kind,
+                                                CommandStatus.RUNNING))
+            return cur.rowcount
+
     def set_command_status(self, command_id: str, status: CommandStatus, result: Any = None) -> None:
         with self._tx() as db:
             db.execute("UPDATE commands SET status = ?, result = ?, updated_at = ? WHERE id = ?",

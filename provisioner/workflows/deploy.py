@@ -133,6 +133,9 @@ class DeployFlow:
             self.conductor.store.record_event(node, "multicast", note)
         for old in self.conductor.store.pending_commands(node):
             self.conductor.store.set_command_status(old["id"], CommandStatus.SUPERSEDED)
+        # A deploy the node's previous boot was running (it lost power, or was reset) never
+        # ends: its last progress must not stand for this one's.
+        self.conductor.store.supersede_running(node.id, CommandKind.DEPLOY)
         sealed = self.conductor.box.seal(Secret(json.dumps(args)))
         command = self.conductor.store.add_command(node, str(uuid.uuid4()), CommandKind.DEPLOY, sealed)
         self.conductor.store.update_node(node.id, host_token_hash=hash_token(host_token), host_key=host_key_pub)

@@ -222,6 +222,7 @@ def test_kill9_of_the_daemon_mid_session_each_node_finishes_over_http_once(trio,
     sha, size = new_variant(lab, tmp_path, "mc3")
     started = time.time()
     job_id = start_job(lab, "mc3")
+    wait_for("the session to start", lambda: (live_session(lab, job_id) or {}).get("state") == "sending")
     lab.wait(N1, lambda d: (d.get("progress") or {}).get("path") == "multicast"
              and 0 < (d["progress"].get("bytes") or 0) < size, timeout=300)
     assert len(senders()) == 1, senders()

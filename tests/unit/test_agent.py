@@ -123,3 +123,13 @@ def writer(out, size):
 
     from provisioner.agent.download import PartWriter
     return PartWriter(out, hashlib.sha256(), 0, size, lambda done, total, path: None, "multicast")
+
+
+def test_a_receiver_waiting_for_its_session_says_so_until_data_comes(tmp_path, monkeypatch):
+    from provisioner.agent import multicast
+    monkeypatch.setattr(multicast, "WAIT_TICK", 0.05)
+    ticks = []
+    with (tmp_path / "part").open("ab") as out:
+        got = multicast.receive({"session": "s"}, "eth0", writer(out, 3), waiting=lambda: ticks.append(1),
+                                command=["sh", "-c", "sleep 0.5; printf abc"])
+    assert got == 3 and len(ticks) >= 3

@@ -73,3 +73,16 @@ def test_discovered_macs_count_and_hide_once_enrolled(store):
     assert store.discovered()[0]["seen_count"] == 2
     make(store, mac="52:54:00:00:00:09")
     assert store.discovered() == []
+
+
+def test_a_deploy_an_earlier_boot_was_running_is_superseded_not_left_running(store):
+    from provisioner.agent.protocol import CommandKind, CommandStatus
+    n = make(store)
+    store.add_command(n, "old", CommandKind.DEPLOY)
+    store.set_command_status("old", CommandStatus.RUNNING, {"phase": "writing", "bytes": 5, "total": 9})
+    store.add_command(n, "off", CommandKind.POWEROFF)
+    store.set_command_status("off", CommandStatus.RUNNING)
+    assert store.supersede_running(n.id, CommandKind.DEPLOY) == 1
+    assert store.command("old")["status"] == CommandStatus.SUPERSEDED
+    assert store.command("off")["status"] == CommandStatus.RUNNING, "only commands of that kind"
+    assert store.last_command(n.id, CommandKind.DEPLOY, status=CommandStatus.RUNNING) is None
