@@ -13,14 +13,13 @@ from its first receiver to its end; the agent's image phase is its own timing.""
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from provisioner.client import Client
 from tests.lab.variants import patched
 
-from reimage import _import, _job, _served  # noqa: E402
+from reimage import _import, _job, _served, enroll_lab  # noqa: E402
 
 COUNTS = (1, 2, 3, 4)
 
@@ -38,22 +37,13 @@ def _image_phase(client: Client, names: list[str]) -> float:
 
 def bench_multicast(host_image: Path, counts: tuple[int, ...] = COUNTS) -> dict[str, Any]:
     from provisioner.lab.lab import Lab
-    import yaml
 
     lab = Lab()
     lab.down()
     try:
         lab.up(nodes=max(counts), racks=max(counts))
         client = lab.client()
-        nodes = yaml.safe_load(lab.inventory_file.read_text())["nodes"]
-        for node in nodes:
-            client.post("/v1/nodes", {"mac": node["mac"], "rack": node["rack"], "name": node["name"], "bmc": {
-                "address": node["bmc"]["address"], "username": node["bmc"]["username"], "cipher_suite": 3,
-                "password": Path(node["bmc"]["password_file"]).read_text().strip()}})
-        names = [n["name"] for n in nodes]
-        for name in names:
-            while client.get(f"/v1/nodes/{name}")["state"] != "ready":
-                time.sleep(0.5)
+        names = enroll_lab(lab, client)
         size = host_image.stat().st_size
         with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
             first = _import(client, host_image, "host")

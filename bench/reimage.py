@@ -45,23 +45,31 @@ def _import(client: Client, path: Path, name: str) -> str:
     return str(client.upload(f"/v1/images?name={name}&filename={path.name}", path, lambda done, total: None)["ref"])
 
 
+def enroll_lab(lab: Any, client: Client) -> list[str]:
+    """Enroll every node of a lab brought up for a bench (IPMI), and wait until each is
+    ready; their names."""
+    import yaml
+
+    nodes = yaml.safe_load(lab.inventory_file.read_text())["nodes"]
+    for node in nodes:
+        client.post("/v1/nodes", {"mac": node["mac"], "rack": node["rack"], "name": node["name"], "bmc": {
+            "address": node["bmc"]["address"], "username": node["bmc"]["username"], "cipher_suite": 3,
+            "password": Path(node["bmc"]["password_file"]).read_text().strip()}})
+    for node in nodes:
+        while client.get(f"/v1/nodes/{node['name']}")["state"] != "ready":
+            time.sleep(0.5)
+    return [n["name"] for n in nodes]
+
+
 def bench_reimage(host_image: Path) -> dict[str, Any]:
     from provisioner.lab.lab import Lab
-    import yaml
 
     lab = Lab()
     lab.down()
     try:
         lab.up(nodes=2, racks=2)
         client = lab.client()
-        nodes = yaml.safe_load(lab.inventory_file.read_text())["nodes"]
-        for node in nodes:
-            client.post("/v1/nodes", {"mac": node["mac"], "rack": node["rack"], "name": node["name"], "bmc": {
-                "address": node["bmc"]["address"], "username": node["bmc"]["username"], "cipher_suite": 3,
-                "password": Path(node["bmc"]["password_file"]).read_text().strip()}})
-        for node in nodes:
-            while client.get(f"/v1/nodes/{node['name']}")["state"] != "ready":
-                time.sleep(0.5)
+        enroll_lab(lab, client)
         with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
             refs = [_import(client, host_image, "host")]
             for v in ("2", "3"):
