@@ -70,11 +70,11 @@ def _hash_existing(path: Path, digest: "hashlib._Hash") -> int:
 
 @dataclass(frozen=True)
 class Transfer:
-    """How an image arrived: bytes over multicast, bytes over HTTP, and where HTTP began."""
+    """How an image arrived: bytes received over multicast and over HTTP by this call
+    (what an earlier boot left in the .part file is in neither)."""
 
     multicast: int = 0
     http: int = 0
-    resumed_at: int = 0  # bytes already in the .part file when this call began
 
     @property
     def total(self) -> int:
@@ -160,11 +160,11 @@ def fetch(url: str, dest: Path, *, sha256: str, size: int, token: str | None,
                         dest.name, "resumed" if resumed_at else "multicast")
             again = fetch(url, dest, sha256=sha256, size=size, token=token, progress=progress,
                           attempts=attempts, timeout=timeout, sleep=sleep)
-            return Transfer(multicast=received, http=transferred + again.http, resumed_at=resumed_at)
+            return Transfer(multicast=received, http=transferred + again.http)
         raise ChecksumMismatch(f"checksum mismatch: the image's sha256 is {actual}, expected {sha256}; "
                                "the download was discarded")
     os.replace(part, dest)
-    return Transfer(multicast=received, http=transferred, resumed_at=resumed_at)
+    return Transfer(multicast=received, http=transferred)
 
 
 def _receive(url: str, part: Path, done: int, size: int, token: str | None, hasher: _Hasher,
