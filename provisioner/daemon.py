@@ -3,6 +3,7 @@ a clean stop on SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import resource
 import signal
@@ -95,6 +96,9 @@ class Daemon:
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+        # `kill -USR1` prints every thread's stack to stderr (the daemon's log): what a
+        # stalled step is waiting on, without stopping anything.
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
         self.start()
         try:
             done.wait()

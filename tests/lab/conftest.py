@@ -6,6 +6,7 @@ import base64
 import io
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -232,6 +233,13 @@ def pytest_runtest_makereport(item, call):
     logs = lab.dir / "logs"
     if not logs.is_dir():
         return
+    try:  # every thread's stack into the daemon's log: what a stalled step waits on
+        state = lab.load()
+        if state is not None and state.daemon_pid:
+            os.kill(state.daemon_pid, signal.SIGUSR1)
+            time.sleep(0.5)
+    except (OSError, ValueError):
+        pass
     for console in sorted(logs.glob("*.console.log")):
         report.sections.append((f"console {console.name}", _tail(console, 40)))
     report.sections.append(("daemon log", _tail(logs / "provisioner.log", 60)))
