@@ -14,11 +14,10 @@ import subprocess
 from pathlib import Path
 from typing import Callable
 
-from .download import PartWriter
+from .download import CHUNK, PartWriter
 from .protocol import DeployMulticast
 
 LOG = logging.getLogger("agent")
-CHUNK = 1 << 20
 PIPE_SIZE = 1 << 20
 WAIT_TICK = 3.0
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)

@@ -155,10 +155,6 @@ class Sender:
         self._reader = threading.Thread(target=self._read, name=f"udp-sender-{self.name}", daemon=True)
         self._reader.start()
 
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
     def _read(self) -> None:
         assert self._proc is not None and self._proc.stderr is not None
         buffered = b""

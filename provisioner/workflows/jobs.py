@@ -220,14 +220,13 @@ class JobRunner:
         if stats is not None:
             # What the batch's nodes that came back received, as their agents reported.
             ids = {int(m["node_id"]) for m in members}
-            http = mc = 0
+            http = 0
             for m in self.conductor.store.job(job_id)["nodes"]:
                 if int(m["node_id"]) in ids and m["status"] == MemberStatus.DONE:
                     command = self.conductor.store.last_command(int(m["node_id"]), CommandKind.DEPLOY)
                     result = deploy_result((command or {}).get("result"))
                     http += result.get("http_bytes", result.get("transferred_bytes", 0))
-                    mc += result.get("multicast_bytes", 0)
-            stats.update(http_bytes=http, received_multicast_bytes=mc)
+            stats["http_bytes"] = http
             self.conductor.store.add_job_session(job_id, stats)
             if stats.get("note"):
                 self.conductor.store.add_job_note(job_id, str(stats["note"]))
