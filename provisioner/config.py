@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import ConfigError
+from .network import addresses
+from .network.addresses import GuestNetwork
 
 DEFAULT_CONFIG_FILE = Path("/etc/provisioner/provisioner.toml")
 ENV_PREFIX = "PROVISIONER_"
@@ -115,6 +117,20 @@ class Settings:
     guests_console_dir: str = "/var/log/provisioner/guests"  # on each host: serial console logs
     guests_ready_timeout: float = 600.0  # from start to the guest agent's first answer
     guests_max_parallel_hosts: int = 8  # hosts worked on at once by a deploy
+    # [network] the guests' own network: stable addresses for guests, VIPs for role
+    # endpoints. Left empty, guests get a user-mode NIC only (no address anyone can reach).
+    network_subnet: str = ""  # e.g. 10.99.0.0/24: the provisioning network's, or one routed to it
+    network_gateway: str = ""
+    network_guest_range: str = ""  # e.g. 10.99.0.20-10.99.0.59: outside dhcp.range
+    network_endpoint_range: str = ""  # e.g. 10.99.0.60-10.99.0.69: one VIP per role with endpoints
+    network_interface: str = ""  # where the VIPs are added ("": dhcp.interface)
+    # [dns] names for nodes, hosts, guests and role endpoints, answered by our dnsmasq
+    dns_domain: str = ""  # e.g. lab.internal; "": no DNS
+    dns_port: int = 53
+    # [endpoints] the load balancer in front of each role's guests (Debian's HAProxy)
+    endpoints_haproxy: str = "haproxy"
+    endpoints_drain_timeout: float = 30.0  # open connections of a draining guest may finish this long
+    endpoints_admit_timeout: float = 120.0  # a started guest's health check must pass within this
     # [consoles] where each node's serial console is logged, {node} standing for its name:
     # the lab's domains write there; in a hardware lab, a console server (conserver, or
     # 'ipmitool sol activate' per node) does.
@@ -129,6 +145,12 @@ class Settings:
     # [client] (the CLI)
     client_api: str = ""  # http://host:8080 or unix:///path; default: the server socket
     client_token_file: Path | None = None
+
+    @property
+    def guest_network(self) -> GuestNetwork | None:
+        provisioning = self.dhcp_range if self.dhcp_enabled and self.dhcp_mode == "server" else None
+        return addresses.parse(self.network_subnet, self.network_gateway, self.network_guest_range,
+                               self.network_endpoint_range, provisioning)
 
     @property
     def data_dir(self) -> Path:
@@ -295,6 +317,18 @@ def validate(settings: Settings) -> None:
             ipaddress.IPv4Network(net, strict=False)
         except ValueError as exc:
             raise ConfigError(f"multicast.networks: {exc}") from exc
-    for port in (settings.server_http_port, settings.server_tftp_port):
+    network = settings.guest_network
+    if settings.dns_domain and not settings.dhcp_enabled:
+        raise ConfigError("dns.domain needs dhcp.enabled: the provisioner's dnsmasq answers for the domain")
+    if settings.dns_domain and not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}"
+                                                r"[a-z0-9])?)*", settings.dns_domain):
+        raise ConfigError(f"dns.domain must be a DNS domain like lab.internal, not {settings.dns_domain!r}")
+    if network is not None and network.endpoints is not None and not (settings.network_interface or
+                                                                       settings.dhcp_interface):
+        raise ConfigError("role endpoints need network.interface (or dhcp.interface): the VIPs are added there")
+    for name in ("endpoints_drain_timeout", "endpoints_admit_timeout"):
+        if not getattr(settings, name) > 0:
+            raise ConfigError(f"{name.replace('_', '.', 1)} must be more than 0 seconds")
+    for port in (settings.server_http_port, settings.server_tftp_port, settings.dns_port):
         if not 0 <= port <= 65535:
             raise ConfigError(f"port {port} is out of range")

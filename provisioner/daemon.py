@@ -59,6 +59,7 @@ class Daemon:
         if self.svc.dhcp is not None:
             self.svc.dhcp.start((n.id, n.mac, n.name) for n in self.svc.store.list_nodes())
         self.svc.multicast.start()
+        self.svc.endpoints.start()
         self.svc.conductor.start()
         self.svc.jobs.resume()
         self.svc.guests.jobs.resume()
@@ -77,7 +78,8 @@ class Daemon:
         started = time.monotonic()
         parts: list[tuple[str, Callable[[], None]]] = [("conductor", self.svc.conductor.stop),
                                                         ("jobs", self.svc.jobs.stop),
-                                                        ("multicast", self.svc.multicast.stop)]
+                                                        ("multicast", self.svc.multicast.stop),
+                                                        ("endpoints", self.svc.endpoints.stop)]
         if self.svc.dhcp is not None:
             parts.append(("dhcp", self.svc.dhcp.stop))
         parts += [("tftp", self.tftp.stop), ("http", self.http.stop), ("store", self.svc.store.close)]

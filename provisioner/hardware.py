@@ -5,6 +5,8 @@ fields, not dictionaries. The raw documents are still what is stored and shown."
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -90,6 +92,7 @@ class HostFacts:
     base_sha256: str | None
     kvm: bool
     secure_boot: bool | None = None  # UEFI Secure Boot as the host's firmware says; None: not UEFI
+    bridge: str | None = None  # the bridge guests' NICs join (the host image makes br0 over its NIC)
 
     @classmethod
     def parse(cls, doc: Any) -> "HostFacts":
@@ -106,7 +109,15 @@ class HostFacts:
         return cls(address=address, cpus=_count(doc, "cpu", "count", "facts"),
                    memory_mib=usable if usable is not None else _count(doc, "memory", "total_mib", "facts"),
                    base_sha256=base, kvm=bool(hypervisor.get("kvm")),
-                   secure_boot=doc["secure_boot"] if isinstance(doc.get("secure_boot"), bool) else None)
+                   secure_boot=doc["secure_boot"] if isinstance(doc.get("secure_boot"), bool) else None,
+                   bridge=_interface(doc.get("bridge")))
+
+
+def _interface(value: Any) -> str | None:
+    """A Linux interface name (at most 15 characters, no slash or space), or None."""
+    if isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", value):
+        return value
+    return None
 
 
 def _text(value: Any) -> str | None:

@@ -20,6 +20,9 @@ from .store import Store
 from .workflows.agent import AgentService
 from .workflows.deploy import DeployFlow
 from .workflows.engine import Conductor
+from .network.haproxy import Haproxy
+from .network.names import NameService, Record
+from .workflows.endpoints import EndpointService
 from .workflows.enroll import EnrollService
 from .workflows.guests import GuestService
 from .workflows.inspect import InspectionFlow
@@ -62,6 +65,7 @@ class Services:
     jobs: JobRunner
     guests: GuestService
     multicast: MulticastService
+    endpoints: EndpointService
 
     @classmethod
     def build(cls, settings: Settings, driver: PowerDriver | None = None) -> "Services":
@@ -81,9 +85,23 @@ class Services:
             if settings.dhcp_enabled else None
         inspection = InspectionFlow(conductor)
 
+        def names() -> list[list[Record]]:
+            nodes = store.list_nodes()
+            fixed = dhcp.addresses((n.id, n.mac, n.name) for n in nodes) if dhcp is not None else {}
+            return [[(n.name, (n.facts.address if n.facts else None) or fixed.get(n.name, "")) for n in nodes],
+                    [(h["name"], h["address"]) for h in store.registered_hosts()],
+                    [(g["name"], g["address"]) for g in store.guests()],
+                    [(e["name"], e["vip"]) for e in store.endpoints()]]
+
+        name_service = NameService(settings.dns_domain, dhcp.names_file, names, dhcp.hup) \
+            if dhcp is not None and settings.dns_domain else None
+        endpoints = EndpointService(settings, store, Haproxy(settings.data_dir / "haproxy", settings.endpoints_haproxy),
+                                    name_service)
+
         def nodes_changed() -> None:
             if dhcp is not None:
                 dhcp.reload((n.id, n.mac, n.name) for n in store.list_nodes())
+            endpoints.changed()
 
         catalog = Catalog(settings.data_dir / "images", store)
         multicast = MulticastService(settings, store, catalog)
@@ -95,5 +113,5 @@ class Services:
                   power=PowerService(conductor), counters=counters, renderer=renderer, dhcp=dhcp,
                   operator_token=_operator_token(settings.operator_token_file),
                   catalog=catalog, deploy=deploy, jobs=JobRunner(conductor, deploy, catalog, multicast),
-                  guests=GuestService(settings, store, catalog), multicast=multicast)
+                  guests=GuestService(settings, store, catalog, endpoints), multicast=multicast, endpoints=endpoints)
         return svc

@@ -62,6 +62,11 @@ def secure_boot(root: Path = Path("/")) -> bool | None:
     return data[4:5] == b"\x01"
 
 
+def guest_bridge(root: Path = Path("/"), name: str = "br0") -> str | None:
+    """The bridge the host image made over its NIC for guests, if it is there."""
+    return name if (root / "sys/class/net" / name / "bridge").is_dir() else None
+
+
 def facts(root: Path = Path("/"), disk: Path = DISK) -> dict[str, Any]:
     cpu = inventory.cpu_info(root)
     mem = inventory.memory_info(root)
@@ -81,6 +86,7 @@ def facts(root: Path = Path("/"), disk: Path = DISK) -> dict[str, Any]:
                        "libvirtd": _running("libvirtd")},
         "base_sha256": state.get("base"),
         "secure_boot": secure_boot(root),
+        "bridge": guest_bridge(root),
         "kernel": os.uname().release,
         "uptime_s": float((root / "proc/uptime").read_text().split()[0]) if (root / "proc/uptime").exists() else None,
     }

@@ -17,7 +17,12 @@ DEPLOY_BODY = {"type": "object", "required": ["roles"],
 HOST_BODY = {"type": "object", "required": ["name", "address", "rack", "host_key"],
              "properties": {"name": NAME_SCHEMA, "address": ADDRESS_SCHEMA,
                             "port": PORT_SCHEMA, "rack": NAME_SCHEMA,
+                            "bridge": {"type": "string", "description": "the bridge guests' NICs join on it"},
                             "host_key": {"type": "string", "description": "TYPE BASE64, as in a .pub file"}}}
+
+SWAP_BODY = {"type": "object", "required": ["roles"],
+             "properties": {"roles": {"type": "array", "items": NAME_SCHEMA, "minItems": 2, "maxItems": 2},
+                            "dry_run": {"type": "boolean"}}}
 
 
 def guest_name(req: Request) -> str:
@@ -64,6 +69,14 @@ class GuestRoutes:
     def gc(self, req: Request) -> Any:
         return self.guests.gc(req.params["host"])
 
+    def endpoints(self, req: Request) -> Any:
+        return {"endpoints": self.svc.endpoints.listing()}
+
+    def swap(self, req: Request) -> Any:
+        body = req.json()
+        a, b = body["roles"]
+        return self.svc.endpoints.swap(str(a), str(b), bool(body.get("dry_run")))
+
     def ssh_key(self, req: Request) -> Any:
         return {"public_key": self.guests.links.public_key()}
 
@@ -86,6 +99,11 @@ class GuestRoutes:
             Route("DELETE", "/v1/hosts/{host}", self.remove_host, op, "Forget a registered host that runs no guests"),
             Route("POST", "/v1/hosts/{host}/gc", self.gc, op,
                   "Remove base images no guest on the host uses from its pool"),
+            Route("GET", "/v1/endpoints", self.endpoints, op,
+                  "Role endpoints: VIP, port, DNS name, members and their health as the load balancer sees it"),
+            Route("POST", "/v1/endpoints/swap", self.swap, op,
+                  "Exchange two roles' endpoints at once (staging <-> production); dry_run: what would change",
+                  SWAP_BODY),
             Route("GET", "/v1/ssh-key", self.ssh_key, op,
                   "The provisioner's SSH public key (for a registered host's authorized_keys)"),
         ]

@@ -88,6 +88,7 @@ class DhcpService:
         self.conf_file = self.dir / "dnsmasq.conf"
         self.hosts_file = self.dir / "hosts"
         self.pid_file = self.dir / "dnsmasq.pid"
+        self.names_file = self.dir / "names"
         self.log_file = settings.log_dir / "dnsmasq.log"
         self._proc: subprocess.Popen[bytes] | None = None
         self._stop = threading.Event()
@@ -106,7 +107,23 @@ class DhcpService:
             range_start=start.strip(), range_end=end.strip(), netmask=s.dhcp_netmask,
             lease_time=s.dhcp_lease_time, hosts_file=self.hosts_file,
             unknown_macs=s.dhcp_unknown_macs, uefi_loader="snponly.efi",
-            router_advertisements=s.dhcp_router_advertisements)
+            router_advertisements=s.dhcp_router_advertisements, dns_domain=s.dns_domain, dns_port=s.dns_port,
+            names_file=self.names_file)
+
+    def addresses(self, nodes: Iterable[HostEntry]) -> dict[str, str]:
+        """Each enrolled node's fixed address, by name (none in proxy mode)."""
+        entries = sorted(nodes)
+        if self.settings.dhcp_mode == "proxy":
+            return {}
+        start, _, end = self.settings.dhcp_range.partition(",")
+        addresses = assign_addresses([e[0] for e in entries], start.strip(), end.strip())
+        return {name: addresses[node_id] for node_id, _mac, name in entries}
+
+    def hup(self) -> None:
+        """dnsmasq reads its hosts files (enrolled MACs, names) again."""
+        with self._lock:
+            if self._proc and self._proc.poll() is None:
+                self._proc.send_signal(signal.SIGHUP)
 
     def hosts_lines(self, nodes: Iterable[HostEntry]) -> list[str]:
         entries = sorted(nodes)
@@ -143,6 +160,8 @@ class DhcpService:
         if stale is not None:  # two DHCP servers on one network would answer every node twice
             LOG.warning("dhcp: stopping dnsmasq (pid %d) that a previous daemon left running", stale)
             stop_pids([stale], grace=5.0)
+        if self.settings.dns_domain and not self.names_file.exists():
+            self.names_file.write_text("")
         self.conf_file.write_text(self.render_config())
         self.write_hosts(nodes)
         check = subprocess.run([binary, "--test", f"--conf-file={self.conf_file}"],

@@ -13,7 +13,7 @@ from typing import Sequence
 from .. import __version__, config
 from ..client import Client
 from ..errors import ProvisionerError
-from . import commands, fleet, guests
+from . import commands, endpoints, fleet, guests
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -147,11 +147,18 @@ def _add_guests(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     add.add_argument("--host-key", required=True, metavar="FILE|LINE",
                      help="its SSH host public key: a .pub file or the line itself (checked on every connection)")
     add.add_argument("--port", type=int, default=22, help="its SSH port (default 22)")
+    add.add_argument("--bridge", default="", help="the bridge guests' NICs join on it (for the guest network)")
     for name, text in (("remove", "forget a registered host that runs no guests"),
                        ("gc", "remove base images no guest on the host uses")):
         one = hst.add_parser(name, help=text)
         one.add_argument("name", metavar="HOST")
     hst.add_parser("ssh-key", help="the provisioner's SSH public key, for a registered host's authorized_keys")
+
+    sub.add_parser("endpoints", help="role endpoints: VIP, port, DNS name, members and their health")
+    p = sub.add_parser("swap", help="exchange two roles' endpoints at once (staging <-> production)")
+    p.add_argument("role_a", metavar="ROLE_A")
+    p.add_argument("role_b", metavar="ROLE_B")
+    p.add_argument("--dry-run", action="store_true", help="show what would change")
 
 
 def _add_nightly_and_jobs(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -265,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from ..nightly.run import cmd_nightly
             return cmd_nightly(_client(settings), args)
         handler = getattr(commands, f"cmd_{args.command}", None) or getattr(fleet, f"cmd_{args.command}", None) \
-            or getattr(guests, f"cmd_{args.command}")
+            or getattr(guests, f"cmd_{args.command}", None) or getattr(endpoints, f"cmd_{args.command}")
         return int(handler(_client(settings), args))
     except ProvisionerError as exc:
         sys.stderr.write(f"error: {exc}\n")

@@ -26,8 +26,11 @@ def show_deploy_plan(doc: dict[str, Any]) -> None:
     rows = [[g["action"], g["name"], g["role"], g["host"] + (f" (from {g['old_host']})" if g.get("old_host") and
                                                             g["old_host"] != g["host"] else ""),
              ",".join(map(str, g["cores"])), f"{g['memory_mib']} MiB", g["upgrade_domain"], g["base"] or "",
-             g["app"] or ""] for g in doc["guests"]]
-    table(["action", "guest", "role", "host", "cores", "memory", "ud", "base", "app"], rows)
+             g["app"] or "", g.get("address") or ""] for g in doc["guests"]]
+    table(["action", "guest", "role", "host", "cores", "memory", "ud", "base", "app", "address"], rows)
+    if doc.get("endpoints_changed"):
+        print("endpoints: " + (", ".join(f"{e['name']} {e['vip']}:{','.join(str(p['port']) for p in e['ports'])} "
+                                         f"({e['role']})" for e in doc["endpoints"]) or "none"))
     counts = doc["counts"]
     changes = (PlanAction.ADD, PlanAction.REMOVE, PlanAction.ROLL, PlanAction.REPAIR)
     print(", ".join(f"{counts.get(a, 0)} to {a}" for a in changes)
@@ -91,9 +94,10 @@ def cmd_guests(client: Client, args: argparse.Namespace) -> int:
     if args.json:
         print_json(docs)
         return 0
-    table(["guest", "role", "host", "state", "cores", "memory", "ud", "ready in", "error"],
-          [[g["name"], g["role"], g["host"], g["state"], ",".join(map(str, g["cores"])), f"{g['memory_mib']} MiB",
-            g["upgrade_domain"], "" if g.get("ready_seconds") is None else f"{g['ready_seconds']:.0f}s",
+    table(["guest", "role", "host", "state", "address", "cores", "memory", "ud", "ready in", "error"],
+          [[g["name"], g["role"], g["host"], g["state"], g.get("address") or "", ",".join(map(str, g["cores"])),
+            f"{g['memory_mib']} MiB", g["upgrade_domain"],
+            "" if g.get("ready_seconds") is None else f"{g['ready_seconds']:.0f}s",
             g.get("last_error") or ""] for g in docs])
     return 0
 
@@ -106,8 +110,11 @@ def cmd_guest(client: Client, args: argparse.Namespace) -> int:
         if args.json:
             print_json(doc)
             return 0
-        for key in ("name", "role", "index", "host", "state", "base", "app", "upgrade_domain", "last_error"):
+        for key in ("name", "role", "index", "host", "state", "base", "app", "upgrade_domain", "address", "mac", "dns",
+                    "last_error"):
             print(f"{key + ':':16} {doc.get(key) if doc.get(key) is not None else '-'}")
+        member = ", ".join(f"{m['endpoint']} {m['vip']}:{m['port']} {m['health']}" for m in doc.get("endpoints") or [])
+        print(f"{'endpoints:':16} {member or '-'}")
         print(f"{'cores:':16} {','.join(map(str, doc['cores']))}")
         print(f"{'memory:':16} {doc['memory_mib']} MiB")
         print(f"{'ready in:':16} " + ("-" if doc.get("ready_seconds") is None else f"{doc['ready_seconds']}s"))
@@ -162,7 +169,7 @@ def cmd_host(client: Client, args: argparse.Namespace) -> int:
         if key and Path(key).is_file():
             key = Path(key).read_text().strip()
         doc = client.post("/v1/hosts", {"name": args.name, "address": args.address, "port": args.port,
-                                        "rack": args.rack, "host_key": key or ""})
+                                        "rack": args.rack, "host_key": key or "", "bridge": args.bridge})
         print_json(doc) if args.json else print(
             f"host {doc['name']} registered: {doc['address']}, {doc['rack']}, {doc['cores']} cores, "
             f"{doc['memory_mib']} MiB")

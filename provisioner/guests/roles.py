@@ -12,11 +12,18 @@ before anything is planned, every problem named with its role and key.
         upgrade_domains: 2       # guests roll to a new base one domain at a time
         user_data: web.yaml.j2   # jinja2 template for cloud-init user data, next to this file
         vars: {port: 8080}       # per-role variables for the template
+        endpoints:               # a VIP per role, kept in a load balancer (HAProxy)
+          - port: 80             # on the VIP
+            protocol: http       # http (default) | tcp
+            guest_port: 80       # on each guest (default: port)
+            check: /health       # http: a GET that must answer 2xx; tcp: a connect
+            interval: 2          # seconds between checks; 2 failures take a guest out
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,8 +33,38 @@ from ..errors import InvalidInput
 from ..models import validate_name
 
 SPREADS = ("rack", "host", "none")
-_KEYS = {"name", "base", "app", "vcpus", "memory_mib", "count", "spread", "upgrade_domains", "user_data", "vars"}
+_KEYS = {"name", "base", "app", "vcpus", "memory_mib", "count", "spread", "upgrade_domains", "user_data", "vars",
+         "endpoints"}
+_ENDPOINT_KEYS = {"port", "protocol", "guest_port", "check", "interval"}
 MAX_COUNT = 1000
+
+
+class Protocol(StrEnum):
+    HTTP = "http"
+    TCP = "tcp"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One port of a role's VIP, and how its guests' health is checked."""
+    port: int
+    protocol: Protocol = Protocol.HTTP
+    guest_port: int = 0  # 0: the same as port
+    check: str = "/"
+    interval: float = 2.0
+
+    @property
+    def target(self) -> int:
+        return self.guest_port or self.port
+
+    def doc(self) -> dict[str, Any]:
+        return {"port": self.port, "protocol": str(self.protocol), "guest_port": self.target, "check": self.check,
+                "interval": self.interval}
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> "Endpoint":
+        return cls(int(doc["port"]), Protocol(doc["protocol"]), int(doc["guest_port"]), str(doc["check"]),
+                   float(doc["interval"]))
 
 
 @dataclass(frozen=True)
@@ -42,6 +79,7 @@ class Role:
     upgrade_domains: int = 1
     user_data: str | None = None  # the template's text
     vars: dict[str, Any] = field(default_factory=dict)
+    endpoints: tuple[Endpoint, ...] = ()
 
 
 def _int(doc: dict[str, Any], key: str, where: str, low: int, high: int, default: int | None = None) -> int:
@@ -76,6 +114,40 @@ def folder_reader(folder: Path) -> TemplateReader:
     return read
 
 
+def _endpoint(doc: Any, where: str) -> Endpoint:
+    if not isinstance(doc, dict) or "port" not in doc:
+        raise InvalidInput(f"{where}: each endpoint is a mapping with at least 'port'")
+    unknown = sorted(set(doc) - _ENDPOINT_KEYS)
+    if unknown:
+        raise InvalidInput(f"{where}: unknown endpoint key {unknown[0]!r} (known: {', '.join(sorted(_ENDPOINT_KEYS))})")
+    port = _int(doc, "port", where, 1, 65535)
+    try:
+        protocol = Protocol(doc.get("protocol", "http"))
+    except ValueError as exc:
+        raise InvalidInput(f"{where}: 'protocol' must be http or tcp, not {doc.get('protocol')!r}") from exc
+    check = doc.get("check", "/")
+    if not isinstance(check, str) or not check.startswith("/") or any(c.isspace() for c in check):
+        raise InvalidInput(f"{where}: 'check' must be a URL path like /health, not {check!r}")
+    interval = doc.get("interval", 2)
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0.2 <= interval <= 300:
+        raise InvalidInput(f"{where}: 'interval' must be seconds from 0.2 to 300, not {interval!r}")
+    return Endpoint(port, protocol, _int(doc, "guest_port", where, 1, 65535, default=port), check, float(interval))
+
+
+def _endpoints(doc: dict[str, Any], where: str) -> tuple[Endpoint, ...]:
+    raw = doc.get("endpoints") or []
+    if not isinstance(raw, list):
+        raise InvalidInput(f"{where}: 'endpoints' must be a list")
+    out: list[Endpoint] = []
+    for i, item in enumerate(raw):
+        endpoint = _endpoint(item, f"{where}, endpoints[{i}]")
+        if any(e.port == endpoint.port for e in out):
+            raise InvalidInput(f"{where}: endpoint port {endpoint.port} is declared twice (one VIP per role: "
+                               "each port once)")
+        out.append(endpoint)
+    return tuple(out)
+
+
 def parse_role(doc: Any, index: int, read: TemplateReader) -> Role:
     if not isinstance(doc, dict):
         raise InvalidInput(f"roles[{index}]: each role is a mapping with at least name, base, vcpus, memory_mib, count")
@@ -106,7 +178,7 @@ def parse_role(doc: Any, index: int, read: TemplateReader) -> Role:
                 vcpus=_int(doc, "vcpus", where, 1, 256), memory_mib=_int(doc, "memory_mib", where, 32, 1 << 22),
                 count=_int(doc, "count", where, 0, MAX_COUNT), spread=spread,
                 upgrade_domains=_int(doc, "upgrade_domains", where, 1, 100, default=1),
-                user_data=template, vars=dict(variables))
+                user_data=template, vars=dict(variables), endpoints=_endpoints(doc, where))
 
 
 def parse_roles(text: str, folder: Path | None = None, source: str = "roles file",

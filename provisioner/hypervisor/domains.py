@@ -115,8 +115,9 @@ class GuestHost(HostConnection):
     # -- guests ---------------------------------------------------------------
     def create(self, guest: Guest, base: ImageRef, files: dict[str, str], app: ImageRef | None = None,
                complete: Callable[[str], bool] = lambda sha: True,
-               uploaded: Callable[[str], None] = lambda sha: None) -> int:
-        """Define and start the guest; the image bytes sent to the host (0 when it had them)."""
+               uploaded: Callable[[str], None] = lambda sha: None, nic: tuple[str, str] | None = None) -> int:
+        """Define and start the guest; the image bytes sent to the host (0 when it had them).
+        nic: (MAC, bridge) of its NIC on the guest network; None: a user-mode NIC."""
         sent = 0
         vols = []
         for image in filter(None, (base, app)):
@@ -133,7 +134,8 @@ class GuestHost(HostConnection):
         xml = domain_xml(guest, domain_type=self.domain_type, overlay=overlay.path(), config_drive=drive.path(),
                          console_log=str(self.console_dir / f"{guest.name}.log"), base_sha256=base.sha256,
                          app=app_vol.path() if app_vol else None, app_format=app.format if app else "raw",
-                         app_sha256=app.sha256 if app else None)
+                         app_sha256=app.sha256 if app else None, mac=nic[0] if nic else None,
+                         bridge=nic[1] if nic else None)
         try:
             dom = self.conn.defineXML(xml)
             dom.create()

@@ -41,6 +41,8 @@ class LabConfig:
     address6: str = "fd99::1/64"  # for router advertisements (see dhcp.router_advertisements)
     bridge_mac: str = "02:99:00:00:00:01"  # locally administered
     dhcp_range: str = "10.99.0.100,10.99.0.199"
+    guest_range: str = "10.99.0.20-10.99.0.59"
+    endpoint_range: str = "10.99.0.60-10.99.0.69"
     state_dir: Path = Path("/var/lib/provisioner-lab")
     socket: Path = Path("/run/provisioner/api.sock")
     artifacts_dir: Path = REPO / "build/boot"

@@ -22,14 +22,14 @@ def _guest(row: Any) -> dict[str, Any]:
 class GuestRows(SqlBase):
     # -- registered hosts -----------------------------------------------------
     def add_host(self, *, name: str, address: str, port: int, rack: str, host_key: str, cores: int,
-                 memory_mib: int) -> dict[str, Any]:
+                 memory_mib: int, bridge: str = "") -> dict[str, Any]:
         with self._tx() as db:
             if db.execute("SELECT 1 FROM hosts WHERE name = ?", (name,)).fetchone() or \
                     db.execute("SELECT 1 FROM nodes WHERE name = ?", (name,)).fetchone():
                 raise Conflict(f"a host or node named {name} already exists")
-            db.execute("INSERT INTO hosts (name, address, port, rack, host_key, cores, memory_mib, created_at) "
-                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                       (name, address, port, rack, host_key, cores, memory_mib, time.time()))
+            db.execute("INSERT INTO hosts (name, address, port, rack, host_key, cores, memory_mib, bridge, created_at) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (name, address, port, rack, host_key, cores, memory_mib, bridge, time.time()))
         return self.registered_host(name)
 
     def registered_hosts(self) -> list[dict[str, Any]]:
@@ -92,6 +92,41 @@ class GuestRows(SqlBase):
         with self._tx() as db:
             db.execute("DELETE FROM guests WHERE name = ?", (name,))
 
+    # -- role endpoints ---------------------------------------------------------
+    def endpoints(self) -> list[dict[str, Any]]:
+        out = []
+        for r in self._query("SELECT name, role, vip, ports FROM endpoints ORDER BY name"):
+            doc = dict(r)
+            doc["ports"] = json.loads(doc["ports"])
+            out.append(doc)
+        return out
+
+    def replace_endpoints(self, slots: list[dict[str, Any]]) -> None:
+        """The endpoints table as a deploy's plan says (name, role, vip, ports)."""
+        now = time.time()
+        with self._tx() as db:
+            keep = [s["name"] for s in slots]
+            db.execute(f"DELETE FROM endpoints WHERE name NOT IN ({','.join('?' * len(keep))})", tuple(keep))
+            for s in slots:
+                db.execute("INSERT INTO endpoints (name, role, vip, ports, created_at, updated_at) "
+                           "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET role = excluded.role, "
+                           "vip = excluded.vip, ports = excluded.ports, updated_at = excluded.updated_at",
+                           (s["name"], s["role"], s["vip"], json.dumps(s["ports"]), now, now))
+
+    def swap_endpoints(self, a: str, b: str) -> None:
+        """The two roles' endpoints exchange the roles they serve (one transaction)."""
+        with self._tx() as db:
+            rows = {r[1]: (r[0], r[2]) for r in db.execute("SELECT name, role, ports FROM endpoints "
+                                                          "WHERE role IN (?, ?)", (a, b))}
+            if set(rows) != {a, b}:
+                raise NotFound(f"roles {a} and {b} do not both have an endpoint")
+            (name_a, ports_a), (name_b, ports_b) = rows[a], rows[b]
+            db.execute("UPDATE endpoints SET role = '' WHERE name = ?", (name_a,))  # role is UNIQUE
+            db.execute("UPDATE endpoints SET role = ?, ports = ?, updated_at = ? WHERE name = ?",
+                       (a, ports_a, time.time(), name_b))
+            db.execute("UPDATE endpoints SET role = ?, ports = ?, updated_at = ? WHERE name = ?",
+                       (b, ports_b, time.time(), name_a))
+
     # -- deploy jobs ----------------------------------------------------------
     def create_deploy_job(self, source: str, options: dict[str, Any], entries: list[dict[str, Any]]) -> int:
         """A deploy job over guest entries (guest, action, batch, host, spec); each guest's
@@ -117,13 +152,15 @@ class GuestRows(SqlBase):
                                (GuestState.REMOVING, job_id, now, e["guest"]))
                     continue
                 g = e["spec"]["guest"]
+                net = e["spec"].get("network") or {}
                 db.execute(
                     "INSERT INTO guests (name, role, idx, host, cores, memory_mib, upgrade_domain, state, job_id, "
-                    "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "address, mac, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT (name) DO UPDATE SET state = excluded.state, job_id = excluded.job_id, "
-                    "updated_at = excluded.updated_at",
+                    "address = COALESCE(guests.address, excluded.address), "
+                    "mac = COALESCE(guests.mac, excluded.mac), updated_at = excluded.updated_at",
                     (g["name"], g["role"], g["index"], g["host"], json.dumps(g["cores"]), g["memory_mib"],
-                     g["upgrade_domain"], GuestState.PENDING, job_id, now, now))
+                     g["upgrade_domain"], GuestState.PENDING, job_id, net.get("address"), net.get("mac"), now, now))
         return job_id
 
     def job_guests(self, job_id: int) -> list[dict[str, Any]]:

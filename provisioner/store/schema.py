@@ -176,4 +176,21 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE jobs ADD COLUMN stats TEXT NOT NULL DEFAULT '{}';
     """,
+    # 10: guest networks (a stable address and MAC per guest; in its role's endpoint or not),
+    # the bridge a registered host gives guests, and role endpoints (a VIP each)
+    """
+    ALTER TABLE guests ADD COLUMN address TEXT;
+    ALTER TABLE guests ADD COLUMN mac TEXT;
+    ALTER TABLE guests ADD COLUMN serving INTEGER NOT NULL DEFAULT 0;
+    CREATE UNIQUE INDEX guests_address ON guests (address);
+    ALTER TABLE hosts ADD COLUMN bridge TEXT NOT NULL DEFAULT '';
+    CREATE TABLE endpoints (
+        name TEXT PRIMARY KEY,
+        role TEXT NOT NULL UNIQUE,
+        vip TEXT NOT NULL UNIQUE,
+        ports TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    """,
 )

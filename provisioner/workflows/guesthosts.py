@@ -9,6 +9,7 @@ libvirtd when it is added). Either way every connection checks the recorded key.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ class HostRecord:
     host_key: str
     available: bool  # may run guests now (a node: active with its host agent alive)
     why: str = ""  # why not, when not
+    bridge: str = ""  # the bridge guests' NICs join on this host ("": none, guests get a user-mode NIC)
 
     def placement(self) -> Host:
         return Host(self.name, self.rack, self.cores, self.memory_mib)
@@ -61,10 +63,10 @@ def host_records(store: Store) -> dict[str, HostRecord]:
         why = "" if node.state == State.ACTIVE and not node.host_lost else \
             ("its host agent is lost" if node.host_lost else f"it is {node.state.value}")
         out[node.name] = HostRecord(node.name, "node", node.rack, facts.cpus, facts.memory_mib, facts.address, 22,
-                                    node.host_key, not why, why)
+                                    node.host_key, not why, why, facts.bridge or "")
     for row in store.registered_hosts():
         out[row["name"]] = HostRecord(row["name"], "registered", row["rack"], row["cores"], row["memory_mib"],
-                                      row["address"], row["port"], row["host_key"], True)
+                                      row["address"], row["port"], row["host_key"], True, "", row["bridge"])
     return out
 
 
@@ -111,17 +113,20 @@ def register_host(store: Store, links: HostLinks, body: dict[str, Any]) -> dict[
     address = parse_host_address(str(body.get("address") or ""), "host address")
     rack = validate_name(str(body.get("rack") or ""), "rack")
     port = parse_port(body.get("port", 22), "SSH port")
+    bridge = str(body.get("bridge") or "")
+    if bridge and not re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", bridge):
+        raise InvalidInput(f"invalid bridge name {bridge!r}: a Linux interface name, at most 15 characters")
     key = " ".join(str(body.get("host_key") or "").split()[:2])
     if len(key.split()) != 2:
         raise InvalidInput("give the host's SSH public host key, e.g. the line of "
                            "/etc/ssh/ssh_host_ed25519_key.pub ('ssh-ed25519 AAAA...')")
     if name in host_records(store) or any(n.name == name for n in store.list_nodes()):
         raise Conflict(f"a host or node named {name} already exists")
-    record = HostRecord(name, "registered", rack, 0, 0, address, port, key, True)
+    record = HostRecord(name, "registered", rack, 0, 0, address, port, key, True, "", bridge)
     with links.connect(record) as host:
         cpus, memory_mib = host.machine()
     row = store.add_host(name=name, address=address, port=port, rack=rack, host_key=key, cores=int(cpus),
-                         memory_mib=int(memory_mib))
+                         memory_mib=int(memory_mib), bridge=bridge)
     LOG.info("host %s (%s:%d) registered: %d cores, %d MiB, %s", name, address, port, cpus, memory_mib, rack)
     row.pop("host_key")
     return row

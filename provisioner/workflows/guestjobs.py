@@ -23,6 +23,7 @@ from ..images import Catalog
 from ..statuses import MEMBER_ENDED, GuestState, JobKind, JobStatus, MemberStatus, MemberStep, PlanAction
 from ..store import Store
 from .batches import BatchEngine
+from .endpoints import EndpointService
 from .guesthosts import HostLinks, host_records
 
 LOG = logging.getLogger(__name__)
@@ -43,8 +44,9 @@ def guest_of(doc: dict[str, Any]) -> Guest:
 
 class GuestJobs:
     def __init__(self, store: Store, links: HostLinks, catalog: Catalog, ready_timeout: float,
-                 max_parallel_hosts: int) -> None:
+                 max_parallel_hosts: int, endpoints: EndpointService) -> None:
         self.store = store
+        self.endpoints = endpoints
         self.links = links
         self.catalog = catalog
         self.ready_timeout = ready_timeout
@@ -125,9 +127,12 @@ class GuestJobs:
                     continue
                 self.store.set_job_member(job_id, e["guest"], MemberStatus.RUNNING, e["action"])
                 try:
+                    # Out of its endpoint before it is touched (a no-op for a new guest).
+                    self.endpoints.drain(e["guest"])
                     if e["action"] == PlanAction.REMOVE:
                         gh.delete(e["guest"])
                         self.store.delete_guest(e["guest"])
+                        self.endpoints.changed()
                         self.store.set_job_member(job_id, e["guest"], MemberStatus.DONE, f"removed from {host_name}")
                         continue
                     sent = self._create(job_id, gh, host_name, e)
@@ -139,6 +144,7 @@ class GuestJobs:
             for e in started:
                 try:
                     seconds = gh.wait_ready(e["guest"], timeout=self.ready_timeout)
+                    self.endpoints.admit(e["guest"])  # back in its endpoint once its health check passes
                 except Exception as exc:  # noqa: BLE001
                     self._fail(job_id, e, _reason(exc))
                     continue
@@ -168,8 +174,16 @@ class GuestJobs:
         base = self._image(spec["base"])
         app = self._image(spec["app"]) if spec.get("app") else None
         started = time.monotonic()
+        network = spec.get("network")
+        bridge = None
+        if network:
+            record = host_records(self.store).get(host_name)
+            bridge = record.bridge if record is not None else None
+            if not bridge:
+                raise HostError(f"host {host_name} has no bridge for the guest network")
         sent = gh.create(guest, base, spec["files"], app, complete=lambda sha: sha in known,
-                         uploaded=lambda sha: self.store.set_host_image(host_name, sha, True))
+                         uploaded=lambda sha: self.store.set_host_image(host_name, sha, True),
+                         nic=(network["mac"], bridge) if network and bridge else None)
         LOG.info("guest %s: defined and started on %s in %.1fs (%d bytes of images sent)", guest.name, host_name,
                  time.monotonic() - started, sent)
         return sent

@@ -21,11 +21,14 @@ from ..errors import Conflict, InvalidInput, NotFound, ProvisionerError
 from ..guests.placement import Guest, Plan, place
 from ..guests.render import config_files
 from ..guests.roles import Role, parse_roles
+from ..network.addresses import mac_for, network_config
+from ..network.endpoints import Slot, plan_slots
 from ..hypervisor.domains import GuestHost
 from ..images import Catalog
 from ..statuses import GUEST_BUSY, GuestState, JobKind, PlanAction
 from ..store import Store
 from .guesthosts import HostLinks, HostRecord, find_host, host_records, register_host
+from .endpoints import EndpointService
 from .guestjobs import ADD_BATCH, FIRST_ROLL_BATCH, REMOVE_BATCH, GuestJobs, guest_of
 
 LOG = logging.getLogger(__name__)
@@ -43,13 +46,15 @@ def _spec_sha(base: dict[str, Any], app: dict[str, Any] | None, files: dict[str,
 
 
 class GuestService:
-    def __init__(self, settings: Settings, store: Store, catalog: Catalog) -> None:
+    def __init__(self, settings: Settings, store: Store, catalog: Catalog, endpoints: EndpointService) -> None:
         self.settings = settings
         self.store = store
         self.catalog = catalog
+        self.endpoints = endpoints
+        self.network = settings.guest_network
         self.links = HostLinks(settings)
         self.jobs = GuestJobs(store, self.links, catalog, settings.guests_ready_timeout,
-                              settings.guests_max_parallel_hosts)
+                              settings.guests_max_parallel_hosts, endpoints)
 
     # -- hosts ------------------------------------------------------------------
     def host_list(self) -> list[dict[str, Any]]:
@@ -158,6 +163,9 @@ class GuestService:
         plan: Plan = place(roles, [h.placement() for h in hosts], existing,
                            reserved_cores=self.settings.guests_reserved_cores,
                            reserved_memory_mib=self.settings.guests_reserved_memory_mib)
+        slots = plan_slots(roles, [Slot.from_row(r) for r in self.store.endpoints()], self.network,
+                           self._own_ports())
+        taken = [r["address"] for r in rows.values() if r.get("address")]
         entries: list[dict[str, Any]] = []
         removed = {g.name for g in plan.remove}
         for g in plan.remove:
@@ -169,10 +177,12 @@ class GuestService:
                       (placed.index - 1) % role.upgrade_domains)
             base = images[role.base]
             app = images[role.app] if role.app else None
-            files = config_files(role, g, g.host)
-            spec = {"guest": asdict(g), "base": base, "app": app, "files": files,
-                    "spec_sha256": _spec_sha(base, app, files, g), "was": None, "old_host": None}
             row = rows.get(g.name)
+            network = self._address(g, row, taken, records)
+            files = config_files(role, g, g.host, network.pop("config") if network else None,
+                                 network["address"] if network else None, base["ref"])
+            spec = {"guest": asdict(g), "base": base, "app": app, "files": files, "network": network,
+                    "spec_sha256": _spec_sha(base, app, files, g), "was": None, "old_host": None}
             if row is None or g.name in removed:
                 action, batch = PlanAction.ADD, ADD_BATCH
                 if g.name in removed:  # its host is gone: made again elsewhere
@@ -192,22 +202,53 @@ class GuestService:
             else:
                 action, batch = PlanAction.KEEP, -1
             entries.append({"guest": g.name, "action": action, "batch": batch, "host": g.host, "spec": spec})
-        return {"hosts": [h.doc() for h in hosts], "entries": entries}
+        return {"hosts": [h.doc() for h in hosts], "entries": entries, "endpoints": [s.doc() for s in slots]}
 
-    @staticmethod
-    def plan_doc(plan: dict[str, Any], dry_run: bool) -> dict[str, Any]:
+    def _own_ports(self) -> dict[int, str]:
+        """TCP ports the provisioner listens on, on every address (a VIP cannot take them)."""
+        s = self.settings
+        ports = {s.server_http_port: "HTTP API and boot server (server.http_port)"} \
+            if s.server_listen in ("0.0.0.0", "") else {}
+        if s.dns_domain:
+            ports[s.dns_port] = "DNS (dns.port)"
+        return ports
+
+    def _address(self, guest: Guest, row: dict[str, Any] | None, taken: list[str],
+                 records: dict[str, HostRecord]) -> dict[str, Any] | None:
+        """The guest's place on the guest network: kept for life once given (a roll, a move,
+        a repair keep it), or the lowest free address of network.guest_range."""
+        if self.network is None:
+            return None
+        record = records.get(guest.host)
+        if record is not None and not record.bridge:
+            raise InvalidInput(f"host {guest.host} has no bridge for the guest network, so {guest.name} could not "
+                               "be reached: a node's host image makes br0 (reimage it); a registered host says "
+                               "which bridge with 'host add --bridge'; nothing was changed")
+        address = row.get("address") if row else None
+        if not address:
+            address = self.network.allocate(taken, f"guest {guest.name}")
+            taken.append(address)
+        mac = (row.get("mac") if row else None) or mac_for(address)
+        config = network_config(address, mac, self.network.prefix,
+                                str(self.network.gateway) if self.network.gateway else None, None, None)
+        return {"address": address, "mac": mac, "config": config}
+
+    def plan_doc(self, plan: dict[str, Any], dry_run: bool) -> dict[str, Any]:
         guests = []
         for e in sorted(plan["entries"], key=lambda e: (e["batch"] if e["batch"] >= 0 else 99, e["guest"])):
             g, spec = e["spec"]["guest"], e["spec"]
             guests.append({"name": g["name"], "role": g["role"], "action": e["action"], "batch": e["batch"],
                            "host": g["host"], "old_host": spec.get("old_host"), "cores": g["cores"],
                            "memory_mib": g["memory_mib"], "upgrade_domain": g["upgrade_domain"],
-                           "base": (spec.get("base") or {}).get("ref"), "app": (spec.get("app") or {}).get("ref")})
+                           "base": (spec.get("base") or {}).get("ref"), "app": (spec.get("app") or {}).get("ref"),
+                           "address": (spec.get("network") or {}).get("address")})
         counts: dict[str, int] = {}
         for g in guests:
             counts[g["action"]] = counts.get(g["action"], 0) + 1
+        endpoints_changed = plan["endpoints"] != self.store.endpoints()
         return {"hosts": plan["hosts"], "guests": guests, "counts": counts, "dry_run": dry_run,
-                "changes": any(g["action"] != PlanAction.KEEP for g in guests)}
+                "endpoints": plan["endpoints"], "endpoints_changed": endpoints_changed,
+                "changes": endpoints_changed or any(g["action"] != PlanAction.KEEP for g in guests)}
 
     def deploy(self, body: dict[str, Any]) -> dict[str, Any]:
         observed = self.survey({g["host"] for g in self.store.guests()})
@@ -217,6 +258,8 @@ class GuestService:
             return doc
         work = [e for e in plan["entries"] if e["action"] != PlanAction.KEEP]
         if not work:
+            self.store.replace_endpoints(plan["endpoints"])
+            self.endpoints.changed()
             doc["job"] = None
             return doc
         touched = {e["host"] for e in work} | {e["spec"].get("old_host") for e in work if e["spec"].get("old_host")}
@@ -224,6 +267,8 @@ class GuestService:
         # is created; the survey has already reached those that run guests.
         self.survey(touched - set(observed))
         job_id = self.store.create_deploy_job(str(body.get("source") or "roles file"), {"kind": JobKind.DEPLOY}, work)
+        self.store.replace_endpoints(plan["endpoints"])
+        self.endpoints.changed()  # new guests join their endpoints' configs, not yet admitted
         LOG.info("deploy job %d: %s", job_id, ", ".join(f"{e['action']} {e['guest']}" for e in work))
         self.jobs.start(job_id)
         doc["job"] = job_id
@@ -241,6 +286,9 @@ class GuestService:
         doc = dict(row)
         doc["base"] = self._ref(row["base_sha256"])
         doc["app"] = self._ref(row["app_sha256"])
+        doc["serving"] = bool(doc.get("serving"))
+        doc["dns"] = f"{name}.{self.settings.dns_domain}" if self.settings.dns_domain and row.get("address") else None
+        doc["endpoints"] = self.endpoints.membership(row)
         return doc
 
     def _ref(self, sha: str | None) -> str | None:
@@ -256,6 +304,7 @@ class GuestService:
         row, host = self._guest_host(name)
         gh = self.links.guest_host(host)
         try:
+            self.endpoints.drain(name)  # out of its endpoint before its disk goes
             gh.reset(name)
         except ProvisionerError as exc:
             gh.close()
@@ -270,6 +319,7 @@ class GuestService:
         """Owns `gh` from here on: closes it whatever happens."""
         try:
             seconds = gh.wait_ready(name, timeout=self.settings.guests_ready_timeout)
+            self.endpoints.admit(name)
             self.store.set_guest(name, state=GuestState.READY, ready_seconds=round(seconds, 1), last_error=None)
             LOG.info("guest %s: ready after its reset (%.1fs)", name, seconds)
         except ProvisionerError as exc:
@@ -279,9 +329,11 @@ class GuestService:
 
     def delete(self, name: str) -> dict[str, Any]:
         row, host = self._guest_host(name)
+        self.endpoints.drain(name)
         with self.links.guest_host(host) as gh:
             gh.delete(name)
         self.store.delete_guest(name)
+        self.endpoints.changed()
         LOG.info("guest %s: deleted from %s", name, row["host"])
         return {"deleted": name, "host": row["host"],
                 "note": "the roles file still counts it: the next deploy makes it again unless its count is lowered"}

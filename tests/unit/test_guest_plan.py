@@ -10,6 +10,7 @@ from provisioner.config import Settings
 from provisioner.errors import Conflict
 from provisioner.images import Catalog
 from provisioner.store import Store
+from provisioner.workflows.endpoints import EndpointService
 from provisioner.workflows.guests import GuestService
 
 ROLES = """
@@ -35,7 +36,8 @@ def service(tmp_path: Path) -> GuestService:
         store.add_image(name="guest", version=version, sha256=sha, fmt="qcow2", virtual_size=1 << 30, size=1 << 20,
                         source="test")
     settings = Settings(server_data_dir=tmp_path)
-    return GuestService(settings, store, Catalog(tmp_path / "images", store))
+    return GuestService(settings, store, Catalog(tmp_path / "images", store),
+                        EndpointService(settings, store, None, None))
 
 
 def plan(svc: GuestService, web: int = 3, v: int = 1, base: str = "guest:1") -> dict[str, tuple[str, int]]:
