@@ -9,6 +9,7 @@
   bmc    Redfish (sushy-emulator) vs IPMI (virtualbmc) command latency in the lab (bench/bmc.py)
   firmware enroll-to-ready and reimage of a BIOS, a UEFI and a Secure Boot node in one lab (bench/firmware.py)
   multicast egress and wall time of a reimage of 1-4 nodes: one multicast session vs HTTP to each (bench/multicast.py)
+  endpoints requests/s through a role's VIP (HAProxy) vs straight to its guests; a roll's pace under load (bench/endpoints.py)
 Run as root: `make bench` (or sudo .venv/bin/python bench/run.py [--only http,tftp,...]).
 Results go to bench/results/latest.json and are printed as Markdown."""
 
@@ -33,6 +34,7 @@ sys.path.insert(0, str(REPO))
 from provisioner.boot.accesslog import dnsmasq_time, parse_time  # noqa: E402
 
 from bmc import bench_bmc  # noqa: E402
+from endpoints import bench_endpoints  # noqa: E402
 from firmware import bench_firmware  # noqa: E402
 from guests import bench_guests  # noqa: E402
 from laydown import bench_laydown  # noqa: E402
@@ -241,7 +243,8 @@ def bench_enroll() -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", default="http,tftp,enroll,laydown,reimage,guests,bmc,firmware,multicast")
+    parser.add_argument("--only",
+                        default="http,tftp,enroll,laydown,reimage,guests,bmc,firmware,multicast,endpoints")
     parser.add_argument("--host-image", type=Path, default=REPO / "build/images/host/host.qcow2")
     parser.add_argument("--http-mb", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
@@ -273,6 +276,8 @@ def main() -> int:
                 results["firmware"] = bench_firmware(args.host_image)
             elif name == "multicast":
                 results["multicast"] = bench_multicast(args.host_image)
+            elif name == "endpoints":
+                results["endpoints"] = bench_endpoints(work, args.rounds)
         finally:
             shutil.rmtree(work, ignore_errors=True)
     out = REPO / "bench/results"

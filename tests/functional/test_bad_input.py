@@ -99,3 +99,19 @@ def test_api_validation(running, body, words):
     resp = conn.getresponse()
     assert resp.status == 400 and words in resp.read().decode()
     assert_nothing_enrolled(running)
+
+
+def test_a_guest_network_over_the_provisioning_range_keeps_the_daemon_from_starting(tmp_path):
+    import subprocess
+    import sys
+    data = tmp_path / "data"
+    proc = subprocess.run([sys.executable, "-m", "provisioner", "serve", "--data-dir", str(data), "--socket",
+                           str(tmp_path / "api.sock"), "--set", "network.subnet=10.99.0.0/24",
+                           "--set", "network.guest_range=10.99.0.150-10.99.0.160", "--set", "dhcp.interface=lo"],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert one_line(proc.stderr) == (
+        "error: network.guest_range 10.99.0.150-10.99.0.160 overlaps the provisioning network's DHCP range "
+        "(dhcp.range 10.99.0.100-10.99.0.199): guests and nodes would be handed the same addresses; give the "
+        "guests addresses outside it")
+    assert not data.exists(), "nothing was made"

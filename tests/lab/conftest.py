@@ -176,6 +176,18 @@ def agent_write(host, guest: str, path: str, text: str) -> None:
     host.agent(guest, {"execute": "guest-file-close", "arguments": {"handle": handle}})
 
 
+def agent_exec(host, guest: str, path: str, *args: str, timeout: float = 30) -> int:
+    """Run a program in the guest through its agent; its exit code."""
+    pid = host.agent(guest, {"execute": "guest-exec", "arguments": {"path": path, "arg": list(args)}})["pid"]
+    end = time.monotonic() + timeout
+    while True:
+        status = host.agent(guest, {"execute": "guest-exec-status", "arguments": {"pid": pid}})
+        if status.get("exited"):
+            return int(status.get("exitcode", -1))
+        assert time.monotonic() < end, f"{path} {args} did not end in {guest}"
+        time.sleep(0.2)
+
+
 # -- one lab carried through several modules -----------------------------------------
 # Bringing a lab up and down costs little; enrolling, booting and reimaging its nodes is
 # what costs. So most modules share one mixed lab of four nodes in two racks: rack-1

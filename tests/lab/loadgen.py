@@ -88,6 +88,11 @@ class Load:
         """When a page holding `text` was first answered (seconds from the start)."""
         return next((t for t, page in self.result["answers"] if text in page), None)
 
+    def gap(self, text: str) -> float:
+        """The longest time between two answers holding `text` (seconds)."""
+        times = [t for t, page in self.result["answers"] if text in page]
+        return max((b - a for a, b in zip(times, times[1:])), default=0.0)
+
     def last(self, text: str) -> float | None:
         return next((t for t, page in reversed(self.result["answers"]) if text in page), None)
 

@@ -3,7 +3,13 @@ the host image (its libvirtd runs guests nested, TCG inside TCG; in the tier, th
 lab's lab-r1-n1 as the nightly run left it), and this machine's own
 libvirtd registered as a second host, reached as a remote one (qemu+libssh to an sshd on
 the lab bridge, with a host key the operator gives). `provisioner deploy` places two
-roles across both racks; the tests then check what the hosts themselves say."""
+roles across both racks; the tests then check what the hosts themselves say.
+
+The guests are on the guest network (the node's br0, and the lab bridge for this
+machine), the daemon's dnsmasq answers for lab.internal, and the web role has an
+endpoint (a VIP on HAProxy). A load generator in the lab's namespace sends requests to
+the VIP during a reset, a swap with a staging role, a scale-down and a roll (with a
+kill -9 of the daemon in it): none may fail."""
 
 from __future__ import annotations
 
@@ -23,7 +29,8 @@ from provisioner.hypervisor.pool import Pool
 from provisioner.lab import hypervisor
 from provisioner.sshkeys import new_keypair
 
-from .conftest import LabSshd, agent_read, agent_write, enroll_missing, import_missing
+from .conftest import LabSshd, agent_exec, agent_read, agent_write, enroll_missing, import_missing
+from .loadgen import Load
 
 REPO = Path(__file__).resolve().parents[2]
 NODE = "lab-r1-n1"
@@ -38,14 +45,24 @@ roles:
     upgrade_domains: 2
     user_data: web.j2
     vars: {{port: 8080}}
+    endpoints: [{{port: 80, check: /health, interval: 1}}]
   - name: worker
     base: guest-b
     vcpus: 1
     memory_mib: 160
-    count: 1
+    count: {workers}
     user_data: worker.j2
     vars: {{queue: {queue}}}
 """
+STAGING = """
+  - name: web-staging
+    base: guest-b
+    vcpus: 1
+    memory_mib: 160
+    count: 1
+    endpoints: [{port: 80, check: /health, interval: 1}]
+"""
+DOMAIN = "lab.internal"
 
 
 class GuestLab:
@@ -57,8 +74,28 @@ class GuestLab:
         (tmp / "web.j2").write_text("#cloud-config\n# {{ guest.name }} on {{ guest.host }} serves on {{ port }}\n")
         self.write(web=3)
 
-    def write(self, web: int, queue: str = "jobs") -> None:
-        self.roles.write_text(ROLES.format(web=web, queue=queue))
+    def write(self, web: int, queue: str = "jobs", workers: int = 1, staging: bool = False) -> None:
+        self.roles.write_text(ROLES.format(web=web, queue=queue, workers=workers) + (STAGING if staging else ""))
+
+    def endpoints(self) -> dict[str, dict]:
+        return {e["name"]: e for e in json.loads(self.cli("--json", "endpoints")[1])}
+
+    def vip_url(self, endpoint: str = "web") -> str:
+        return f"http://{self.endpoints()[endpoint]['vip']}/"
+
+    def load(self, endpoint: str = "web") -> Load:
+        return Load(self.h.lab.cfg.netns, self.vip_url(endpoint), self.tmp)
+
+    def in_lab(self, *argv: str) -> str:
+        """A command run in the lab's namespace (the provisioning network)."""
+        return subprocess.run(["ip", "netns", "exec", self.h.lab.cfg.netns, *argv], check=True, capture_output=True,
+                              text=True, timeout=60).stdout
+
+    def dig(self, name: str) -> str:
+        return self.in_lab("dig", "+short", "+time=2", f"@{self.h.lab.cfg.address}", f"{name}.{DOMAIN}").strip()
+
+    def member(self, guest: str, endpoint: str = "web") -> dict:
+        return next(m for m in self.endpoints()[endpoint]["members"] if m["guest"] == guest)
 
     def cli(self, *argv: str) -> tuple[int, str, str]:
         return self.h.cli(*argv)
@@ -131,7 +168,7 @@ def test_hosts_that_cannot_be_trusted_or_reached_are_not_registered(guest_lab):
     assert [h["name"] for h in json.loads(g.cli("--json", "host", "list")[1])] == [NODE]
 
     code, out, err = g.cli("host", "add", "testbox", g.h.lab.cfg.address, "--rack", "rack-0", "--host-key",
-                           str(sshd.work / "host_key.pub"))
+                           str(sshd.work / "host_key.pub"), "--bridge", g.h.lab.cfg.bridge)
     assert code == 0, err
     hosts = {h["name"]: h for h in json.loads(g.cli("--json", "host", "list")[1])}
     assert hosts["testbox"]["kind"] == "registered" and hosts[NODE]["kind"] == "node"
@@ -194,13 +231,45 @@ def test_deploy_two_roles_on_shared_read_only_bases(guest_lab):
     assert code == 0 and "provisioner-guest: web-3 up after" in out, "the nested guest's console, over SFTP"
 
 
+def test_guests_answer_by_address_and_by_name_and_the_vip_serves_the_role(guest_lab):
+    g, _ = guest_lab
+    guests = g.guests()
+    for name, guest in guests.items():
+        assert guest["address"], guest
+        page = g.in_lab("curl", "-s", "--max-time", "10", f"http://{guest['address']}/").strip()
+        assert page == f"{name} role={guest['role']} image={'guest:1' if guest['role'] == 'web' else 'guest-b:1'}"
+        assert g.dig(name) == guest["address"], f"{name}.{DOMAIN}"
+    nodes = {n["name"]: n for n in g.h.client.get("/v1/nodes")["nodes"]}
+    assert g.dig(NODE) == nodes[NODE]["host"]["facts"]["address"]
+    assert g.dig("testbox") == g.h.lab.cfg.address
+    endpoints = g.endpoints()
+    assert list(endpoints) == ["web"], "the worker role has no endpoint"
+    web = endpoints["web"]
+    assert web["role"] == "web" and web["port"] == 80 and web["dns"] == f"web.{DOMAIN}"
+    assert g.dig("web") == web["vip"]
+    assert {m["guest"]: m["health"] for m in web["members"]} == {"web-1": "up", "web-2": "up", "web-3": "up"}
+    pages = {g.in_lab("curl", "-s", "--max-time", "10", f"http://web.{DOMAIN}/", "--resolve",
+                      f"web.{DOMAIN}:80:{web['vip']}").split()[0] for _ in range(9)}
+    assert pages == {"web-1", "web-2", "web-3"}, "the VIP spreads requests over the role's guests"
+    code, out, _ = g.cli("guest", "show", "web-2")
+    assert code == 0 and f"web-2.{DOMAIN}" in out and f"web {web['vip']}:80 up" in out, out
+    code, out, _ = g.cli("endpoints")
+    assert code == 0 and web["vip"] in out and f"web.{DOMAIN}" in out, out
+
+
 def test_reset_brings_a_guest_back_to_pristine_and_the_same_file_changes_nothing(guest_lab):
     g, _ = guest_lab
     local = g.local()
     try:
         assert agent_read(local, "web-2", "/root/marker") == "written by the guest\n"
-        code, out, err = g.cli("guest", "reset", "web-2")
+        with g.load() as load:
+            code, out, err = g.cli("guest", "reset", "web-2")
+            time.sleep(2)
+        print(f"\n[load] reset of web-2: {load.summary()}")
         assert code == 0 and "ready after" in out, out + err
+        assert load.failures == [], load.summary()
+        assert load.gap("web-2 ") > 2 * load.gap("web-1 "), "web-2 was out of the endpoint while it was reset"
+        assert load.last("web-2 ") > load.last("web-1 ") - 2, "and back in it once its check passed"
         assert agent_read(local, "web-2", "/root/marker") is None, "reset discards the overlay"
         assert agent_read(local, "web-2", "/etc/hostname").strip() == "web-2", "same identity"
         assert agent_read(local, "web-2", "/dev/vdb").startswith("APP-IMAGE v1")
@@ -249,14 +318,57 @@ def test_a_host_whose_key_changed_or_that_is_gone_gets_no_change(guest_lab):
         g.write(web=3)
 
 
+def test_swap_exchanges_production_and_staging_at_once(guest_lab):
+    g, _ = guest_lab
+    g.write(web=3, workers=0, staging=True)  # worker-1's core on testbox goes to web-staging-1
+    code, out, err = g.cli("deploy", str(g.roles))
+    assert code == 0 and "1 to add, 1 to remove, 0 to roll, 0 to repair, 3 unchanged" in out, out + err
+    before = g.endpoints()
+    assert before["web-staging"]["role"] == "web-staging" and before["web-staging"]["vip"] != before["web"]["vip"]
+    assert g.guests()["web-staging-1"]["host"] == "testbox"
+
+    code, out, err = g.cli("swap", "web", "worker")
+    assert code == 2 and err.strip() == "error: role worker has no endpoint to swap (see 'provisioner endpoints')"
+    code, out, err = g.cli("swap", "web", "web-staging", "--dry-run")
+    assert code == 0 and f"web ({before['web']['vip']}, web.{DOMAIN}): web -> web-staging" in out, out + err
+    assert "dry run: nothing changed" in out and g.endpoints() == before
+
+    with g.load() as load:
+        time.sleep(2)
+        code, out, err = g.cli("swap", "web", "web-staging")
+        time.sleep(3)
+    print(f"\n[load] swap: {load.summary()}")
+    assert code == 0, out + err
+    assert load.failures == [], load.summary()
+    assert load.last("role=web ") < load.first("web-staging-1 "), "all at once: the old role never answered again"
+    assert load.last("web-staging-1 ") > load.last("role=web ")
+    after = g.endpoints()
+    assert (after["web"]["role"], after["web"]["vip"]) == ("web-staging", before["web"]["vip"])
+    assert (after["web-staging"]["role"], after["web-staging"]["vip"]) == ("web", before["web-staging"]["vip"])
+    assert g.dig("web") == before["web"]["vip"], "the production name stays with the production VIP"
+
+    with g.load() as load:  # and back: staging behind the staging VIP again
+        time.sleep(2)
+        assert g.cli("swap", "web", "web-staging")[0] == 0
+        time.sleep(3)
+    print(f"[load] swap back: {load.summary()}")
+    assert load.failures == [] and load.last("web-staging-1 ") < load.first("role=web "), load.summary()
+    assert g.endpoints()["web"]["role"] == "web"
+
+
 def test_a_smaller_count_removes_exactly_one_guest(guest_lab):
     g, _ = guest_lab
     before = g.guests()
-    g.write(web=2)
-    code, out, err = g.cli("deploy", str(g.roles))
+    g.write(web=2, workers=0, staging=True)
+    with g.load() as load:
+        code, out, err = g.cli("deploy", str(g.roles))
+        time.sleep(2)
+    print(f"\n[load] scale-down: {load.summary()}")
     assert code == 0 and "0 to add, 1 to remove, 0 to roll, 0 to repair, 3 unchanged" in out, out + err
+    assert load.failures == [], load.summary()
+    assert load.last("web-3 ") < load.last("web-1 ") - 1, "web-3 left the endpoint before it went"
     after = g.guests()
-    assert sorted(after) == ["web-1", "web-2", "worker-1"]
+    assert sorted(after) == ["web-1", "web-2", "web-staging-1"]
     assert all(after[n]["updated_at"] == before[n]["updated_at"] for n in after), "the others were not touched"
     names = g.on_node("virsh -c qemu:///system list --all --name").split()
     assert names == ["web-1"], names
@@ -286,6 +398,8 @@ def test_a_new_base_rolls_one_upgrade_domain_at_a_time_and_gc_keeps_what_is_used
     subprocess.run(["qemu-img", "convert", "-c", "-O", "qcow2", str(REPO / "build/images/guest/guest.qcow2"),
                     str(v2)], check=True)
     assert g.cli("image", "import", str(v2), "--name", "guest")[0] == 0
+    load = g.load()
+    load.__enter__()
     code, out, err = g.cli("deploy", str(g.roles), "--no-wait")
     assert code == 0 and "0 to add, 0 to remove, 2 to roll, 0 to repair, 1 unchanged" in out, out + err
     job_id = int(re.search(r"deploy job (\d+) started", out).group(1))
@@ -299,7 +413,19 @@ def test_a_new_base_rolls_one_upgrade_domain_at_a_time_and_gc_keeps_what_is_used
     time.sleep(1)
     g.h.lab.restart_daemon()
     job = g.h.wait_job(job_id)
+    time.sleep(2)
+    load.__exit__(None, None, None)
+    print(f"\n[load] roll (with a kill -9 of the daemon): {load.summary()}")
     assert job["status"] == "done", job
+    assert load.failures == [], load.summary()
+    # One upgrade domain at a time: while web-1 (domain 0) was out, web-2 answered on
+    # guest:1; web-2 left only once web-1 answered on guest:2, and from then on only
+    # guest:2 answered.
+    assert load.last("web-1 role=web image=guest:1") < load.last("web-2 role=web image=guest:1")
+    assert load.first("web-1 role=web image=guest:2") < load.first("web-2 role=web image=guest:2")
+    assert load.last("image=guest:1") < load.first("web-2 role=web image=guest:2")
+    print(f"[timing] roll: web-1 on guest:2 after {load.first('web-1 role=web image=guest:2'):.0f}s, web-2 after "
+          f"{load.first('web-2 role=web image=guest:2'):.0f}s of load")
     rolls = {x["name"]: x for x in job["guests"]}
     assert all(x["status"] == "done" for x in rolls.values()), rolls
     assert started_web1() == web1_before + 1, "web-1 was started once, not again after the restart"
@@ -319,3 +445,31 @@ def test_a_new_base_rolls_one_upgrade_domain_at_a_time_and_gc_keeps_what_is_used
     code, out, err = g.cli("--json", "host", "gc", NODE)
     assert code == 0 and json.loads(out)["removed"] == [old], out + err
     assert g.cli("--json", "host", "gc", "testbox")[1].count("base-") == 0, "nothing more to remove"
+
+
+def test_a_guest_whose_service_stops_leaves_its_endpoint_and_comes_back(guest_lab):
+    g, _ = guest_lab
+    local = g.local()
+    try:
+        with g.load() as load:
+            time.sleep(1)
+            stopped = time.monotonic()
+            assert agent_exec(local, "web-2", "/usr/bin/killall", "httpd") == 0
+            while g.member("web-2")["health"] != "down":
+                assert time.monotonic() - stopped < 60, g.member("web-2")
+                time.sleep(0.2)
+            left = time.monotonic() - stopped
+            time.sleep(2)
+            started = time.monotonic()
+            assert agent_exec(local, "web-2", "/usr/sbin/httpd", "-p", "80", "-h", "/var/www") == 0
+            while g.member("web-2")["health"] != "up":
+                assert time.monotonic() - started < 60, g.member("web-2")
+                time.sleep(0.2)
+            back = time.monotonic() - started
+            time.sleep(2)
+    finally:
+        local.conn.close()
+    print(f"\n[timing] health check every 1 s (2 failures out, 2 passes in): web-2 left its endpoint {left:.1f}s "
+          f"after its service stopped, and was back {back:.1f}s after it started again; {load.summary()}")
+    assert load.failures == [], "a refused connection is tried again on another guest: " + load.summary()
+    assert load.last("web-2 ") > load.first("web-2 ") and len(load.seen()) == 2
