@@ -77,8 +77,10 @@ def cmd_deploy(client: Client, args: argparse.Namespace) -> int:
             print("nothing to do: every guest is as the file says")
         return 0
     doc = client.post("/v1/deploy", body)
-    if doc.get("job") is None:  # someone else got there first
-        print_json(doc) if args.json else print("nothing to do: every guest is as the file says")
+    if doc.get("job") is None:  # only endpoints changed, or someone else got there first
+        print_json(doc) if args.json else print("endpoints updated; every guest is as the file says"
+                                                if doc.get("endpoints_changed") else
+                                                "nothing to do: every guest is as the file says")
         return 0
     if not args.json:
         print(f"\ndeploy job {doc['job']} started\n")

@@ -356,6 +356,40 @@ def test_swap_exchanges_production_and_staging_at_once(guest_lab):
     assert g.endpoints()["web"]["role"] == "web"
 
 
+def test_bad_endpoint_input_is_one_line_and_changes_nothing(guest_lab):
+    g, _ = guest_lab
+    before_endpoints, before_guests, jobs = g.endpoints(), g.guests(), len(g.jobs())
+    base = ROLES.format(web=3, queue="jobs", workers=0) + STAGING
+    empty = "\n  - name: {name}\n    base: guest\n    vcpus: 1\n    memory_mib: 64\n    count: 0\n" \
+            "    endpoints: [{{port: {port}, protocol: {protocol}}}]\n"
+
+    def refused(text: str) -> str:
+        path = g.tmp / "bad-roles.yaml"
+        path.write_text(text)
+        code, out, err = g.cli("deploy", str(path))
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, out + err
+        return err.strip()
+
+    assert "endpoint port 53 clashes with the provisioner's own DNS (dns.port)" in \
+        refused(base.replace("endpoints: [{port: 80,", "endpoints: [{port: 53,", 1))
+    free = 10 - len(before_endpoints)  # network.endpoint_range holds 10 VIPs in the lab
+    many = base + "".join(empty.format(name=f"extra-{i}", port=80, protocol="http") for i in range(free + 1))
+    assert f"network.endpoint_range {g.h.lab.cfg.endpoint_range} is exhausted: all 10 addresses are taken, none " \
+           f"left for role extra-{free}'s endpoint" in refused(many)
+    assert g.endpoints() == before_endpoints and g.guests() == before_guests and len(g.jobs()) == jobs
+
+    # A role with an endpoint of another kind (a TCP port, no guests yet) cannot swap with web.
+    (g.tmp / "db-roles.yaml").write_text(base + empty.format(name="db", port=5432, protocol="tcp"))
+    assert g.cli("deploy", str(g.tmp / "db-roles.yaml"))[0] == 0
+    assert "db" in g.endpoints() and g.dig("db") == g.endpoints()["db"]["vip"]
+    code, out, err = g.cli("swap", "web", "db")
+    assert code == 2 and err.strip() == ("error: roles web and db have different endpoints (web: 80/http; db: "
+                                         "5432/tcp): a swap needs the same ports and protocols; nothing was changed")
+    assert g.endpoints()["web"]["role"] == "web" and g.endpoints()["db"]["role"] == "db"
+    assert g.cli("deploy", str(g.roles))[0] == 0, "the db role goes again"
+    assert g.endpoints() == before_endpoints and g.dig("db") == "", "its name went with it"
+
+
 def test_a_smaller_count_removes_exactly_one_guest(guest_lab):
     g, _ = guest_lab
     before = g.guests()
