@@ -3,6 +3,7 @@ take it down leaving nothing behind (namespace, processes, domains, disks, files
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -376,8 +377,7 @@ class Lab:
     def down(self) -> None:
         """Remove everything the lab made; safe to run on a half-built or absent lab."""
         state = self.load() or LabState()
-        if state.daemon_pid and system.pid_alive(state.daemon_pid):
-            system.stop_pids([state.daemon_pid])
+        self.stop_daemon()
         self.bmcs.stop()
         self.redfish.stop()
         names = [n.name for n in state.nodes]
@@ -395,8 +395,6 @@ class Lab:
         if system.netns_exists(self.cfg.netns):
             system.run(["ip", "netns", "del", self.cfg.netns], check=False)
         self.cfg.socket.unlink(missing_ok=True)
-        try:
+        with contextlib.suppress(OSError):  # not empty or not there: not ours to remove
             self.cfg.socket.parent.rmdir()  # the daemon made it for its socket
-        except OSError:
-            pass  # not empty or not there: not ours to remove
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -5,7 +5,7 @@ the master starts a new worker that takes over the listening sockets while the o
 finishes its open connections, so a reload drops nothing. A guest's admission and drain
 go through the runtime API (the admin socket). HAProxy runs on its own (daemonized): a
 daemon killed with -9 leaves the service up, and the next daemon adopts it by its pid
-file and reloads it."""
+file and reloads it. A daemon that stops leaves it serving too."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+
+import jinja2
 
 from .. import __version__
 from ..errors import ConfigError, ProvisionerError
@@ -116,7 +118,6 @@ class Haproxy:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.restarts = 0
-        import jinja2
         self._env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
                                        undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
                                        trim_blocks=True, autoescape=False)
@@ -217,10 +218,13 @@ class Haproxy:
         self._thread = threading.Thread(target=watch, name="haproxy-supervisor", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop_supervising(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+    def stop(self) -> None:
+        self.stop_supervising()
         with self._lock:
             pid = self.master_pid()
             if pid is not None:

@@ -49,6 +49,7 @@ class EndpointService:
         self.settings = settings
         self.store = store
         self.network = settings.guest_network
+        self._haproxy = balancer
         self.balancer = balancer if self.network is not None and self.network.endpoints is not None else None
         self.names = names
         self.check = check
@@ -58,17 +59,21 @@ class EndpointService:
 
     # -- keeping in step ----------------------------------------------------------
     def start(self) -> None:
+        if self.balancer is None and self._haproxy is not None and self._haproxy.master_pid() is not None:
+            LOG.warning("endpoints: no endpoint range is set any more: stopping the HAProxy a previous daemon ran")
+            self._haproxy.stop()
         self.sync()
         if self.balancer is not None:
             self.balancer.supervise()
 
     def stop(self) -> None:
-        if self.balancer is not None and self.network is not None and self.network.endpoints is not None:
-            self.balancer.stop()
-            try:
-                vips.keep(self.interface, self.network.endpoints, set())
-            except ProvisionerError as exc:
-                LOG.warning("endpoints: %s", exc)
+        """The endpoints outlive the daemon: HAProxy and the VIPs stay (a restart, an
+        upgrade or a crash of the controller drops no request), and the next daemon takes
+        them over."""
+        if self.balancer is not None:
+            self.balancer.stop_supervising()
+            LOG.info("endpoints: HAProxy left serving (master pid %s) for the next daemon to take over",
+                     self.balancer.master_pid())
 
     def slots(self) -> list[Slot]:
         return [Slot.from_row(r) for r in self.store.endpoints()]
@@ -115,21 +120,27 @@ class EndpointService:
         if slot is None or self.balancer is None:
             return
         proxies = [proxy_name(slot, e) for e in slot.ports]
-        with self._lock:
-            for proxy in proxies:
-                self.balancer.set_state(proxy, name, AdminState.DRAIN)
         started = time.monotonic()
-        while time.monotonic() - started < self.settings.endpoints_drain_timeout:
-            open_now = sum(s.sessions for s in self.balancer.stats() if s.server == name and s.proxy in proxies)
-            if open_now == 0:
-                break
-            self.sleep(0.2)
-        else:
-            LOG.warning("guest %s: connections still open after %.0fs of draining; taken out anyway", name,
-                        self.settings.endpoints_drain_timeout)
-        with self._lock:
-            for proxy in proxies:
-                self.balancer.set_state(proxy, name, AdminState.MAINT)
+        try:
+            with self._lock:
+                for proxy in proxies:
+                    self.balancer.set_state(proxy, name, AdminState.DRAIN)
+            while time.monotonic() - started < self.settings.endpoints_drain_timeout:
+                open_now = sum(s.sessions for s in self.balancer.stats() if s.server == name and s.proxy in proxies)
+                if open_now == 0:
+                    break
+                self.sleep(0.2)
+            else:
+                LOG.warning("guest %s: connections still open after %.0fs of draining; taken out anyway", name,
+                            self.settings.endpoints_drain_timeout)
+            with self._lock:
+                for proxy in proxies:
+                    self.balancer.set_state(proxy, name, AdminState.MAINT)
+        except ProvisionerError as exc:
+            # HAProxy not answering (restarting): the config written from the database says
+            # the guest is out, and HAProxy starts from it.
+            LOG.warning("guest %s: %s; taking it out through the config instead", name, exc)
+            self.sync()
         LOG.info("guest %s: out of endpoint %s after %.1fs of draining", name, slot.name, time.monotonic() - started)
 
     def admit(self, name: str) -> float:

@@ -72,6 +72,7 @@ class GuestJobs:
             LOG.exception("deploy job %d crashed", job_id)
             status = JobStatus.FAILED
         self._settle(job_id)
+        self.endpoints.changed()  # guests the job never made are gone from their endpoints
         self.store.end_job(job_id, status)
         LOG.info("deploy job %d: %s", job_id, status)
 
