@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Protocol
 
 import jinja2
 
@@ -103,6 +104,18 @@ def parse_stats(csv: str) -> list[ServerStat]:
             continue
         out.append(ServerStat(f[0], f[1], _health(f[17]), f[36], int(f[4] or 0), int(f[7] or 0)))
     return out
+
+
+class Balancer(Protocol):
+    """What the endpoints need of a load balancer (HAProxy here; a fake in unit tests)."""
+
+    def apply(self, listeners: list[Listener]) -> bool: ...
+    def set_state(self, proxy: str, server: str, state: AdminState) -> None: ...
+    def stats(self) -> list[ServerStat]: ...
+    def master_pid(self) -> int | None: ...
+    def supervise(self, interval: float = 1.0) -> None: ...
+    def stop_supervising(self) -> None: ...
+    def stop(self) -> None: ...
 
 
 class Haproxy:

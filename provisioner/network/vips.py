@@ -40,3 +40,17 @@ def keep(interface: str, span: AddressRange, wanted: set[str]) -> None:
     for vip in sorted(present(interface, span) - wanted):
         _ip("addr", "del", f"{vip}/32", "dev", interface)
         LOG.info("endpoints: VIP %s removed from %s", vip, interface)
+
+
+class Vips:
+    """The endpoint range's addresses on one interface."""
+
+    def __init__(self, interface: str, span: AddressRange) -> None:
+        self.interface = interface
+        self.span = span
+
+    def add(self, wanted: set[str]) -> None:
+        keep_adding(self.interface, self.span, wanted)
+
+    def keep(self, wanted: set[str]) -> None:
+        keep(self.interface, self.span, wanted)

@@ -18,7 +18,7 @@ from ..errors import HostError, InvalidInput, ProvisionerError
 from ..guests.roles import Endpoint, Protocol
 from ..network import vips
 from ..network.endpoints import Slot, swap
-from ..network.haproxy import AdminState, Haproxy, Health, Listener, Server
+from ..network.haproxy import AdminState, Balancer, Health, Listener, Server
 from ..network.names import NameService
 from ..store import Store
 
@@ -44,8 +44,9 @@ def proxy_name(slot: Slot, endpoint: Endpoint) -> str:
 
 
 class EndpointService:
-    def __init__(self, settings: Settings, store: Store, balancer: Haproxy | None, names: NameService | None,
-                 check: Probe = probe, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(self, settings: Settings, store: Store, balancer: Balancer | None, names: NameService | None,
+                 check: Probe = probe, sleep: Callable[[float], None] = time.sleep,
+                 addresses: vips.Vips | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
         self.store = store
         self.network = settings.guest_network
@@ -54,7 +55,10 @@ class EndpointService:
         self.names = names
         self.check = check
         self.sleep = sleep
-        self.interface = settings.network_interface or settings.dhcp_interface
+        self.clock = clock
+        interface = settings.network_interface or settings.dhcp_interface
+        self.vips = addresses or (vips.Vips(interface, self.network.endpoints)
+                                  if self.network is not None and self.network.endpoints is not None else None)
         self._lock = threading.RLock()
 
     # -- keeping in step ----------------------------------------------------------
@@ -90,10 +94,10 @@ class EndpointService:
     def sync(self) -> None:
         """VIPs, HAProxy and names as the database says."""
         with self._lock:
-            if self.balancer is not None and self.network is not None and self.network.endpoints is not None:
-                vips.keep_adding(self.interface, self.network.endpoints, {s.vip for s in self.slots()})
+            if self.balancer is not None and self.vips is not None:
+                self.vips.add({s.vip for s in self.slots()})
                 self.balancer.apply(self.listeners())
-                vips.keep(self.interface, self.network.endpoints, {s.vip for s in self.slots()})
+                self.vips.keep({s.vip for s in self.slots()})
             if self.names is not None:
                 self.names.refresh()
 
@@ -120,12 +124,12 @@ class EndpointService:
         if slot is None or self.balancer is None:
             return
         proxies = [proxy_name(slot, e) for e in slot.ports]
-        started = time.monotonic()
+        started = self.clock()
         try:
             with self._lock:
                 for proxy in proxies:
                     self.balancer.set_state(proxy, name, AdminState.DRAIN)
-            while time.monotonic() - started < self.settings.endpoints_drain_timeout:
+            while self.clock() - started < self.settings.endpoints_drain_timeout:
                 open_now = sum(s.sessions for s in self.balancer.stats() if s.server == name and s.proxy in proxies)
                 if open_now == 0:
                     break
@@ -141,7 +145,7 @@ class EndpointService:
             # the guest is out, and HAProxy starts from it.
             LOG.warning("guest %s: %s; taking it out through the config instead", name, exc)
             self.sync()
-        LOG.info("guest %s: out of endpoint %s after %.1fs of draining", name, slot.name, time.monotonic() - started)
+        LOG.info("guest %s: out of endpoint %s after %.1fs of draining", name, slot.name, self.clock() - started)
 
     def admit(self, name: str) -> float:
         """Put a started guest into its endpoint once its health check passes; the seconds
@@ -150,10 +154,10 @@ class EndpointService:
         slot = self._slot_of(guest["role"]) if guest else None
         if guest is None or slot is None or self.balancer is None or not guest.get("address"):
             return 0.0
-        started = time.monotonic()
+        started = self.clock()
         for endpoint in slot.ports:
             while not self.check(guest["address"], endpoint):
-                if time.monotonic() - started > self.settings.endpoints_admit_timeout:
+                if self.clock() - started > self.settings.endpoints_admit_timeout:
                     raise HostError(f"guest {name}: its health check ({endpoint.protocol} {guest['address']}:"
                                     f"{endpoint.target}{endpoint.check if endpoint.protocol == Protocol.HTTP else ''})"
                                     f" did not pass within {self.settings.endpoints_admit_timeout:.0f}s")
@@ -163,7 +167,7 @@ class EndpointService:
             self.sync()  # a guest new to its endpoint is in the config from now on
             for endpoint in slot.ports:
                 self.balancer.set_state(proxy_name(slot, endpoint), name, AdminState.READY)
-        took = time.monotonic() - started
+        took = self.clock() - started
         LOG.info("guest %s: in endpoint %s (health check passed after %.1fs)", name, slot.name, took)
         return took
 
