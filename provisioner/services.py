@@ -99,9 +99,13 @@ class Services:
                                     name_service)
 
         def nodes_changed() -> None:
+            # One SIGHUP for both of dnsmasq's files: it reads them together, and each
+            # reload is a chance for dnsmasq 2.90 to crash (seen in the lab; it is
+            # restarted, but DHCP and DNS are away for a second).
             if dhcp is not None:
-                dhcp.reload((n.id, n.mac, n.name) for n in store.list_nodes())
-            endpoints.changed()
+                dhcp.write_hosts((n.id, n.mac, n.name) for n in store.list_nodes())
+            if not endpoints.changed() and dhcp is not None:
+                dhcp.hup()
 
         catalog = Catalog(settings.data_dir / "images", store)
         multicast = MulticastService(settings, store, catalog)

@@ -124,6 +124,7 @@ class DhcpService:
         with self._lock:
             if self._proc and self._proc.poll() is None:
                 self._proc.send_signal(signal.SIGHUP)
+                LOG.info("dhcp: dnsmasq told to read its hosts files again")
 
     def hosts_lines(self, nodes: Iterable[HostEntry]) -> list[str]:
         entries = sorted(nodes)
@@ -139,13 +140,6 @@ class DhcpService:
         tmp = self.hosts_file.with_suffix(".tmp")
         tmp.write_text("".join(self.hosts_lines(nodes)))
         os.replace(tmp, self.hosts_file)
-
-    def reload(self, nodes: Iterable[HostEntry]) -> None:
-        self.write_hosts(nodes)
-        with self._lock:
-            if self._proc and self._proc.poll() is None:
-                self._proc.send_signal(signal.SIGHUP)
-                LOG.info("dhcp: reloaded enrolled hosts")
 
     # -- process supervision --------------------------------------------------
     def start(self, nodes: Iterable[HostEntry]) -> None:

@@ -91,23 +91,24 @@ class EndpointService:
                 out.append(Listener(proxy_name(slot, endpoint), slot.vip, endpoint.port, endpoint, servers))
         return out
 
-    def sync(self) -> None:
-        """VIPs, HAProxy and names as the database says."""
+    def sync(self) -> bool:
+        """VIPs, HAProxy and names as the database says; True when the names changed (and
+        dnsmasq was told to read them, and its other files, again)."""
         with self._lock:
             if self.balancer is not None and self.vips is not None:
                 self.vips.add({s.vip for s in self.slots()})
                 self.balancer.apply(self.listeners())
                 self.vips.keep({s.vip for s in self.slots()})
-            if self.names is not None:
-                self.names.refresh()
+            return self.names.refresh() if self.names is not None else False
 
-    def changed(self) -> None:
+    def changed(self) -> bool:
         """After guests, hosts or nodes changed: a failure here is logged, not raised (the
-        change itself is done; the next sync catches up)."""
+        change itself is done; the next sync catches up). True when the names changed."""
         try:
-            self.sync()
+            return self.sync()
         except ProvisionerError as exc:
             LOG.error("endpoints: could not follow a change: %s", exc)
+            return False
 
     # -- one guest ------------------------------------------------------------------
     def _slot_of(self, role: str) -> Slot | None:
