@@ -13,6 +13,8 @@ from .boot.dhcp import DhcpService
 from .boot.render import Renderer
 from .config import Settings
 from .images import Catalog
+from .network.haproxy import Haproxy
+from .network.names import NameService, Record
 from .power import PowerDriver, PowerManager, make_driver
 from .secrets import SecretBox
 from .sshkeys import operator_key
@@ -20,8 +22,6 @@ from .store import Store
 from .workflows.agent import AgentService
 from .workflows.deploy import DeployFlow
 from .workflows.engine import Conductor
-from .network.haproxy import Haproxy
-from .network.names import NameService, Record
 from .workflows.endpoints import EndpointService
 from .workflows.enroll import EnrollService
 from .workflows.guests import GuestService

@@ -21,14 +21,14 @@ from ..errors import Conflict, InvalidInput, NotFound, ProvisionerError
 from ..guests.placement import Guest, Plan, place
 from ..guests.render import config_files
 from ..guests.roles import Role, parse_roles
-from ..network.addresses import mac_for, network_config
-from ..network.endpoints import Slot, plan_slots
 from ..hypervisor.domains import GuestHost
 from ..images import Catalog
+from ..network.addresses import mac_for, network_config
+from ..network.endpoints import Slot, plan_slots
 from ..statuses import GUEST_BUSY, GuestState, JobKind, PlanAction
 from ..store import Store
-from .guesthosts import HostLinks, HostRecord, find_host, host_records, register_host
 from .endpoints import EndpointService
+from .guesthosts import HostLinks, HostRecord, find_host, host_records, register_host
 from .guestjobs import ADD_BATCH, FIRST_ROLL_BATCH, REMOVE_BATCH, GuestJobs, guest_of
 
 LOG = logging.getLogger(__name__)
