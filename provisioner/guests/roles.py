@@ -22,6 +22,7 @@ before anything is planned, every problem named with its role and key.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -126,7 +127,10 @@ def _endpoint(doc: Any, where: str) -> Endpoint:
     except ValueError as exc:
         raise InvalidInput(f"{where}: 'protocol' must be http or tcp, not {doc.get('protocol')!r}") from exc
     check = doc.get("check", "/")
-    if not isinstance(check, str) or not check.startswith("/") or any(c.isspace() for c in check):
+    # Only a URL path's own characters: it goes into HAProxy's config (where '#' starts a
+    # comment and a quote or a backslash would be read as syntax).
+    if not isinstance(check, str) or not re.fullmatch(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]{0,200}", check) \
+            or "'" in check:
         raise InvalidInput(f"{where}: 'check' must be a URL path like /health, not {check!r}")
     interval = doc.get("interval", 2)
     if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0.2 <= interval <= 300:

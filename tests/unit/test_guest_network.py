@@ -3,6 +3,7 @@ guest range, a VIP per role with endpoints, and bad input refused in one line wi
 nothing changed (a port clash, an exhausted range, a swap of unlike roles, a guest range
 over the provisioning network's DHCP range, a host with no bridge)."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -165,3 +166,11 @@ def test_names_keep_their_first_owner():
 
 def test_settings_default_to_no_guest_network():
     assert Settings().guest_network is None
+
+
+@pytest.mark.parametrize("check", ["health", "/a b", "/x#y", "/x\\y", '/x"y', "/x'y", "/" + "a" * 300])
+def test_a_check_path_that_is_not_a_plain_url_path_is_refused(tmp_path, check):
+    svc = service(tmp_path)
+    text = ROLES.format(web=1, extra="").replace("check: /health", "check: " + json.dumps(check))
+    with pytest.raises(InvalidInput, match="'check' must be a URL path like /health"):
+        svc.plan({"roles": text})
