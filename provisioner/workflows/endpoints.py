@@ -14,7 +14,7 @@ import urllib.request
 from typing import Any, Callable
 
 from ..config import Settings
-from ..errors import HostError, InvalidInput, ProvisionerError
+from ..errors import HostError, InvalidInput, NotFound, ProvisionerError
 from ..guests.roles import Endpoint, Protocol
 from ..network import vips
 from ..network.endpoints import Slot, swap
@@ -96,9 +96,10 @@ class EndpointService:
         dnsmasq was told to read them, and its other files, again)."""
         with self._lock:
             if self.balancer is not None and self.vips is not None:
-                self.vips.add({s.vip for s in self.slots()})
+                wanted = {s.vip for s in self.slots()}
+                self.vips.add(wanted)
                 self.balancer.apply(self.listeners())
-                self.vips.keep({s.vip for s in self.slots()})
+                self.vips.keep(wanted)
             return self.names.refresh() if self.names is not None else False
 
     def changed(self) -> bool:
@@ -173,8 +174,10 @@ class EndpointService:
         return took
 
     def _guest(self, name: str) -> dict[str, Any] | None:
-        rows = self.store.guests()
-        return next((g for g in rows if g["name"] == name), None)
+        try:
+            return self.store.guest(name)
+        except NotFound:
+            return None
 
     # -- what the operator sees and does ------------------------------------------
     def listing(self) -> list[dict[str, Any]]:
