@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 
+
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -113,11 +114,13 @@ class HostFacts:
                    bridge=_interface(doc.get("bridge")))
 
 
+def is_interface_name(text: object) -> bool:
+    """A Linux interface name: at most 15 characters, no slash or space."""
+    return isinstance(text, str) and re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", text) is not None
+
+
 def _interface(value: Any) -> str | None:
-    """A Linux interface name (at most 15 characters, no slash or space), or None."""
-    if isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", value):
-        return value
-    return None
+    return value if is_interface_name(value) else None
 
 
 def _text(value: Any) -> str | None:

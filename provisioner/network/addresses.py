@@ -124,16 +124,11 @@ def parse(subnet: str, gateway: str, guest_range: str, endpoint_range: str,
     return GuestNetwork(net, gw, guests, endpoints)
 
 
-def network_config(address: str, mac: str, prefix: int, gateway: str | None, dns: str | None,
-                   domain: str | None) -> str:
+def network_config(address: str, mac: str, prefix: int, gateway: str | None) -> str:
     """cloud-init's network-config (version 2) for the guest's one NIC, matched by MAC.
     Real cloud images read it as it is; the test guest image reads these lines with sed."""
     lines = ["version: 2", "ethernets:", "  guest0:", "    match:", f"      macaddress: \"{mac}\"",
              "    set-name: eth0", f"    addresses: [{address}/{prefix}]"]
     if gateway:
         lines.append(f"    gateway4: {gateway}")
-    if dns:
-        lines += ["    nameservers:", f"      addresses: [{dns}]"]
-        if domain:
-            lines.append(f"      search: [{domain}]")
     return "\n".join(lines) + "\n"

@@ -34,9 +34,9 @@ def keep_adding(interface: str, span: AddressRange, wanted: set[str]) -> None:
         LOG.info("endpoints: VIP %s added on %s", vip, interface)
 
 
-def keep(interface: str, span: AddressRange, wanted: set[str]) -> None:
-    """Exactly `wanted` of the range's addresses on the interface."""
-    keep_adding(interface, span, wanted)
+def drop_others(interface: str, span: AddressRange, wanted: set[str]) -> None:
+    """No address of the range on the interface but `wanted` (after a config that no
+    longer binds them)."""
     for vip in sorted(present(interface, span) - wanted):
         _ip("addr", "del", f"{vip}/32", "dev", interface)
         LOG.info("endpoints: VIP %s removed from %s", vip, interface)
@@ -52,5 +52,5 @@ class Vips:
     def add(self, wanted: set[str]) -> None:
         keep_adding(self.interface, self.span, wanted)
 
-    def keep(self, wanted: set[str]) -> None:
-        keep(self.interface, self.span, wanted)
+    def drop_others(self, wanted: set[str]) -> None:
+        drop_others(self.interface, self.span, wanted)

@@ -99,7 +99,7 @@ class EndpointService:
                 wanted = {s.vip for s in self.slots()}
                 self.vips.add(wanted)
                 self.balancer.apply(self.listeners())
-                self.vips.keep(wanted)
+                self.vips.drop_others(wanted)
             return self.names.refresh() if self.names is not None else False
 
     def changed(self) -> bool:

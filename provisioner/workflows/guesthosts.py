@@ -9,7 +9,6 @@ libvirtd when it is added). Either way every connection checks the recorded key.
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from ..hypervisor.connect import open_host
 from ..hypervisor.domains import GuestHost, HostConnection
 from ..hypervisor.pool import Pool
 from ..hypervisor.ssh import read_tail
+from ..hardware import is_interface_name
 from ..models import parse_host_address, parse_port, validate_name
 from ..sshkeys import operator_key
 from ..states import State
@@ -114,7 +114,7 @@ def register_host(store: Store, links: HostLinks, body: dict[str, Any]) -> dict[
     rack = validate_name(str(body.get("rack") or ""), "rack")
     port = parse_port(body.get("port", 22), "SSH port")
     bridge = str(body.get("bridge") or "")
-    if bridge and not re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", bridge):
+    if bridge and not is_interface_name(bridge):
         raise InvalidInput(f"invalid bridge name {bridge!r}: a Linux interface name, at most 15 characters")
     key = " ".join(str(body.get("host_key") or "").split()[:2])
     if len(key.split()) != 2:

@@ -230,7 +230,7 @@ class GuestService:
             taken.append(address)
         mac = (row.get("mac") if row else None) or mac_for(address)
         config = network_config(address, mac, self.network.prefix,
-                                str(self.network.gateway) if self.network.gateway else None, None, None)
+                                str(self.network.gateway) if self.network.gateway else None)
         return {"address": address, "mac": mac, "config": config}
 
     def plan_doc(self, plan: dict[str, Any], dry_run: bool) -> dict[str, Any]:

@@ -58,8 +58,8 @@ class FakeVips:
     def add(self, wanted: set[str]) -> None:
         self.held |= wanted
 
-    def keep(self, wanted: set[str]) -> None:
-        self.held = set(wanted)
+    def drop_others(self, wanted: set[str]) -> None:
+        self.held &= wanted
 
 
 @pytest.fixture
