@@ -131,6 +131,12 @@ class Settings:
     endpoints_haproxy: str = "haproxy"
     endpoints_drain_timeout: float = 30.0  # open connections of a draining guest may finish this long
     endpoints_admit_timeout: float = 120.0  # a started guest's health check must pass within this
+    # [healing] hosts declared dead (two signals agree), fenced through their BMC, their
+    # guests placed again on healthy hosts; and what a host's reimage does with its guests
+    healing_enabled: bool = True
+    healing_check_interval: float = 5.0  # how often silent hosts are looked at (their BMC asked)
+    healing_retry_interval: float = 30.0  # a host that could not be fenced, or guests with no room: tried again
+    healing_on_reimage: str = "move"  # move: guests go to other hosts first (stopped where none has room); stop
     # [consoles] where each node's serial console is logged, {node} standing for its name:
     # the lab's domains write there; in a hardware lab, a console server (conserver, or
     # 'ipmitool sol activate' per node) does.
@@ -327,6 +333,11 @@ def validate(settings: Settings) -> None:
                                                                        settings.dhcp_interface):
         raise ConfigError("role endpoints need network.interface (or dhcp.interface): the VIPs are added there")
     for name in ("endpoints_drain_timeout", "endpoints_admit_timeout"):
+        if not getattr(settings, name) > 0:
+            raise ConfigError(f"{name.replace('_', '.', 1)} must be more than 0 seconds")
+    if settings.healing_on_reimage not in ("move", "stop"):
+        raise ConfigError(f"healing.on_reimage must be 'move' or 'stop', not {settings.healing_on_reimage!r}")
+    for name in ("healing_check_interval", "healing_retry_interval"):
         if not getattr(settings, name) > 0:
             raise ConfigError(f"{name.replace('_', '.', 1)} must be more than 0 seconds")
     for port in (settings.server_http_port, settings.server_tftp_port, settings.dns_port):

@@ -63,6 +63,7 @@ class Daemon:
         self.svc.conductor.start()
         self.svc.jobs.resume()
         self.svc.guests.jobs.resume()
+        self.svc.watch.start()
         # The API goes last: once it answers, restarts have been resumed and every
         # server is up, so "healthy" means fully started.
         self.http.start()
@@ -76,7 +77,8 @@ class Daemon:
         self._stopped.set()
         LOG.info("provisioner stopping")
         started = time.monotonic()
-        parts: list[tuple[str, Callable[[], None]]] = [("conductor", self.svc.conductor.stop),
+        parts: list[tuple[str, Callable[[], None]]] = [("host watch", self.svc.watch.stop),
+                                                        ("conductor", self.svc.conductor.stop),
                                                         ("jobs", self.svc.jobs.stop),
                                                         ("multicast", self.svc.multicast.stop),
                                                         ("endpoints", self.svc.endpoints.stop)]

@@ -25,6 +25,8 @@ from .workflows.engine import Conductor
 from .workflows.endpoints import EndpointService
 from .workflows.enroll import EnrollService
 from .workflows.guests import GuestService
+from .workflows.hosthealth import HostWatch
+from .workflows.hostmoves import HostMoves
 from .workflows.inspect import InspectionFlow
 from .workflows.jobs import JobRunner
 from .workflows.multicast import MulticastService
@@ -66,6 +68,7 @@ class Services:
     guests: GuestService
     multicast: MulticastService
     endpoints: EndpointService
+    watch: HostWatch
 
     @classmethod
     def build(cls, settings: Settings, driver: PowerDriver | None = None) -> "Services":
@@ -111,11 +114,14 @@ class Services:
         multicast = MulticastService(settings, store, catalog)
         deploy = DeployFlow(conductor, catalog, multicast)
         agents = AgentService(conductor, deploy)
+        guests = GuestService(settings, store, catalog, endpoints)
+        jobs = JobRunner(conductor, deploy, catalog, multicast)
+        jobs.moves, jobs.guest_jobs = HostMoves(settings, store, guests), guests.jobs
         svc = cls(settings=settings, store=store, box=box, conductor=conductor, inspection=inspection,
                   enroll=EnrollService(conductor, inspection, nodes_changed),
                   agents=agents, netboot=NetbootService(conductor, renderer.render),
                   power=PowerService(conductor), counters=counters, renderer=renderer, dhcp=dhcp,
                   operator_token=_operator_token(settings.operator_token_file),
-                  catalog=catalog, deploy=deploy, jobs=JobRunner(conductor, deploy, catalog, multicast),
-                  guests=GuestService(settings, store, catalog, endpoints), multicast=multicast, endpoints=endpoints)
+                  catalog=catalog, deploy=deploy, jobs=jobs, guests=guests, multicast=multicast, endpoints=endpoints,
+                  watch=HostWatch(conductor, guests, endpoints))
         return svc

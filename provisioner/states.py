@@ -14,6 +14,9 @@ class State(StrEnum):
     DEPLOYING = "deploying"
     ACTIVE = "active"
     DEPLOY_FAILED = "deploy-failed"
+    # A host declared dead and fenced (powered off through its BMC): its guests run
+    # elsewhere; it comes back by being reimaged (or inspected first).
+    OUT_FOR_REPAIR = "out-for-repair"
 
 
 class Event(StrEnum):
@@ -21,15 +24,19 @@ class Event(StrEnum):
     DEPLOY = "deploy"
     DONE = "done"
     FAIL = "fail"
+    FENCE = "fence"
 
 
 # Stable states wait for an operator; in-progress states have a target and a deadline.
-STABLE = frozenset({State.ENROLLED, State.READY, State.INSPECT_FAILED, State.ACTIVE, State.DEPLOY_FAILED})
+STABLE = frozenset({State.ENROLLED, State.READY, State.INSPECT_FAILED, State.ACTIVE, State.DEPLOY_FAILED,
+                    State.OUT_FOR_REPAIR})
 IN_PROGRESS: dict[State, State] = {State.INSPECTING: State.READY,  # state -> target
                                    State.DEPLOYING: State.ACTIVE}
 FAILED_STATES = frozenset({State.INSPECT_FAILED, State.DEPLOY_FAILED})
+# States whose reason is kept in the node's last_error.
+REASONED = FAILED_STATES | {State.OUT_FOR_REPAIR}
 # States a deploy (reimage, rollback) may start from.
-DEPLOYABLE = frozenset({State.READY, State.ACTIVE, State.DEPLOY_FAILED})
+DEPLOYABLE = frozenset({State.READY, State.ACTIVE, State.DEPLOY_FAILED, State.OUT_FOR_REPAIR})
 
 TRANSITIONS: dict[tuple[State, Event], State] = {
     (State.ENROLLED, Event.INSPECT): State.INSPECTING,
@@ -44,6 +51,9 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     (State.DEPLOYING, Event.FAIL): State.DEPLOY_FAILED,
     (State.ACTIVE, Event.INSPECT): State.INSPECTING,
     (State.DEPLOY_FAILED, Event.INSPECT): State.INSPECTING,
+    (State.ACTIVE, Event.FENCE): State.OUT_FOR_REPAIR,
+    (State.OUT_FOR_REPAIR, Event.DEPLOY): State.DEPLOYING,
+    (State.OUT_FOR_REPAIR, Event.INSPECT): State.INSPECTING,
 }
 
 # States from which a node may be deleted (never in the middle of work).

@@ -11,6 +11,11 @@ class JobKind(StrEnum):
     REIMAGE = "reimage"
     ROLLBACK = "rollback"
     DEPLOY = "deploy"
+    HEAL = "heal"  # a dead host's guests placed again elsewhere
+
+
+# Jobs over guests (job_guests), carried on by GuestJobs after a restart.
+GUEST_JOBS = (JobKind.DEPLOY, JobKind.HEAL)
 
 
 class JobStatus(StrEnum):
@@ -37,6 +42,7 @@ MEMBER_ENDED = (MemberStatus.DONE, MemberStatus.FAILED, MemberStatus.SKIPPED)
 class MemberStep(StrEnum):
     """How far a running member got, where a restarted daemon must know it."""
     STARTED = "started"  # a guest's domain is made and started: a resumed job only waits for it
+    STOPPED = "stopped"  # a guest is off while its host is reimaged: made again once the host is back
 
 
 class PlanAction(StrEnum):
@@ -46,6 +52,8 @@ class PlanAction(StrEnum):
     REPAIR = "repair"
     ROLL = "roll"
     REMOVE = "remove"
+    MOVE = "move"  # to another host (its host is dead, or about to be reimaged): same name, address
+    STOP = "stop"  # off while its host is reimaged, then made again there
 
 
 class GuestState(StrEnum):
@@ -55,9 +63,12 @@ class GuestState(StrEnum):
     RESETTING = "resetting"
     READY = "ready"
     FAILED = "failed"
+    LOST = "lost"  # its host was declared dead: healing places it again elsewhere
+    STOPPED = "stopped"  # off while its host is reimaged; made again there after
 
 
-GUEST_BUSY = (GuestState.PENDING, GuestState.CREATING, GuestState.REMOVING, GuestState.RESETTING)
+GUEST_BUSY = (GuestState.PENDING, GuestState.CREATING, GuestState.REMOVING, GuestState.RESETTING,
+              GuestState.STOPPED)
 
 
 class AuthKind(StrEnum):

@@ -16,13 +16,13 @@ REIMAGE_BODY = {
     "properties": {"target": {"type": "string"}, "image": {"type": "string"},
                    "max_parallel": {"type": "string"}, "max_unavailable": {"type": "string"},
                    "max_failures": {"type": "string"}, "dry_run": {"type": "boolean"},
-                   "multicast": {"type": "boolean"}},
+                   "multicast": {"type": "boolean"}, "force": {"type": "boolean"}},
 }
 ROLLBACK_BODY = {
     "type": "object", "required": ["target"],
     "properties": {"target": {"type": "string"}, "to_previous": {"type": "boolean"},
                    "max_parallel": {"type": "string"}, "max_unavailable": {"type": "string"},
-                   "dry_run": {"type": "boolean"}},
+                   "dry_run": {"type": "boolean"}, "force": {"type": "boolean"}},
 }
 
 
@@ -71,7 +71,7 @@ class FleetRoutes:
         plan = self.svc.jobs.plan(kind, target, body.get("image") or None, max_parallel=body.get("max_parallel"),
                                   max_unavailable=body.get("max_unavailable"),
                                   max_failures=body.get("max_failures"), to_previous=bool(body.get("to_previous")),
-                                  multicast=body.get("multicast") is not False)
+                                  multicast=body.get("multicast") is not False, force=bool(body.get("force")))
         doc = plan.doc()
         if body.get("dry_run"):
             doc["dry_run"] = True

@@ -78,11 +78,19 @@ class NodeRoutes:
             nodes = [n for n in nodes if tag in n.tags]
         return {"nodes": [self.view(n) for n in nodes]}
 
+    def health(self, node: Node) -> dict[str, Any] | None:
+        """What the host watch last said of the node (its health, fencing or healing)."""
+        said = [e for e in self.svc.store.events(node) if e["event"] in ("health", "fence", "heal")]
+        return {"at": said[-1]["ts"], "what": said[-1]["event"], "message": said[-1]["message"]} if said else None
+
     def create(self, req: Request) -> Any:
         return Response.of_json(self.view(self.svc.enroll.enroll(req.json())), status=201)
 
     def show(self, req: Request) -> Any:
-        return self.view(self.node(req))
+        node = self.node(req)
+        doc = self.view(node)
+        doc["health"] = self.health(node)
+        return doc
 
     def delete(self, req: Request) -> Any:
         self.svc.enroll.delete(self.node(req))

@@ -101,7 +101,9 @@ def _add_images_and_jobs(sub: argparse._SubParsersAction) -> None:  # type: igno
     p.add_argument("--no-multicast", action="store_true",
                    help="send the image to each node over HTTP, even where a batch could share one "
                         "multicast session")
-    p.add_argument("--dry-run", action="store_true", help="show the plan only")
+    p.add_argument("--dry-run", action="store_true", help="show the plan only (with the guests it moves)")
+    p.add_argument("--force", action="store_true",
+                   help="go on even where a role would lose more than one upgrade domain's worth of guests")
     p.add_argument("--no-wait", action="store_true", help="start the job and return")
     p.add_argument("--abort", action="store_true", help="stop the running job before its next node")
 
@@ -110,7 +112,9 @@ def _add_images_and_jobs(sub: argparse._SubParsersAction) -> None:  # type: igno
     p.add_argument("--to-previous", action="store_true", help="back to the image before the last reimage")
     p.add_argument("--max-parallel", metavar="N")
     p.add_argument("--max-unavailable", metavar="N|P%")
-    p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--dry-run", action="store_true", help="show the plan only (with the guests it moves)")
+    p.add_argument("--force", action="store_true",
+                   help="go on even where a role would lose more than one upgrade domain's worth of guests")
     p.add_argument("--no-wait", action="store_true")
 
 

@@ -14,7 +14,7 @@ from ..display.jobs import follow, job_rows, show_plan, transfer_lines
 from ..display.output import print_json, size_text as _size, table, timestamp
 from ..errors import InvalidInput
 from ..models import validate_name
-from ..statuses import JobKind
+from ..statuses import GUEST_JOBS, JobKind
 from .fetch import fetch
 
 
@@ -129,13 +129,13 @@ def cmd_reimage(client: Client, args: argparse.Namespace) -> int:
         raise InvalidInput("say what to reimage: a node, a rack (rack-3) or all")
     body = {"target": args.target, "image": args.image, "max_parallel": args.max_parallel,
             "max_unavailable": args.max_unavailable, "max_failures": args.max_failures,
-            "multicast": not args.no_multicast}
+            "multicast": not args.no_multicast, "force": args.force}
     return _run_job(client, args, "/v1/reimage", body)
 
 
 def cmd_rollback(client: Client, args: argparse.Namespace) -> int:
     body = {"target": args.target, "to_previous": args.to_previous, "max_parallel": args.max_parallel,
-            "max_unavailable": args.max_unavailable}
+            "max_unavailable": args.max_unavailable, "force": args.force}
     return _run_job(client, args, "/v1/rollback", body)
 
 
@@ -155,7 +155,7 @@ def cmd_job(client: Client, args: argparse.Namespace) -> int:
         print_json(job)
         return 0
     print(f"job {job['id']}: {job['kind']} {job['target']}, {job['status']}")
-    if job["kind"] == JobKind.DEPLOY:
+    if job["kind"] in GUEST_JOBS:
         table(["batch", "guest", "action", "host", "result", "detail", "transferred", "took"],
               [[g["batch"], g["name"], g["action"], g["host"], g["status"], g.get("message") or "",
                 "" if g.get("bytes") is None else _size(g["bytes"]),

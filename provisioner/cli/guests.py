@@ -33,7 +33,8 @@ def show_deploy_plan(doc: dict[str, Any]) -> None:
                                          f"({e['role']})" for e in doc["endpoints"]) or "none"))
     counts = doc["counts"]
     changes = (PlanAction.ADD, PlanAction.REMOVE, PlanAction.ROLL, PlanAction.REPAIR)
-    print(", ".join(f"{counts.get(a, 0)} to {a}" for a in changes)
+    moves = f", {counts[PlanAction.MOVE]} to move" if counts.get(PlanAction.MOVE) else ""
+    print(", ".join(f"{counts.get(a, 0)} to {a}" for a in changes) + moves
           + f", {counts.get(PlanAction.KEEP, 0)} unchanged" + (" (dry run: nothing changed)" if doc["dry_run"] else ""))
 
 
@@ -96,11 +97,11 @@ def cmd_guests(client: Client, args: argparse.Namespace) -> int:
     if args.json:
         print_json(docs)
         return 0
-    table(["guest", "role", "host", "state", "address", "cores", "memory", "ud", "ready in", "error"],
+    table(["guest", "role", "host", "state", "address", "cores", "memory", "ud", "ready in", "error, or why here"],
           [[g["name"], g["role"], g["host"], g["state"], g.get("address") or "", ",".join(map(str, g["cores"])),
             f"{g['memory_mib']} MiB", g["upgrade_domain"],
             "" if g.get("ready_seconds") is None else f"{g['ready_seconds']:.0f}s",
-            g.get("last_error") or ""] for g in docs])
+            g.get("last_error") or g.get("why") or ""] for g in docs])
     return 0
 
 
@@ -112,8 +113,8 @@ def cmd_guest(client: Client, args: argparse.Namespace) -> int:
         if args.json:
             print_json(doc)
             return 0
-        for key in ("name", "role", "index", "host", "state", "base", "app", "upgrade_domain", "address", "mac", "dns",
-                    "last_error"):
+        for key in ("name", "role", "index", "host", "why", "state", "base", "app", "upgrade_domain", "address", "mac",
+                    "dns", "last_error"):
             print(f"{key + ':':16} {doc.get(key) if doc.get(key) is not None else '-'}")
         member = ", ".join(f"{m['endpoint']} {m['vip']}:{m['port']} {m['health']}" for m in doc.get("endpoints") or [])
         print(f"{'endpoints:':16} {member or '-'}")

@@ -52,6 +52,12 @@ def show_plan(plan: dict[str, Any]) -> None:
           f"parallel, stop after a batch with more than {plan['max_failures']} failures")
     for i, batch in enumerate(plan["batches"], start=1):
         print(f"  batch {i}: {', '.join(batch)}")
+        for g in plan.get("guests") or []:
+            if g["batch"] == i - 1:
+                where = f"{g['from']} -> {g['to']}" if g["action"] == "move" else \
+                    f"stopped on {g['from']}, made again there once it is back"
+                print(f"    guest {g['guest']} ({g['role']}): {g['action']} {where}" +
+                      (f" ({g['why']})" if g["action"] != "move" and g["why"] else ""))
 
 
 def follow(client: Client, job: dict[str, Any], as_json: bool) -> int:
@@ -64,7 +70,13 @@ def follow(client: Client, job: dict[str, Any], as_json: bool) -> int:
         table(["batch", "node", "rack", "result", "detail", "transferred", "took"], job_rows(job))
         for line in transfer_lines(job):
             print(line)
-        print(f"\njob {job['id']} {job['status']}: {tally(job['nodes'])}")
+        if job.get("guests"):
+            print()
+            table(["batch", "guest", "action", "host", "result", "detail"],
+                  [[g["batch"] + 1, g["name"], g["action"], g["host"], g["status"], g.get("message") or ""]
+                   for g in job["guests"]])
+        print(f"\njob {job['id']} {job['status']}: {tally(job['nodes'])}"
+              + (f"; guests: {tally(job['guests'])}" if job.get("guests") else ""))
     return 0 if job["status"] == JobStatus.DONE else 1
 
 
@@ -73,6 +85,12 @@ def watch(client: Client, job: dict[str, Any], show: bool) -> dict[str, Any]:
     seen: dict[str, str] = {}
     started = time.monotonic()
     while True:
+        for g in job.get("guests") or []:  # moved or stopped before their hosts go, or back after
+            line = f"{g['status']} {g.get('message') or ''}"
+            if show and seen.get("guest " + g["name"]) != line:
+                seen["guest " + g["name"]] = line
+                print(f"[{time.monotonic() - started:6.1f}s] guest {g['name']:<10} {g['status']:<8} {g['action']} "
+                      f"{g['host']}: {g.get('message') or ''}", flush=True)
         for m in job["nodes"]:
             line = f"{m['status']} {m.get('step') or ''} {m.get('message') or ''} {progress_text(m.get('progress'))}"
             if show and seen.get(m["name"]) != line:

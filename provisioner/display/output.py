@@ -91,7 +91,10 @@ def node_detail(n: dict[str, Any], out: TextIO | None = None) -> None:
         ("tags", ", ".join(n.get("tags") or [])),
         ("upgrade domain", n.get("upgrade_domain")),
         ("state", n["state"]), ("step", n.get("step")), ("target", n.get("target_state")),
-        ("deadline", timestamp(n.get("deadline"))), ("last error", n.get("last_error")),
+        ("deadline", timestamp(n.get("deadline"))),
+        ("why" if n["state"] == "out-for-repair" else "last error", n.get("last_error")),
+        ("health", f"{timestamp(n['health']['at'])} {n['health']['what']}: {n['health']['message']}"
+         if n.get("health") else None),
         ("power", n.get("power_state")),
         ("bmc", _bmc_line(bmc)),
         ("agent", f"{n.get('agent')} (last seen {timestamp(n.get('agent_last_seen')) or 'never'})"),

@@ -184,7 +184,7 @@ class Store(ImageRows, JobRows, GuestRows, SqlBase):
                 "last_error = CASE WHEN ? THEN ? ELSE NULL END, updated_at = ? WHERE id = ?",
                 (new.value, step.value if step and target else None,
                  target.value if target else None, deadline if target else None,
-                 new in states.FAILED_STATES, error, now, node.id),
+                 new in states.REASONED, error, now, node.id),
             )
             db.execute(
                 "INSERT INTO events (node_id, ts, event, from_state, to_state, step, message) "

@@ -9,8 +9,31 @@ import time
 from typing import Any
 
 from ..errors import Conflict, NotFound
-from ..statuses import GuestState, JobKind, JobStatus, MemberStatus, PlanAction
+from ..statuses import GUEST_JOBS, GuestState, JobKind, JobStatus, MemberStatus, PlanAction
 from .base import SqlBase
+
+def insert_guest_entries(db: Any, job_id: int, entries: list[dict[str, Any]], now: float) -> None:
+    """A job's guest entries, and each guest's row marked as the job's (a new guest's made)."""
+    for e in entries:
+        db.execute("INSERT INTO job_guests (job_id, guest, action, batch, host, spec, status) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                   (job_id, e["guest"], e["action"], e["batch"], e["host"], json.dumps(e["spec"]),
+                    MemberStatus.PENDING))
+        if e["action"] == PlanAction.REMOVE:
+            db.execute("UPDATE guests SET state = ?, job_id = ?, updated_at = ? WHERE name = ?",
+                       (GuestState.REMOVING, job_id, now, e["guest"]))
+            continue
+        g = e["spec"]["guest"]
+        net = e["spec"].get("network") or {}
+        db.execute(
+            "INSERT INTO guests (name, role, idx, host, cores, memory_mib, upgrade_domain, state, job_id, "
+            "address, mac, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET state = excluded.state, job_id = excluded.job_id, "
+            "address = COALESCE(guests.address, excluded.address), "
+            "mac = COALESCE(guests.mac, excluded.mac), updated_at = excluded.updated_at",
+            (g["name"], g["role"], g["index"], g["host"], json.dumps(g["cores"]), g["memory_mib"],
+             g["upgrade_domain"], GuestState.PENDING, job_id, net.get("address"), net.get("mac"), now, now))
+
 
 def _guest(row: Any) -> dict[str, Any]:
     doc = dict(row)
@@ -61,6 +84,11 @@ class GuestRows(SqlBase):
                            (host, sha256, time.time()))
             else:
                 db.execute("DELETE FROM host_images WHERE host = ? AND sha256 = ?", (host, sha256))
+
+    def forget_host_images(self, host: str) -> None:
+        """The host's disk is being laid down again: none of its images survive."""
+        with self._tx() as db:
+            db.execute("DELETE FROM host_images WHERE host = ?", (host,))
 
     # -- guests ---------------------------------------------------------------
     def guests(self, host: str | None = None, role: str | None = None) -> list[dict[str, Any]]:
@@ -128,40 +156,37 @@ class GuestRows(SqlBase):
                        (b, ports_b, time.time(), name_a))
 
     # -- deploy jobs ----------------------------------------------------------
-    def create_deploy_job(self, source: str, options: dict[str, Any], entries: list[dict[str, Any]]) -> int:
-        """A deploy job over guest entries (guest, action, batch, host, spec); each guest's
-        row is written (or marked) in the same transaction, so the plan is all or nothing."""
+    def create_deploy_job(self, source: str, options: dict[str, Any], entries: list[dict[str, Any]],
+                          kind: JobKind = JobKind.DEPLOY) -> int:
+        """A deploy (or heal) job over guest entries (guest, action, batch, host, spec); each
+        guest's row is written (or marked) in the same transaction, so the plan is all or
+        nothing. One such job at a time."""
         now = time.time()
         with self._tx() as db:
-            running = db.execute("SELECT id FROM jobs WHERE kind = ? AND status = ?",
-                                 (JobKind.DEPLOY, JobStatus.RUNNING)).fetchone()
+            marks = ",".join("?" for _ in GUEST_JOBS)
+            running = db.execute(f"SELECT id, kind FROM jobs WHERE kind IN ({marks}) AND status = ?",
+                                 (*GUEST_JOBS, JobStatus.RUNNING)).fetchone()
             if running is not None:
-                raise Conflict(f"deploy job {running[0]} is still running: wait for it "
+                raise Conflict(f"{running[1]} job {running[0]} is still running: wait for it "
                                "('provisioner job') or stop it ('provisioner reimage --abort')")
             cur = db.execute("INSERT INTO jobs (kind, target, options, status, created_at, updated_at) "
                              "VALUES (?, ?, ?, ?, ?, ?)",
-                             (JobKind.DEPLOY, source, json.dumps(options, sort_keys=True), JobStatus.RUNNING, now, now))
+                             (kind, source, json.dumps(options, sort_keys=True), JobStatus.RUNNING, now, now))
             job_id = int(cur.lastrowid or 0)
-            for e in entries:
-                db.execute("INSERT INTO job_guests (job_id, guest, action, batch, host, spec, status) "
-                           "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                           (job_id, e["guest"], e["action"], e["batch"], e["host"], json.dumps(e["spec"]),
-                            MemberStatus.PENDING))
-                if e["action"] == PlanAction.REMOVE:
-                    db.execute("UPDATE guests SET state = ?, job_id = ?, updated_at = ? WHERE name = ?",
-                               (GuestState.REMOVING, job_id, now, e["guest"]))
-                    continue
-                g = e["spec"]["guest"]
-                net = e["spec"].get("network") or {}
-                db.execute(
-                    "INSERT INTO guests (name, role, idx, host, cores, memory_mib, upgrade_domain, state, job_id, "
-                    "address, mac, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT (name) DO UPDATE SET state = excluded.state, job_id = excluded.job_id, "
-                    "address = COALESCE(guests.address, excluded.address), "
-                    "mac = COALESCE(guests.mac, excluded.mac), updated_at = excluded.updated_at",
-                    (g["name"], g["role"], g["index"], g["host"], json.dumps(g["cores"]), g["memory_mib"],
-                     g["upgrade_domain"], GuestState.PENDING, job_id, net.get("address"), net.get("mac"), now, now))
+            insert_guest_entries(db, job_id, entries, now)
         return job_id
+
+    # -- the roles file last deployed -----------------------------------------------
+    def save_deployment(self, source: str, body: dict[str, Any]) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO deployments (source, body, created_at) VALUES (?, ?, ?)",
+                       (source, json.dumps(body, sort_keys=True), time.time()))
+            db.execute("DELETE FROM deployments WHERE id NOT IN (SELECT id FROM deployments ORDER BY id DESC "
+                       "LIMIT 10)")
+
+    def last_deployment(self) -> dict[str, Any] | None:
+        rows = self._query("SELECT body FROM deployments ORDER BY id DESC LIMIT 1")
+        return json.loads(rows[0][0]) if rows else None
 
     def job_guests(self, job_id: int) -> list[dict[str, Any]]:
         rows = self._query("SELECT guest, action, batch, host, spec, status, step, message, bytes, started_at, "

@@ -7,15 +7,17 @@ import json
 import time
 from typing import Any
 
-from ..errors import NodeBusy, NotFound
+from ..errors import Conflict, NodeBusy, NotFound
 from ..states import IN_PROGRESS
-from ..statuses import MEMBER_ENDED, JobKind, JobStatus, MemberStatus, MemberStep
+from ..statuses import GUEST_BUSY, MEMBER_ENDED, JobKind, JobStatus, MemberStatus, MemberStep
 from .base import SqlBase
+from .guests import insert_guest_entries
 
 class JobRows(SqlBase):
     def create_job(self, kind: JobKind, target: str, options: dict[str, Any],
-                   members: list[tuple[int, int]]) -> int:
-        """Create a job over (node id, batch) pairs and claim the nodes, all or none."""
+                   members: list[tuple[int, int]], guests: list[dict[str, Any]] | None = None) -> int:
+        """Create a job over (node id, batch) pairs and claim the nodes, all or none;
+        `guests`: the entries of the guests it moves or stops off those nodes first."""
         now = time.time()
         with self._tx() as db:
             busy_states = tuple(s.value for s in IN_PROGRESS)
@@ -35,6 +37,12 @@ class JobRows(SqlBase):
                 db.execute("INSERT INTO job_nodes (job_id, node_id, batch, status) VALUES (?, ?, ?, ?)",
                            (job_id, node_id, batch, MemberStatus.PENDING))
                 db.execute("UPDATE nodes SET job_id = ? WHERE id = ?", (job_id, node_id))
+            if guests:
+                busy = db.execute("SELECT name, job_id FROM guests WHERE job_id IS NOT NULL AND state IN "
+                                  f"({','.join('?' for _ in GUEST_BUSY)})", GUEST_BUSY).fetchone()
+                if busy is not None:
+                    raise Conflict(f"guest {busy[0]} is being changed by job {busy[1]}: wait for it")
+                insert_guest_entries(db, job_id, guests, now)
         return job_id
 
     def job(self, job_id: int) -> dict[str, Any]:

@@ -193,4 +193,15 @@ MIGRATIONS: tuple[str, ...] = (
         updated_at REAL NOT NULL
     );
     """,
+    # 11: the roles file last deployed (healing and guest-aware reimages place guests again
+    # by it), and why each guest is where it is (moved from X at T because Y)
+    """
+    CREATE TABLE deployments (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        source TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    ALTER TABLE guests ADD COLUMN why TEXT;
+    """,
 )

@@ -74,6 +74,7 @@ class DeployFlow:
                                            message=f"{why}: {image.ref} (sha256 {image.sha256[:16]})")
             self.conductor.store.update_node(node.id, agent_token_hash=None, deploy_sha256=image.sha256,
                                      deploy_no_transfer=int(no_transfer))
+            self.conductor.store.forget_host_images(node.name)  # its guest pool goes with its layer
         self.conductor.submit(node, f"powering on for {why}", self._power_steps, job=job)
         return node
 

@@ -115,9 +115,10 @@ class EndpointService:
     def _slot_of(self, role: str) -> Slot | None:
         return next((s for s in self.slots() if s.role == role), None)
 
-    def drain(self, name: str) -> None:
+    def drain(self, name: str, wait: bool = True) -> None:
         """Take a guest out of its endpoint and wait for its open connections to finish
-        (at most endpoints.drain_timeout). Nothing to do for a guest not in one."""
+        (at most endpoints.drain_timeout; not at all with wait=False: its host is dead).
+        Nothing to do for a guest not in one."""
         guest = self._guest(name)
         if guest is None or not guest["serving"]:
             return
@@ -131,7 +132,7 @@ class EndpointService:
             with self._lock:
                 for proxy in proxies:
                     self.balancer.set_state(proxy, name, AdminState.DRAIN)
-            while self.clock() - started < self.settings.endpoints_drain_timeout:
+            while wait and self.clock() - started < self.settings.endpoints_drain_timeout:
                 open_now = sum(s.sessions for s in self.balancer.stats() if s.server == name and s.proxy in proxies)
                 if open_now == 0:
                     break
@@ -172,6 +173,24 @@ class EndpointService:
         took = self.clock() - started
         LOG.info("guest %s: in endpoint %s (health check passed after %.1fs)", name, slot.name, took)
         return took
+
+    def health(self, guests: list[dict[str, Any]]) -> list[Health]:
+        """What the load balancer's checks say of these guests, for those in an endpoint:
+        DOWN when every check of one fails, UP otherwise (empty when nothing is checked,
+        or HAProxy does not answer)."""
+        if self.balancer is None:
+            return []
+        try:
+            stats = self.balancer.stats()
+        except ProvisionerError as exc:
+            LOG.warning("endpoints: %s", exc)
+            return []
+        out = []
+        for g in guests:
+            seen = [s.health for s in stats if s.server == g["name"]] if g.get("serving") else []
+            if seen:
+                out.append(Health.DOWN if all(h == Health.DOWN for h in seen) else Health.UP)
+        return out
 
     def _guest(self, name: str) -> dict[str, Any] | None:
         try:

@@ -40,6 +40,7 @@ class HostRecord:
     available: bool  # may run guests now (a node: active with its host agent alive)
     why: str = ""  # why not, when not
     bridge: str = ""  # the bridge guests' NICs join on this host ("": none, guests get a user-mode NIC)
+    fenced: bool = False  # out for repair: powered off, its guests are placed elsewhere, nothing reaches it
 
     def placement(self) -> Host:
         return Host(self.name, self.rack, self.cores, self.memory_mib)
@@ -61,9 +62,11 @@ def host_records(store: Store) -> dict[str, HostRecord]:
                 or not node.host_key:
             continue  # never ran as a host
         why = "" if node.state == State.ACTIVE and not node.host_lost else \
-            ("its host agent is lost" if node.host_lost else f"it is {node.state.value}")
+            ("its host agent is lost" if node.host_lost and node.state == State.ACTIVE else
+             f"it is {node.state.value}" + (f" ({node.last_error})" if node.last_error else ""))
         out[node.name] = HostRecord(node.name, "node", node.rack, facts.cpus, facts.memory_mib, facts.address, 22,
-                                    node.host_key, not why, why, facts.bridge or "")
+                                    node.host_key, not why, why, facts.bridge or "",
+                                    node.state == State.OUT_FOR_REPAIR)
     for row in store.registered_hosts():
         out[row["name"]] = HostRecord(row["name"], "registered", row["rack"], row["cores"], row["memory_mib"],
                                       row["address"], row["port"], row["host_key"], True, "", row["bridge"])

@@ -14,13 +14,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..errors import HostError, ProvisionerError
 from ..guests.placement import Guest
 from ..hypervisor.domains import GuestHost, ImageRef
 from ..images import Catalog
-from ..statuses import MEMBER_ENDED, GuestState, JobKind, JobStatus, MemberStatus, MemberStep, PlanAction
+from ..statuses import GUEST_JOBS, MEMBER_ENDED, GuestState, JobStatus, MemberStatus, MemberStep, PlanAction
 from ..store import Store
 from .batches import BatchEngine
 from .endpoints import EndpointService
@@ -60,9 +61,28 @@ class GuestJobs:
         thread.start()
 
     def resume(self) -> None:
-        for job in self.store.jobs(running_only=True, kind=(JobKind.DEPLOY,)):
-            LOG.info("deploy job %d: carried on after a daemon restart", job["id"])
+        for job in self.store.jobs(running_only=True, kind=GUEST_JOBS):
+            LOG.info("%s job %d: carried on after a daemon restart", job["kind"], job["id"])
             self.start(int(job["id"]))
+
+    def run_batch(self, job_id: int, batch: int, returning: bool = False) -> list[str]:
+        """A reimage job's guests for its node batch `batch`: before the nodes go, each is
+        moved to its new host or stopped (returning=False); once they are back, the stopped
+        ones are made again on them (returning=True). The guests that failed."""
+        todo = [e for e in self.store.job_guests(job_id) if e["batch"] == batch and e["status"] not in MEMBER_ENDED]
+        todo = [e for e in todo if (e["step"] == MemberStep.STOPPED) == returning]
+        hosts = sorted({e["host"] for e in todo})
+        with ThreadPoolExecutor(max_workers=self.max_parallel_hosts, thread_name_prefix=f"job-{job_id}") as pool:
+            list(pool.map(lambda h: self._host(job_id, h, [e for e in todo if e["host"] == h]), hosts))
+        return [e["guest"] for e in self.store.job_guests(job_id)
+                if e["batch"] == batch and e["status"] == MemberStatus.FAILED]
+
+    def fail_stopped(self, job_id: int, batch: int, host: str, why: str) -> None:
+        """The guests stopped on a host that did not come back."""
+        for e in self.store.job_guests(job_id):
+            if e["batch"] == batch and e["host"] == host and e["step"] == MemberStep.STOPPED \
+                    and e["status"] not in MEMBER_ENDED:
+                self._fail(job_id, e, why)
 
     # -- the job ----------------------------------------------------------------
     def _run(self, job_id: int) -> None:
@@ -71,7 +91,7 @@ class GuestJobs:
         except Exception:
             LOG.exception("deploy job %d crashed", job_id)
             status = JobStatus.FAILED
-        self._settle(job_id)
+        self.settle(job_id)
         self.endpoints.changed()  # guests the job never made are gone from their endpoints
         self.store.end_job(job_id, status)
         LOG.info("deploy job %d: %s", job_id, status)
@@ -96,7 +116,7 @@ class GuestJobs:
         return self.engine.run(job_id, batches, share, parallel=self.max_parallel_hosts, max_failures=0,
                                failed=failed)
 
-    def _settle(self, job_id: int) -> None:
+    def settle(self, job_id: int) -> None:
         """No guest stays busy once the job ends: one whose step never ran is as it was
         before the job; one caught mid-step by a crash is failed (the next deploy repairs it)."""
         for e in self.store.job_guests(job_id):
@@ -136,6 +156,14 @@ class GuestJobs:
                         self.endpoints.changed()
                         self.store.set_job_member(job_id, e["guest"], MemberStatus.DONE, f"removed from {host_name}")
                         continue
+                    if e["action"] == PlanAction.STOP and e["step"] != MemberStep.STOPPED:
+                        gh.delete(e["guest"], keep_console=True)
+                        self.store.set_guest(e["guest"], state=GuestState.STOPPED, last_error=None,
+                                             why=f"stopped on {host_name} while it is reimaged (job {job_id}), "
+                                                 "made again there after")
+                        self.store.set_job_member(job_id, e["guest"], MemberStatus.RUNNING,
+                                                  f"stopped while {host_name} is reimaged", step=MemberStep.STOPPED)
+                        continue
                     sent = self._create(job_id, gh, host_name, e)
                     self.store.set_job_member(job_id, e["guest"], MemberStatus.RUNNING, "booting", sent,
                                               step=MemberStep.STARTED)
@@ -161,16 +189,21 @@ class GuestJobs:
         spec = e["spec"]
         guest = guest_of(spec["guest"])
         old_host = spec.get("old_host")
-        if old_host and old_host != host_name:  # moved (resized, or its host is gone): remove the old one
+        why = {}
+        if old_host and old_host != host_name:  # moved (resized, its host dead, gone or reimaged)
             record = host_records(self.store).get(old_host)
-            if record is not None:
+            if record is not None and not record.fenced:  # a fenced host is off: nothing to remove there
                 with self.links.guest_host(record) as old:
                     old.delete(guest.name, keep_console=True)
+            why = {"why": f"moved from {old_host} at {time.strftime('%Y-%m-%d %H:%M:%S')} because "
+                          f"{spec.get('because') or 'it was placed again'}"}
+        elif e["action"] == PlanAction.STOP:
+            why = {"why": f"made again on {host_name} at {time.strftime('%Y-%m-%d %H:%M:%S')}, after its reimage"}
         gh.delete(guest.name, keep_console=True)  # whatever a failed or interrupted attempt left
         self.store.set_guest(guest.name, state=GuestState.CREATING, host=guest.host, cores=guest.cores,
                              memory_mib=guest.memory_mib, upgrade_domain=guest.upgrade_domain,
                              base_sha256=spec["base"]["sha256"], app_sha256=(spec.get("app") or {}).get("sha256"),
-                             spec_sha256=spec["spec_sha256"], job_id=job_id, last_error=None)
+                             spec_sha256=spec["spec_sha256"], job_id=job_id, last_error=None, **why)
         known = self.store.host_images(host_name)
         base = self._image(spec["base"])
         app = self._image(spec["app"]) if spec.get("app") else None

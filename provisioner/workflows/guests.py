@@ -76,7 +76,7 @@ class GuestService:
         """Remove from a host's pool every base no guest there uses; never one in use,
         nor one a running deploy job is about to use."""
         host = find_host(self.store, name)
-        pending = {e["spec"][k]["sha256"] for j in self.store.jobs(running_only=True, kind=(JobKind.DEPLOY,))
+        pending = {e["spec"][k]["sha256"] for j in self.store.jobs(running_only=True)
                    for e in self.store.job_guests(int(j["id"])) for k in ("base", "app") if e["spec"].get(k)}
         with self.links.guest_host(host) as gh:
             removed = gh.gc(pending)
@@ -86,7 +86,7 @@ class GuestService:
         return {"host": name, "removed": removed}
 
     # -- the plan -----------------------------------------------------------------
-    def _roles(self, body: dict[str, Any]) -> list[Role]:
+    def roles_of(self, body: dict[str, Any]) -> list[Role]:
         text = body.get("roles")
         if not isinstance(text, str) or not text.strip():
             raise InvalidInput("send the roles file's text as 'roles'")
@@ -133,25 +133,30 @@ class GuestService:
                 found[name] = result
         return found
 
-    def plan(self, body: dict[str, Any], observed: dict[str, set[str]] | None = None) -> dict[str, Any]:
+    def plan(self, body: dict[str, Any], observed: dict[str, set[str]] | None = None,
+             away: dict[str, str] | None = None) -> dict[str, Any]:
         """observed: the guests running on each host (survey()); a guest the table has as
         ready that its host does not run (its host was reimaged, someone removed it) is
-        repaired."""
-        roles = self._roles(body)
+        repaired. away: hosts whose guests must go elsewhere (host -> why): hosts out for
+        repair always are; a guest-aware reimage adds the hosts it is about to reimage."""
+        roles = self.roles_of(body)
         by_role = {r.name: r for r in roles}
         images = self._images(roles)
         records = host_records(self.store)
+        away = {**{n: f"its host {n} is out for repair" for n, r in records.items() if r.fenced},
+                **(away or {})}
         rows = {g["name"]: g for g in self.store.guests()}
         busy = [n for n, r in rows.items() if r["state"] in GUEST_BUSY]
         if busy:
             raise Conflict(f"guests {', '.join(sorted(busy))} are being changed by job "
                            f"{rows[busy[0]]['job_id']}: wait for it")
-        held = sorted({r["host"] for r in rows.values() if r["host"] in records and not records[r["host"]].available})
+        held = sorted({r["host"] for r in rows.values() if r["host"] in records and r["host"] not in away
+                       and not records[r["host"]].available})
         if held:
             why = "; ".join(f"{h}: {records[h].why}" for h in held)
             raise Conflict(f"hosts that run guests cannot take changes now ({why}): wait for them, "
                            "or deploy again when they are back")
-        hosts = [r for r in records.values() if r.available]
+        hosts = [r for r in records.values() if r.available and r.name not in away]
         existing, moved = [], set()
         for r in rows.values():
             role = by_role.get(r["role"])
@@ -185,13 +190,15 @@ class GuestService:
                     "spec_sha256": _spec_sha(base, app, files, g), "was": None, "old_host": None}
             if row is None or g.name in removed:
                 action, batch = PlanAction.ADD, ADD_BATCH
-                if g.name in removed:  # its host is gone: made again elsewhere
+                if g.name in removed:  # its host is gone, or must be left: made again elsewhere
                     entries[:] = [e for e in entries if e["guest"] != g.name]
-                    spec["old_host"] = rows[g.name]["host"]
-                    action, spec["was"] = PlanAction.ROLL, rows[g.name]["state"]
+                    old = rows[g.name]["host"]
+                    spec.update(old_host=old, was=rows[g.name]["state"],
+                                because=away.get(old, f"its host {old} is gone"))
+                    action = PlanAction.MOVE
             elif g.name in moved:
                 action, batch = PlanAction.ROLL, FIRST_ROLL_BATCH + g.upgrade_domain
-                spec.update(old_host=row["host"], was=row["state"])
+                spec.update(old_host=row["host"], was=row["state"], because="it was resized")
             elif row["state"] != GuestState.READY or (observed is not None and row["host"] in observed
                                              and g.name not in observed[row["host"]]):
                 action, batch = PlanAction.REPAIR, ADD_BATCH
@@ -202,7 +209,8 @@ class GuestService:
             else:
                 action, batch = PlanAction.KEEP, -1
             entries.append({"guest": g.name, "action": action, "batch": batch, "host": g.host, "spec": spec})
-        return {"hosts": [h.doc() for h in hosts], "entries": entries, "endpoints": [s.doc() for s in slots]}
+        return {"hosts": [h.doc() for h in hosts], "entries": entries, "endpoints": [s.doc() for s in slots],
+                "roles": by_role}
 
     def _own_ports(self) -> dict[int, str]:
         """TCP ports the provisioner listens on, on every address (a VIP cannot take them)."""
@@ -257,8 +265,11 @@ class GuestService:
         if body.get("dry_run"):
             return doc
         work = [e for e in plan["entries"] if e["action"] != PlanAction.KEEP]
+        source = str(body.get("source") or "roles file")
+        kept: dict[str, Any] = {k: body[k] for k in ("roles", "templates", "source") if k in body}
         if not work:
             self.store.replace_endpoints(plan["endpoints"])
+            self.store.save_deployment(source, kept)
             self.endpoints.changed()
             doc["job"] = None
             return doc
@@ -266,13 +277,36 @@ class GuestService:
         # Every host the plan touches must answer with its recorded key before anything
         # is created; the survey has already reached those that run guests.
         self.survey(touched - set(observed))
-        job_id = self.store.create_deploy_job(str(body.get("source") or "roles file"), {"kind": JobKind.DEPLOY}, work)
+        job_id = self.store.create_deploy_job(source, {"kind": JobKind.DEPLOY}, work)
+        self.store.save_deployment(source, kept)  # what healing and reimages place guests by
         self.store.replace_endpoints(plan["endpoints"])
         self.endpoints.changed()  # new guests join their endpoints' configs, not yet admitted
         LOG.info("deploy job %d: %s", job_id, ", ".join(f"{e['action']} {e['guest']}" for e in work))
         self.jobs.start(job_id)
         doc["job"] = job_id
         return doc
+
+    def heal(self, host: str) -> int | None:
+        """Place the guests of a host out for repair again on healthy hosts, by the roles file
+        last deployed, keeping each one's name, address and endpoint; the heal job's id (None
+        when none of its guests is left to move). InvalidInput names what is short when no
+        host has room; nothing is changed then."""
+        body = self.store.last_deployment()
+        if body is None:
+            raise Conflict(f"no roles file is on record to place {host}'s guests by: run 'provisioner deploy "
+                           "ROLES' (it places them on other hosts)")
+        plan = self.plan(body)
+        work = [e for e in plan["entries"] if e["action"] == PlanAction.MOVE and e["spec"]["old_host"] == host]
+        if not work:
+            return None
+        for e in work:
+            e["batch"] = ADD_BATCH  # they are down already: all at once, in one batch
+        self.survey({e["host"] for e in work})
+        job_id = self.store.create_deploy_job(f"heal {host}", {"kind": JobKind.HEAL, "host": host}, work,
+                                              kind=JobKind.HEAL)
+        LOG.warning("heal job %d: %s", job_id, ", ".join(f"{e['guest']} {host} -> {e['host']}" for e in work))
+        self.jobs.start(job_id)
+        return job_id
 
     # -- one guest ----------------------------------------------------------------
     def _guest_host(self, name: str) -> tuple[dict[str, Any], HostRecord]:

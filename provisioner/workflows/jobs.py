@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..agent.protocol import CommandKind, deploy_result
@@ -20,6 +20,8 @@ from ..states import DEPLOYABLE, State
 from .batches import BatchEngine
 from .deploy import DeployFlow
 from .engine import Conductor
+from .guestjobs import GuestJobs
+from .hostmoves import HostMoves, moves_doc
 from .multicast import MulticastService
 from .power import resolve_target
 
@@ -56,6 +58,7 @@ class Plan:
     max_failures: int
     to_previous: bool
     multicast: bool = True  # batches may share a multicast session (reimage)
+    guests: list[dict[str, Any]] = field(default_factory=list)  # moved or stopped off each batch's hosts first
 
     def doc(self) -> dict[str, Any]:
         return {"kind": self.kind, "target": self.target,
@@ -63,7 +66,8 @@ class Plan:
                 "max_parallel": self.max_parallel, "max_unavailable": self.max_unavailable,
                 "max_failures": self.max_failures, "to_previous": self.to_previous,
                 "multicast": self.multicast,
-                "batches": [[n.name for n in batch] for batch in self.batches]}
+                "batches": [[n.name for n in batch] for batch in self.batches],
+                "guests": moves_doc(self.guests)}
 
 
 class _Stopping(Exception):
@@ -80,6 +84,9 @@ class JobRunner:
         self._threads: dict[int, threading.Thread] = {}
         self.poll = 1.0
         self.engine = BatchEngine(conductor.store)
+        # Set once the guest side is built (services.py): reimages then mind the hosts' guests.
+        self.moves: HostMoves | None = None
+        self.guest_jobs: GuestJobs | None = None
 
     # -- planning -------------------------------------------------------------
     def upgrade_domain(self, node: Node, rack_nodes: list[Node]) -> int:
@@ -90,11 +97,11 @@ class JobRunner:
 
     def plan(self, kind: JobKind, target: str, image_ref: str | None = None, *, max_parallel: Any = None,
              max_unavailable: Any = None, max_failures: Any = None, to_previous: bool = False,
-             multicast: bool = True) -> Plan:
+             multicast: bool = True, force: bool = False) -> Plan:
         nodes = resolve_target(self.conductor, target)
         wrong = [f"{n.name} ({n.state})" for n in nodes if n.state not in DEPLOYABLE]
         if wrong:
-            raise Conflict(f"cannot {kind} {', '.join(wrong)}: a node must be ready, active or deploy-failed")
+            raise Conflict(f"cannot {kind} {', '.join(wrong)}: a node must be ready, active, deploy-failed or out-for-repair")
         image: Image | None = None
         if kind == JobKind.REIMAGE:
             if image_ref:
@@ -124,15 +131,18 @@ class JobRunner:
         for ud in sorted(domains):
             members = sorted(domains[ud], key=lambda n: (n.rack, n.name))
             batches += [members[i:i + unavailable] for i in range(0, len(members), unavailable)]
+        guests: list[dict[str, Any]] = []
+        if self.moves is not None:
+            batches, guests = self.moves.plan(batches, kind, force)
         return Plan(kind, target, image, batches, parallel, unavailable, failures, to_previous,
-                    multicast and kind == JobKind.REIMAGE)
+                    multicast and kind == JobKind.REIMAGE, guests)
 
     # -- running --------------------------------------------------------------
     def start(self, plan: Plan) -> int:
         options = plan.doc()
         options["image_sha256"] = plan.image.sha256 if plan.image else None
         members = [(n.id, i) for i, batch in enumerate(plan.batches) for n in batch]
-        job_id = self.conductor.store.create_job(plan.kind, plan.target, options, members)
+        job_id = self.conductor.store.create_job(plan.kind, plan.target, options, members, plan.guests)
         LOG.info("job %d: %s %s, %d nodes in %d batches", job_id, plan.kind, plan.target, len(members),
                  len(plan.batches))
         self._spawn(job_id)
@@ -172,6 +182,9 @@ class JobRunner:
         except Exception:
             LOG.exception("job %d crashed", job_id)
             status = JobStatus.FAILED
+        if self.guest_jobs is not None and self.conductor.store.job_guests(job_id):
+            self.guest_jobs.settle(job_id)  # none left busy: stopped ones whose host failed are failed
+            self.guest_jobs.endpoints.changed()
         self.conductor.store.end_job(job_id, status)
         LOG.info("job %d: %s", job_id, status)
 
@@ -194,6 +207,18 @@ class JobRunner:
                                after=lambda i: self._close_batch(job_id, i, batches[i]))
 
     def _open_batch(self, job_id: int, i: int, members: list[dict[str, Any]], options: dict[str, Any]) -> None:
+        """The batch's guests moved (or stopped) first; its nodes fail if that fails."""
+        if self.guest_jobs is not None and not self.conductor.store.job(job_id)["abort"]:
+            failed = self.guest_jobs.run_batch(job_id, i)
+            if failed:
+                why = f"not started: its guests could not be moved first ({', '.join(failed)}; see the job's guests)"
+                for m in members:
+                    if m["status"] == MemberStatus.PENDING:
+                        self.conductor.store.set_job_member(job_id, int(m["node_id"]), MemberStatus.FAILED, why)
+                return
+        self._open_multicast(job_id, i, members, options)
+
+    def _open_multicast(self, job_id: int, i: int, members: list[dict[str, Any]], options: dict[str, Any]) -> None:
         """A multicast session for a reimage batch starting afresh (a batch resumed after a
         restart has its nodes already receiving: they finish over HTTP)."""
         if self.multicast is None or options["kind"] != JobKind.REIMAGE:
@@ -214,6 +239,18 @@ class JobRunner:
             self.conductor.store.add_job_note(job_id, f"batch {i + 1}: {note}")
 
     def _close_batch(self, job_id: int, i: int, members: list[dict[str, Any]]) -> None:
+        self._close_multicast(job_id, i, members)
+        if self.guest_jobs is None:
+            return
+        # The guests stopped for the batch, made again on their hosts that came back.
+        nodes = {m["name"]: m for m in self.conductor.store.job(job_id)["nodes"] if m["batch"] == i}
+        for host, m in nodes.items():
+            if m["state"] != State.ACTIVE:
+                self.guest_jobs.fail_stopped(job_id, i, host, f"its host {host} did not come back "
+                                                              f"({m['last_error'] or m['state']})")
+        self.guest_jobs.run_batch(job_id, i, returning=True)
+
+    def _close_multicast(self, job_id: int, i: int, members: list[dict[str, Any]]) -> None:
         if self.multicast is None:
             return
         stats = self.multicast.close_batch(job_id, i)

@@ -73,6 +73,7 @@ class Load:
         while not Path(str(self.out) + ".started").exists():
             assert self.proc.poll() is None and time.monotonic() < end, "the load generator did not start"
             time.sleep(0.1)
+        self.started = time.monotonic()  # about the generator's time 0: its times + this = the test's clock
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -95,6 +96,10 @@ class Load:
 
     def last(self, text: str) -> float | None:
         return next((t for t, page in reversed(self.result["answers"]) if text in page), None)
+
+    def failed_at(self) -> list[float]:
+        """When each failed request was sent, on the test's clock (time.monotonic())."""
+        return [self.started + t for t, _ in self.result["failures"]]
 
     def seen(self) -> set[str]:
         return {page for _, page in self.result["answers"]}

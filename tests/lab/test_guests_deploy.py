@@ -22,6 +22,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import libvirt
 import pytest
 
 from provisioner.hypervisor.domains import GuestHost
@@ -512,3 +513,143 @@ def test_a_guest_whose_service_stops_leaves_its_endpoint_and_comes_back(guest_la
           f"after its service stopped, and was back {back:.1f}s after it started again; {load.summary()}")
     assert load.failures == [], "a refused connection is tried again on another guest: " + load.summary()
     assert load.last("web-2 ") > load.first("web-2 ") and len(load.seen()) == 2
+
+
+def _events(g, kinds: tuple[str, ...], since: float = 0.0) -> list[dict]:
+    return [e for e in g.h.client.get(f"/v1/nodes/{NODE}/events")["events"]
+            if e["event"] in kinds and e["ts"] >= since]
+
+
+def _wait(what: str, ready, timeout: float = 180, every: float = 0.5):
+    end = time.monotonic() + timeout
+    while True:
+        value = ready()
+        if value:
+            return value
+        assert time.monotonic() < end, f"{what}: not within {timeout:.0f}s"
+        time.sleep(every)
+
+
+def test_a_host_whose_agent_alone_stops_is_not_fenced(guest_lab):
+    """The host agent frozen (SIGSTOP) on the node that runs web-1: its heartbeats stop,
+    but its BMC says on and web-1 passes its checks. One signal is not enough."""
+    g, _ = guest_lab
+    since = time.time()
+    g.on_node("pkill -STOP -f 'provisioner[.]agent'")
+    try:
+        said = _wait("the host watch's verdict", lambda: _events(g, ("health", "fence"), since), timeout=90)
+        node = g.h.client.get(f"/v1/nodes/{NODE}")
+        print(f"\n[timing] agent stopped: '{said[0]['message']}' after {said[0]['ts'] - since:.0f}s")
+        assert [e["event"] for e in said] == ["health"] and said[0]["message"].startswith("suspect: "), said
+        assert "its BMC says the power is on and 1 of its 1 guests in an endpoint pass their health checks: " \
+               "not fenced on one signal" in said[0]["message"], said
+        assert node["state"] == "active" and node["agent"] == "host lost", node
+        assert g.guests()["web-1"]["host"] == NODE and g.guests()["web-1"]["state"] == "ready"
+        time.sleep(5)  # and it stays so
+        assert _events(g, ("fence", "heal"), since) == []
+    finally:
+        g.on_node("pkill -CONT -f 'provisioner[.]agent'")
+    _wait("the agent heard again", lambda: _events(g, ("health",), since)[-1]["message"].startswith(
+        "host agent heard again"), timeout=60)
+    assert g.h.client.get(f"/v1/nodes/{NODE}")["agent"] == "host alive"
+
+
+def test_reimage_moves_a_hosts_guests_first_and_drops_no_request(guest_lab):
+    g, _ = guest_lab
+    g.write(web=2, workers=0)  # web-staging-1 goes: a free core on testbox for web-1
+    code, out, err = g.cli("deploy", str(g.roles))
+    assert code == 0 and "0 to add, 1 to remove, 0 to roll, 0 to repair, 2 unchanged" in out, out + err
+    before = g.guests()
+    assert before["web-1"]["host"] == NODE and before["web-2"]["host"] == "testbox"
+
+    code, out, err = g.cli("reimage", NODE, "--dry-run")
+    assert code == 0 and f"guest web-1 (web): move {NODE} -> testbox" in out, out + err
+    assert g.guests() == before and g.h.client.get(f"/v1/nodes/{NODE}")["state"] == "active"
+
+    started = time.monotonic()
+    with g.load() as load:
+        code, out, err = g.cli("reimage", NODE)
+        time.sleep(2)
+    print(f"\n[load] reimage of {NODE} with web-1 on it: {load.summary()}; {time.monotonic() - started:.0f}s")
+    assert code == 0 and "guests: 1 done" in out, out + err
+    assert load.failures == [], load.summary()
+    assert load.last("web-1 ") > load.first("web-1 "), "web-1 answered before and after its move"
+    after = g.guests()
+    web1 = after["web-1"]
+    assert web1["host"] == "testbox" and web1["state"] == "ready", web1
+    assert web1["address"] == before["web-1"]["address"] and web1["mac"] == before["web-1"]["mac"]
+    assert web1["why"].startswith(f"moved from {NODE} at ") and f"because its host {NODE} was reimaged" in web1["why"]
+    assert g.dig("web-1") == web1["address"]
+    assert after["web-2"]["updated_at"] == before["web-2"]["updated_at"], "web-2 was not touched"
+    assert g.h.client.get(f"/v1/nodes/{NODE}")["state"] == "active"
+    code, out, _ = g.cli("guest", "show", "web-1")
+    assert f"moved from {NODE}" in out, out
+
+
+def test_a_dead_host_is_fenced_and_its_guests_healed_through_a_kill_9(guest_lab):
+    """web-1 back on the node (testbox has room again), then the node's domain destroyed
+    under load: fenced through its BMC, web-1 made again on testbox with its address and
+    endpoint, the daemon killed in the middle of it and started again."""
+    g, _ = guest_lab
+    assert g.cli("guest", "delete", "web-1")[0] == 0
+    code, out, err = g.cli("deploy", str(g.roles))  # web spreads by rack: back on the node
+    assert code == 0 and "1 to add" in out, out + err
+    before = g.guests()
+    assert before["web-1"]["host"] == NODE, before
+    vbmc_log = g.h.lab.dir / "logs/vbmcd.log"
+    log_at = vbmc_log.stat().st_size
+    conn = hypervisor.connect()
+    try:
+        dom = conn.lookupByName(NODE)
+        with g.load() as load:
+            time.sleep(2)
+            since, killed = time.time(), time.monotonic()
+            dom.destroy()  # a hard failure: the host is gone at once
+            down = _wait("web-1 marked down", lambda: g.member("web-1")["health"] == "down" and time.monotonic(),
+                         timeout=60, every=0.2)
+            fenced = _wait("the fence", lambda: _events(g, ("fence",), since), timeout=120)
+            fenced_at = time.monotonic()
+            job = _wait("the heal job", lambda: next((j for j in g.jobs() if j["kind"] == "heal"
+                                                      and j["created_at"] >= since), None), timeout=60)
+            _wait("web-1 being made on testbox", lambda: any(
+                x["status"] == "running" for x in g.h.client.get(f"/v1/jobs/{job['id']}")["guests"]), timeout=60,
+                every=0.2)
+            os.kill(g.h.lab.load().daemon_pid, signal.SIGKILL)  # in the middle of healing
+            time.sleep(1)
+            g.h.lab.restart_daemon()
+            healed = g.h.wait_job(job["id"], timeout=300)
+            healed_at = time.monotonic()
+            _wait("full membership", lambda: all(m["health"] == "up" for m in g.endpoints()["web"]["members"]),
+                  timeout=60, every=0.2)
+            full = time.monotonic()
+            time.sleep(3)
+    finally:
+        state = conn.lookupByName(NODE).state()[0]
+        conn.close()
+    print(f"\n[timing] healing: web-1 marked down {down - killed:.1f}s after the kill; fenced after "
+          f"{fenced_at - killed:.1f}s; heal job done after {healed_at - killed:.1f}s (a kill -9 of the daemon in "
+          f"it); full membership after {full - killed:.1f}s; {load.summary()}")
+    assert healed["status"] == "done", healed
+    late = [t - killed for t in load.failed_at() if t > down + 1.0]
+    assert late == [], f"requests failed after the check took web-1 out: {late}; {load.summary()}"
+    assert state == libvirt.VIR_DOMAIN_SHUTOFF
+    assert f"Power off called for domain {NODE}" in vbmc_log.read_text()[log_at:], "fenced through its BMC"
+    node = g.h.client.get(f"/v1/nodes/{NODE}")
+    assert node["state"] == "out-for-repair" and "its BMC says the power is off" in node["last_error"], node
+    assert fenced[0]["message"].startswith("fenced: powered off through its BMC (IPMI"), fenced
+    after = g.guests()
+    web1 = after["web-1"]
+    assert web1["host"] == "testbox" and web1["state"] == "ready", web1
+    assert (web1["address"], web1["mac"]) == (before["web-1"]["address"], before["web-1"]["mac"])
+    assert f"moved from {NODE}" in web1["why"] and "out for repair" in web1["why"], web1
+    assert g.dig("web-1") == web1["address"]
+    local = g.local()
+    try:
+        assert sorted(n for n in local.running_guests() if n.startswith("web")) == ["web-1", "web-2"], \
+            "web-1 runs once, on testbox"
+    finally:
+        local.conn.close()
+    code, out, _ = g.cli("show", NODE)
+    assert "out-for-repair" in out and "heal job" in out, out
+    code, out, err = g.cli("reimage", NODE, "--dry-run")  # how it comes back
+    assert code == 0 and "batch 1: lab-r1-n1" in out and "guest" not in out, out + err
