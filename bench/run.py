@@ -10,6 +10,8 @@
   firmware enroll-to-ready and reimage of a BIOS, a UEFI and a Secure Boot node in one lab (bench/firmware.py)
   multicast egress and wall time of a reimage of 1-4 nodes: one multicast session vs HTTP to each (bench/multicast.py)
   endpoints requests/s through a role's VIP (HAProxy) vs straight to its guests; a roll's pace under load (bench/endpoints.py)
+  healing a host destroyed under load: time to fence, heal and full membership, failed requests, bytes moved,
+          beside the peers' published figures (bench/healing.py)
 Run as root: `make bench` (or sudo .venv/bin/python bench/run.py [--only http,tftp,...]).
 Results go to bench/results/latest.json and are printed as Markdown."""
 
@@ -37,6 +39,7 @@ from bmc import bench_bmc  # noqa: E402
 from endpoints import bench_endpoints  # noqa: E402
 from firmware import bench_firmware  # noqa: E402
 from guests import bench_guests  # noqa: E402
+from healing import bench_healing  # noqa: E402
 from laydown import bench_laydown  # noqa: E402
 from multicast import bench_multicast  # noqa: E402
 from reimage import bench_reimage  # noqa: E402
@@ -244,7 +247,7 @@ def bench_enroll() -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only",
-                        default="http,tftp,enroll,laydown,reimage,guests,bmc,firmware,multicast,endpoints")
+                        default="http,tftp,enroll,laydown,reimage,guests,bmc,firmware,multicast,endpoints,healing")
     parser.add_argument("--host-image", type=Path, default=REPO / "build/images/host/host.qcow2")
     parser.add_argument("--http-mb", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
@@ -278,6 +281,8 @@ def main() -> int:
                 results["multicast"] = bench_multicast(args.host_image)
             elif name == "endpoints":
                 results["endpoints"] = bench_endpoints(work, args.rounds)
+            elif name == "healing":
+                results["healing"] = bench_healing(work, args.host_image)
         finally:
             shutil.rmtree(work, ignore_errors=True)
     out = REPO / "bench/results"

@@ -55,7 +55,7 @@ def show_plan(plan: dict[str, Any]) -> None:
         for g in plan.get("guests") or []:
             if g["batch"] == i - 1:
                 where = f"{g['from']} -> {g['to']}" if g["action"] == "move" else \
-                    f"stopped on {g['from']}, made again there once it is back"
+                    f"on {g['from']}, made again there once it is back"
                 print(f"    guest {g['guest']} ({g['role']}): {g['action']} {where}" +
                       (f" ({g['why']})" if g["action"] != "move" and g["why"] else ""))
 

@@ -41,3 +41,18 @@ def test_a_jobs_transfer_lines_say_what_multicast_sent_and_http_repaired():
            "HTTP repair 0 B" in lines[1]
     job["stats"]["multicast"][0].update(complete=False, dropped=3)
     assert "ended early, 3 of 3 joined, 3 dropped" in transfer_lines(job)[1]
+
+
+def test_a_reimage_plan_lists_each_guest_move_or_stop_under_its_batch(capsys):
+    from provisioner.display.jobs import show_plan
+
+    show_plan({"kind": "reimage", "target": "rack-1", "image": {"ref": "host:2", "sha256": "a" * 64},
+               "batches": [["n1"], ["n2"]], "max_unavailable": 1, "max_parallel": 8, "max_failures": 0,
+               "guests": [{"guest": "web-1", "role": "web", "action": "move", "batch": 0, "from": "n1", "to": "h3",
+                           "why": "its host n1 was reimaged"},
+                          {"guest": "db-1", "role": "db", "action": "stop", "batch": 1, "from": "n2", "to": "n2",
+                           "why": "healing.on_reimage is stop"}]})
+    out = capsys.readouterr().out
+    assert "  batch 1: n1\n    guest web-1 (web): move n1 -> h3\n  batch 2: n2\n" in out, out
+    assert "    guest db-1 (db): stop on n2, made again there once it is back " \
+           "(healing.on_reimage is stop)" in out, out
