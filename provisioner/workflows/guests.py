@@ -209,8 +209,7 @@ class GuestService:
             else:
                 action, batch = PlanAction.KEEP, -1
             entries.append({"guest": g.name, "action": action, "batch": batch, "host": g.host, "spec": spec})
-        return {"hosts": [h.doc() for h in hosts], "entries": entries, "endpoints": [s.doc() for s in slots],
-                "roles": by_role}
+        return {"hosts": [h.doc() for h in hosts], "entries": entries, "endpoints": [s.doc() for s in slots]}
 
     def _own_ports(self) -> dict[int, str]:
         """TCP ports the provisioner listens on, on every address (a VIP cannot take them)."""
