@@ -140,3 +140,15 @@ def test_a_host_out_for_repair_has_its_guests_moved_by_the_next_plan(tmp_path):
     moved = [e for e in doc["entries"] if e["action"] == PlanAction.MOVE]
     assert [(e["guest"], e["spec"]["old_host"], e["host"]) for e in moved] == [("web-1", "n1", "n2")]
     assert moved[0]["spec"]["because"] == "its host n1 is out for repair"
+
+
+def test_healing_with_no_room_says_what_is_short_and_changes_nothing(tmp_path):
+    svc, _ = _make(tmp_path, cores=(3, 2))  # n2 keeps one core for itself and gives its other to web-2
+    _deploy(svc)
+    with svc.store._tx() as db:
+        db.execute("UPDATE nodes SET state = ? WHERE name = 'n1'", (State.OUT_FOR_REPAIR,))
+    before = svc.store.guests()
+    with pytest.raises(InvalidInput, match=r"role web: no room for web-1, which needs 1 core and 256 MiB: the most "
+                                           r"free is n2 with 0 cores and \d+ MiB \(short by 1 core and 0 MiB\)"):
+        svc.heal("n1")
+    assert svc.store.guests() == before and all(j["kind"] != "heal" for j in svc.store.jobs())
