@@ -72,6 +72,7 @@ class HostWatch:
         self.endpoints = endpoints
         self.clock = clock
         self._said: dict[int, Verdict] = {}  # the verdict last recorded per node: events only on change
+        self._failed: dict[tuple[int, str], str] = {}  # a fence's or a heal's last failure, recorded once
         self._next_try: dict[int, float] = {}  # when a host not fenced, or not healed, is tried again
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -159,13 +160,21 @@ class HostWatch:
             message = (f"CANNOT FENCE: powering it off through its BMC failed ({exc}); its guests are NOT moved, "
                        f"as they may still run: power it off by hand, tried again in "
                        f"{self.settings.healing_retry_interval:.0f}s")
-            self.store.record_event(node, "fence", message)
-            LOG.error("node %s: %s", node.name, message)
+            self._failure(node, "fence", message)
             return False
         LOG.warning("node %s: declared dead and fenced (%s)", node.name, reason)
         self._said.pop(node.id, None)
+        self._failed.pop((node.id, "fence"), None)
         self.heal(self.store.get_node(str(node.id)))
         return True
+
+    def _failure(self, node: Node, kind: str, message: str) -> None:
+        """Logged as an error at every try; recorded in the node's events when it changes
+        (a BMC that stays away must not fill the history with one line every retry)."""
+        LOG.error("node %s: %s", node.name, message)
+        if self._failed.get((node.id, kind)) != message:
+            self._failed[(node.id, kind)] = message
+            self.store.record_event(node, kind, message)
 
     # -- healing -----------------------------------------------------------------------
     def heal(self, node: Node) -> int | None:
@@ -181,11 +190,11 @@ class HostWatch:
         except ProvisionerError as exc:
             message = f"its guests cannot be placed again now: {exc}; tried again in " \
                       f"{self.settings.healing_retry_interval:.0f}s"
-            self.store.record_event(node, "heal", message)
             for guest in self.store.guests(host=node.name):
                 self.store.set_guest(guest["name"], last_error=f"its host {node.name} is out for repair; {message}")
-            LOG.error("node %s: %s", node.name, message)
+            self._failure(node, "heal", message)
             return None
+        self._failed.pop((node.id, "heal"), None)
         if job is not None:
             self.store.record_event(node, "heal", f"heal job {job}: " +
                                     ", ".join(f"{e['guest']} to {e['host']}" for e in self.store.job_guests(job)))

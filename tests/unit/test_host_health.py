@@ -8,6 +8,7 @@ import time
 import pytest
 
 from provisioner import config
+from provisioner.errors import InvalidInput
 from provisioner.models import PowerState
 from provisioner.network.haproxy import Health
 from provisioner.power.fake import FakePowerDriver
@@ -167,3 +168,22 @@ def test_a_silent_host_without_guests_is_only_marked_lost(lab):
     watch, store, driver, _, healer = lab(guests=False)
     watch.sweep()
     assert store.get_node("host-1").state == State.ACTIVE and driver.calls == [] and healer.healed == []
+
+
+def test_a_failure_that_repeats_is_recorded_once(lab):
+    class NoRoom(FakeGuests):
+        def heal(self, host):
+            self.healed.append(host)
+            raise InvalidInput("role web: no room for web-1 (short by 1 core)")
+
+    watch, store, driver, _, _ = lab()
+    watch.guests = NoRoom()
+    watch.sweep()  # fenced, then the heal fails
+    watch._next_try.clear()  # as if healing.retry_interval had passed, twice
+    watch.sweep()
+    watch._next_try.clear()
+    watch.sweep()
+    assert watch.guests.healed == ["host-1"] * 3
+    said = _events(store, "heal")
+    assert len(said) == 1 and "its guests cannot be placed again now: role web: no room for web-1" in said[0]
+    assert "short by 1 core" in store.guest("web-1")["last_error"]
