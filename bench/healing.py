@@ -41,25 +41,17 @@ roles:
 NODE = "lab-r1-n1"
 
 
-def _until(what: str, ready: Any, timeout: float = 600, every: float = 0.2) -> Any:
-    end = time.monotonic() + timeout
-    while True:
-        value = ready()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise RuntimeError(f"{what}: not within {timeout:.0f}s")
-        time.sleep(every)
-
-
 def bench_healing(work: Path, host_image: Path) -> dict[str, Any]:
     sys.path.insert(0, str(REPO))
     from provisioner.lab import hypervisor
     from provisioner.lab.lab import Lab
-    from tests.lab.conftest import LabSshd
+    from tests.lab.conftest import LabSshd, wait_until
     from tests.lab.loadgen import Load
 
     from reimage import enroll_lab
+
+    def until(what: str, ready: Any) -> Any:
+        return wait_until(what, ready, timeout=600, every=0.2)
 
     lab = Lab()
     lab.down()
@@ -97,17 +89,17 @@ def bench_healing(work: Path, host_image: Path) -> dict[str, Any]:
                 time.sleep(2)
                 wall, t0 = time.time(), time.monotonic()
                 conn.lookupByName(NODE).destroy()
-                down = _until("web-1 marked down", lambda: members().get("web-1") == "down" and time.monotonic())
-                dead = _until("declared dead", lambda: [e for e in events("health", wall)
+                down = until("web-1 marked down", lambda: members().get("web-1") == "down" and time.monotonic())
+                dead = until("declared dead", lambda: [e for e in events("health", wall)
                                                         if e["message"].startswith("dead: ")])
-                fenced = _until("fenced", lambda: events("fence", wall))
-                job = _until("the heal job", lambda: next((j for j in client.get("/v1/jobs")["jobs"]
+                fenced = until("fenced", lambda: events("fence", wall))
+                job = until("the heal job", lambda: next((j for j in client.get("/v1/jobs")["jobs"]
                                                            if j["kind"] == "heal" and j["created_at"] >= wall), None))
                 while job["status"] == "running":
                     time.sleep(0.2)
                     job = client.get(f"/v1/jobs/{job['id']}")
                 healed = time.monotonic()
-                full = _until("full membership", lambda: set(members().values()) == {"up"} and time.monotonic())
+                full = until("full membership", lambda: set(members().values()) == {"up"} and time.monotonic())
                 time.sleep(2)
         finally:
             conn.close()

@@ -201,14 +201,16 @@ class JobRunner:
             return [m["name"] for m in self.conductor.store.job(job_id)["nodes"]
                     if m["name"] in names and m["status"] == MemberStatus.FAILED]
 
+        guests = self.guest_jobs is not None and bool(self.conductor.store.job_guests(job_id))
         return self.engine.run(job_id, batches, lambda m: self._one(job_id, m, options),
                                parallel=int(options["max_parallel"]), max_failures=int(options["max_failures"]),
-                               failed=failed, before=lambda i: self._open_batch(job_id, i, batches[i], options),
-                               after=lambda i: self._close_batch(job_id, i, batches[i]))
+                               failed=failed, before=lambda i: self._open_batch(job_id, i, batches[i], options, guests),
+                               after=lambda i: self._close_batch(job_id, i, batches[i], guests))
 
-    def _open_batch(self, job_id: int, i: int, members: list[dict[str, Any]], options: dict[str, Any]) -> None:
+    def _open_batch(self, job_id: int, i: int, members: list[dict[str, Any]], options: dict[str, Any],
+                    guests: bool) -> None:
         """The batch's guests moved (or stopped) first; its nodes fail if that fails."""
-        if self.guest_jobs is not None and not self.conductor.store.job(job_id)["abort"]:
+        if guests and self.guest_jobs is not None and not self.conductor.store.job(job_id)["abort"]:
             failed = self.guest_jobs.run_batch(job_id, i)
             if failed:
                 why = f"not started: its guests could not be moved first ({', '.join(failed)}; see the job's guests)"
@@ -238,9 +240,9 @@ class JobRunner:
         if note:
             self.conductor.store.add_job_note(job_id, f"batch {i + 1}: {note}")
 
-    def _close_batch(self, job_id: int, i: int, members: list[dict[str, Any]]) -> None:
+    def _close_batch(self, job_id: int, i: int, members: list[dict[str, Any]], guests: bool) -> None:
         self._close_multicast(job_id, i, members)
-        if self.guest_jobs is None:
+        if not guests or self.guest_jobs is None:
             return
         # The guests stopped for the batch, made again on their hosts that came back.
         nodes = {m["name"]: m for m in self.conductor.store.job(job_id)["nodes"] if m["batch"] == i}

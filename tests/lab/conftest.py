@@ -176,6 +176,17 @@ def agent_write(host, guest: str, path: str, text: str) -> None:
     host.agent(guest, {"execute": "guest-file-close", "arguments": {"handle": handle}})
 
 
+def wait_until(what: str, ready, timeout: float = 180, every: float = 0.5):
+    """Poll `ready()` until it gives something true, and return that."""
+    end = time.monotonic() + timeout
+    while True:
+        value = ready()
+        if value:
+            return value
+        assert time.monotonic() < end, f"{what}: not within {timeout:.0f}s"
+        time.sleep(every)
+
+
 def agent_exec(host, guest: str, path: str, *args: str, timeout: float = 30) -> int:
     """Run a program in the guest through its agent; its exit code."""
     pid = host.agent(guest, {"execute": "guest-exec", "arguments": {"path": path, "arg": list(args)}})["pid"]

@@ -30,7 +30,7 @@ from provisioner.hypervisor.pool import Pool
 from provisioner.lab import hypervisor
 from provisioner.sshkeys import new_keypair
 
-from .conftest import LabSshd, agent_exec, agent_read, agent_write, enroll_missing, import_missing
+from .conftest import LabSshd, agent_exec, agent_read, agent_write, enroll_missing, import_missing, wait_until
 from .loadgen import Load
 
 REPO = Path(__file__).resolve().parents[2]
@@ -524,16 +524,6 @@ def _events(g, kinds: tuple[str, ...], since: float = 0.0) -> list[dict]:
             if e["event"] in kinds and e["ts"] >= since]
 
 
-def _wait(what: str, ready, timeout: float = 180, every: float = 0.5):
-    end = time.monotonic() + timeout
-    while True:
-        value = ready()
-        if value:
-            return value
-        assert time.monotonic() < end, f"{what}: not within {timeout:.0f}s"
-        time.sleep(every)
-
-
 def test_a_host_whose_agent_alone_stops_is_not_fenced(guest_lab):
     """The host agent frozen (SIGSTOP) on the node that runs web-1: its heartbeats stop,
     but its BMC says on and web-1 passes its checks. One signal is not enough."""
@@ -541,7 +531,7 @@ def test_a_host_whose_agent_alone_stops_is_not_fenced(guest_lab):
     since = time.time()
     g.on_node(FREEZE_AGENT.format(signal="STOP"))
     try:
-        said = _wait("the host watch's verdict", lambda: _events(g, ("health", "fence"), since), timeout=90)
+        said = wait_until("the host watch's verdict", lambda: _events(g, ("health", "fence"), since), timeout=90)
         node = g.h.client.get(f"/v1/nodes/{NODE}")
         print(f"\n[timing] agent stopped: '{said[0]['message']}' after {said[0]['ts'] - since:.0f}s")
         assert [e["event"] for e in said] == ["health"] and said[0]["message"].startswith("suspect: "), said
@@ -553,7 +543,7 @@ def test_a_host_whose_agent_alone_stops_is_not_fenced(guest_lab):
         assert _events(g, ("fence", "heal"), since) == []
     finally:
         g.on_node(FREEZE_AGENT.format(signal="CONT"))
-    _wait("the agent heard again", lambda: _events(g, ("health",), since)[-1]["message"].startswith(
+    wait_until("the agent heard again", lambda: _events(g, ("health",), since)[-1]["message"].startswith(
         "host agent heard again"), timeout=60)
     assert g.h.client.get(f"/v1/nodes/{NODE}")["agent"] == "host alive"
 
@@ -609,13 +599,13 @@ def test_a_dead_host_is_fenced_and_its_guests_healed_through_a_kill_9(guest_lab)
             time.sleep(2)
             since, killed = time.time(), time.monotonic()
             dom.destroy()  # a hard failure: the host is gone at once
-            down = _wait("web-1 marked down", lambda: g.member("web-1")["health"] == "down" and time.monotonic(),
+            down = wait_until("web-1 marked down", lambda: g.member("web-1")["health"] == "down" and time.monotonic(),
                          timeout=60, every=0.2)
-            fenced = _wait("the fence", lambda: _events(g, ("fence",), since), timeout=120)
+            fenced = wait_until("the fence", lambda: _events(g, ("fence",), since), timeout=120)
             fenced_at = time.monotonic()
-            job = _wait("the heal job", lambda: next((j for j in g.jobs() if j["kind"] == "heal"
+            job = wait_until("the heal job", lambda: next((j for j in g.jobs() if j["kind"] == "heal"
                                                       and j["created_at"] >= since), None), timeout=60)
-            _wait("web-1 being made on testbox", lambda: any(
+            wait_until("web-1 being made on testbox", lambda: any(
                 x["status"] == "running" for x in g.h.client.get(f"/v1/jobs/{job['id']}")["guests"]), timeout=60,
                 every=0.2)
             os.kill(g.h.lab.load().daemon_pid, signal.SIGKILL)  # in the middle of healing
@@ -623,7 +613,7 @@ def test_a_dead_host_is_fenced_and_its_guests_healed_through_a_kill_9(guest_lab)
             g.h.lab.restart_daemon()
             healed = g.h.wait_job(job["id"], timeout=300)
             healed_at = time.monotonic()
-            _wait("full membership", lambda: all(m["health"] == "up" for m in g.endpoints()["web"]["members"]),
+            wait_until("full membership", lambda: all(m["health"] == "up" for m in g.endpoints()["web"]["members"]),
                   timeout=60, every=0.2)
             full = time.monotonic()
             time.sleep(3)
