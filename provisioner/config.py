@@ -148,6 +148,9 @@ class Settings:
     agent_lost_after: float = 60.0
     agent_host_heartbeat_interval: float = 10.0
     agent_host_lost_after: float = 45.0  # a host agent silent this long is marked lost
+    # Host heartbeats the daemon plans to answer per second: a fleet larger than
+    # interval x this gets a longer interval (and a longer time to be lost), in proportion.
+    agent_host_heartbeats_per_second: float = 50.0
     # [client] (the CLI)
     client_api: str = ""  # http://host:8080 or unix:///path; default: the server socket
     client_token_file: Path | None = None
@@ -293,6 +296,8 @@ def validate(settings: Settings) -> None:
         raise ConfigError(f"power.redfish_ca_bundle: no file {settings.power_redfish_ca_bundle}")
     if settings.dhcp_router_advertisements and not settings.dhcp_interface:
         raise ConfigError("dhcp.router_advertisements needs dhcp.interface")
+    if settings.agent_host_heartbeats_per_second <= 0:
+        raise ConfigError("agent.host_heartbeats_per_second must be above 0")
     if settings.power_cipher_suite not in (3, 17):
         raise ConfigError("power.cipher_suite must be 3 or 17")
     if "{node}" not in settings.consoles_node_log:

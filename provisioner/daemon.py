@@ -44,6 +44,8 @@ class Daemon:
             render_script=lambda: self.svc.renderer.render("boot.ipxe.j2", http_port=self.http.port),
             counters=self.svc.counters, access_log=AccessLog(s.log_dir / "tftp.log"), listen=s.server_listen,
             port=s.server_tftp_port, max_transfers=s.tftp_max_transfers, max_per_client=s.tftp_max_per_client)
+        self.svc.conductor.pressure_sources.append(("the API turned requests away as busy",
+                                                    lambda: self.http.loop.refused_at))
         self._stopped = threading.Event()
 
     def start(self) -> None:

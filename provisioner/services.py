@@ -19,6 +19,7 @@ from .power import PowerDriver, PowerManager, make_driver
 from .secrets import SecretBox
 from .sshkeys import operator_key
 from .store import Store
+from .workflows.heartbeats import Heartbeats
 from .workflows.agent import AgentService
 from .workflows.deploy import DeployFlow
 from .workflows.engine import Conductor
@@ -69,6 +70,7 @@ class Services:
     multicast: MulticastService
     endpoints: EndpointService
     watch: HostWatch
+    heartbeats: Heartbeats
 
     @classmethod
     def build(cls, settings: Settings, driver: PowerDriver | None = None) -> "Services":
@@ -113,7 +115,8 @@ class Services:
         catalog = Catalog(settings.data_dir / "images", store)
         multicast = MulticastService(settings, store, catalog)
         deploy = DeployFlow(conductor, catalog, multicast)
-        agents = AgentService(conductor, deploy)
+        heartbeats = Heartbeats(conductor)
+        agents = AgentService(conductor, deploy, heartbeats)
         guests = GuestService(settings, store, catalog, endpoints)
         jobs = JobRunner(conductor, deploy, catalog, multicast)
         jobs.moves, jobs.guest_jobs = HostMoves(settings, store, guests), guests.jobs
@@ -123,5 +126,5 @@ class Services:
                   power=PowerService(conductor), counters=counters, renderer=renderer, dhcp=dhcp,
                   operator_token=_operator_token(settings.operator_token_file),
                   catalog=catalog, deploy=deploy, jobs=jobs, guests=guests, multicast=multicast, endpoints=endpoints,
-                  watch=HostWatch(conductor, guests, endpoints))
+                  watch=HostWatch(conductor, guests, endpoints), heartbeats=heartbeats)
         return svc

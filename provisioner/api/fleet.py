@@ -9,7 +9,7 @@ from ..images.formats import declared_format
 from ..services import Services
 from ..statuses import AuthKind, JobKind
 from .http import Request, Response, Route
-from .views import job_view
+from .views import job_view, page_limit
 
 REIMAGE_BODY = {
     "type": "object", "required": ["target"],
@@ -86,7 +86,16 @@ class FleetRoutes:
         return self._job_request(req, JobKind.ROLLBACK)
 
     def jobs(self, req: Request) -> Any:
-        return {"jobs": [job_view(self.svc.store, j) for j in self.svc.store.jobs()]}
+        """The newest jobs, members counted by status (GET /v1/jobs/ID lists them); `next`
+        is the cursor of the page of older ones."""
+        limit = page_limit(req, default=100, most=1000)
+        raw = req.query.get("before")
+        if raw is not None and (not raw.isdigit() or len(raw) > 18):
+            raise InvalidInput("before must be a job id")
+        jobs = self.svc.store.job_summaries(limit + 1, int(raw) if raw is not None else None)
+        more = len(jobs) > limit
+        jobs = jobs[1:] if more else jobs
+        return {"jobs": jobs, "next": jobs[0]["id"] if more else None}
 
     def job(self, req: Request) -> Any:
         try:
@@ -114,7 +123,8 @@ class FleetRoutes:
                   "Plan (dry_run) or start a reimage of a node, rack or all", REIMAGE_BODY),
             Route("POST", "/v1/rollback", self.rollback, op,
                   "Plan (dry_run) or start a rollback: discard the differencing layer", ROLLBACK_BODY),
-            Route("GET", "/v1/jobs", self.jobs, op, "Every job"),
+            Route("GET", "/v1/jobs", self.jobs, op,
+                  "The newest jobs, members counted (?limit=N&before=ID; 'next' pages to older ones)"),
             Route("GET", "/v1/jobs/{job}", self.job, op, "One job and its nodes"),
             Route("POST", "/v1/jobs/abort", self.abort, op,
                   "Stop a running job (the newest unless 'job' is given) before its next node starts"),

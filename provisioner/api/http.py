@@ -64,7 +64,8 @@ class Response:
 
     @classmethod
     def of_json(cls, doc: Any, status: int = 200) -> "Response":
-        return cls(status=status, body=(json.dumps(doc, indent=1, sort_keys=True) + "\n").encode())
+        # Compact: at ten thousand nodes, indentation was a third of a listing's bytes.
+        return cls(status=status, body=(json.dumps(doc, separators=(",", ":")) + "\n").encode())
 
     @classmethod
     def text(cls, text: str, status: int = 200, content_type: str = "text/plain") -> "Response":

@@ -3,6 +3,7 @@ commands), power, racks, discovered MACs, checks and the boot servers' counters.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from ..errors import InvalidInput, NotFound
@@ -10,12 +11,13 @@ from ..models import (ADDRESS_SCHEMA, IPMI_MAX_PASSWORD, IPMI_MAX_USERNAME, MAC_
                       PORT_SCHEMA, REDFISH_MAX_PASSWORD, REDFISH_MAX_USERNAME, SYSTEM_SCHEMA, BmcDriver, Node,
                       PowerAction)
 from ..services import Services
+from ..states import State
 from ..statuses import AuthKind
 from ..workflows.checks import HostChecks
 from ..workflows.consoles import Consoles
 from ..workflows.labels import set_labels
 from .http import Request, Response, Route
-from .views import deploy_progress, image_ref, node_view
+from .views import cursor_for, cursor_of, deploy_progress, image_ref, image_refs, node_view, page_limit
 
 NODE_BODY = {
     "type": "object", "required": ["mac", "rack", "bmc"],
@@ -63,20 +65,54 @@ class NodeRoutes:
     def node(self, req: Request) -> Node:
         return self.svc.store.get_node(req.params["node"])
 
-    def view(self, node: Node) -> dict[str, Any]:
+    def view(self, node: Node, refs: dict[str, str] | None = None) -> dict[str, Any]:
         doc = node_view(node, self.svc.settings.agent_lost_after)
         doc["progress"] = deploy_progress(self.svc.store, node.id, doc["step"])
-        doc["image"] = image_ref(self.svc.store, node.image_sha256)
+        doc["image"] = image_ref(self.svc.store, node.image_sha256, refs)
         return doc
 
     def listing(self, req: Request) -> Any:
-        rack, tag = req.query.get("rack"), req.query.get("tag")
-        nodes = self.svc.store.list_nodes(rack=rack)
-        if rack and not nodes:
+        """A page of nodes in (rack, name) order; `next` is the cursor of the following
+        page (null on the last). Each page costs one range read of the index."""
+        rack, tag, state = req.query.get("rack"), req.query.get("tag"), req.query.get("state")
+        if state is not None and state not in {s.value for s in State}:
+            raise InvalidInput(f"state must be one of {', '.join(s.value for s in State)}")
+        limit = page_limit(req, default=500, most=5000)
+        after = cursor_of(req.query.get("cursor"))
+        nodes = self.svc.store.page_nodes(rack=rack, state=state, tag=tag, after=after, limit=limit + 1)
+        if rack and not nodes and after is None and rack not in self.svc.store.racks():
             raise NotFound(f"no rack named {rack!r}: see 'provisioner nodes'")
-        if tag:
-            nodes = [n for n in nodes if tag in n.tags]
-        return {"nodes": [self.view(n) for n in nodes]}
+        page, more = nodes[:limit], len(nodes) > limit
+        refs = image_refs(self.svc.store)
+        return {"nodes": [self.view(n, refs) for n in page],
+                "next": cursor_for(page[-1].rack, page[-1].name) if more else None}
+
+    def feed(self, req: Request) -> Any:
+        """Events after the cursor `after`, oldest first; with `wait`, held open up to that
+        many seconds until one comes: what a live view follows instead of polling."""
+        raw = req.query.get("after", "0")
+        if not raw.isdigit() or len(raw) > 18:
+            raise InvalidInput("after must be an event id (a whole number); 0 for the start")
+        after = int(raw)
+        wait_raw = req.query.get("wait", "0")
+        try:
+            wait = float(wait_raw)
+        except ValueError as exc:
+            raise InvalidInput("wait must be seconds, from 0 to 30") from exc
+        if not 0 <= wait <= 30:
+            raise InvalidInput("wait must be seconds, from 0 to 30")
+        limit = page_limit(req, default=500, most=5000)
+        node_id = self.svc.store.get_node(req.query["node"]).id if req.query.get("node") else None
+        store = self.svc.store
+        end = time.monotonic() + wait
+        while True:
+            generation = store.event_generation
+            events = store.feed(after, limit, node_id)
+            left = end - time.monotonic()
+            if events or left <= 0:
+                break
+            store.wait_events(generation, min(left, 5.0))
+        return {"events": events, "next": events[-1]["id"] if events else after}
 
     def health(self, node: Node) -> dict[str, Any] | None:
         """What the host watch last said of the node (its health, fencing or healing)."""
@@ -153,7 +189,10 @@ class NodeRoutes:
     def routes(self) -> list[Route]:
         op = AuthKind.OPERATOR
         return [
-            Route("GET", "/v1/nodes", self.listing, op, "List nodes (?rack=R)"),
+            Route("GET", "/v1/nodes", self.listing, op,
+                  "A page of nodes (?rack=R&state=S&tag=T&limit=N&cursor=C; 'next' is the next page's cursor)"),
+            Route("GET", "/v1/events", self.feed, op,
+                  "The fleet's events after an event id (?after=ID&wait=S&limit=N&node=NAME)"),
             Route("POST", "/v1/nodes", self.create, op,
                   "Enroll a node by MAC with its BMC and rack; inspection starts unless inspect=false", NODE_BODY),
             Route("GET", "/v1/nodes/{node}", self.show, op, "One node by name, id or MAC"),

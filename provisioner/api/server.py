@@ -131,6 +131,7 @@ class ConnectionLoop:
         self._lock = threading.Lock()
         self._open = 0
         self._busy = 0
+        self.refused_at: float | None = None  # monotonic: the last request turned away as busy
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -201,6 +202,7 @@ class ConnectionLoop:
                 if not full:
                     self._open += 1
             if full:
+                self.refused_at = time.monotonic()
                 self._refuse(sock, plain_response(503, "Service Unavailable", "Busy",
                                                   "too many open connections; try again", "Retry-After: 1\r\n"))
                 continue
@@ -278,6 +280,7 @@ class ConnectionLoop:
             if not busy:
                 self._busy += 1
         if busy:
+            self.refused_at = time.monotonic()
             self._answer_and_close(conn, plain_response(
                 503, "Service Unavailable", "Busy",
                 f"{self.limits.max_busy} requests are being answered; try again", "Retry-After: 1\r\n"))

@@ -53,6 +53,7 @@ def _add_nodes(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p = sub.add_parser("nodes", help="list nodes")
     p.add_argument("--rack")
     p.add_argument("--tag")
+    p.add_argument("--state", help="only nodes in this state (ready, active, deploy-failed...)")
     for name, text in (("show", "one node in detail"), ("events", "a node's history"),
                        ("delete", "remove a node that is not busy")):
         p = sub.add_parser(name, help=text)

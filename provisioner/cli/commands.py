@@ -99,9 +99,16 @@ def cmd_inspect(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_nodes(client: Client, args: argparse.Namespace) -> int:
-    query = "&".join(f"{k}={_q(v)}" for k, v in (("rack", args.rack), ("tag", args.tag)) if v)
-    path = "/v1/nodes" + (f"?{query}" if query else "")
-    doc = client.get(path)
+    query = "&".join(f"{k}={_q(v)}" for k, v in (("rack", args.rack), ("tag", args.tag),
+                                                   ("state", args.state)) if v)
+    doc: dict[str, Any] = {"nodes": []}
+    cursor = None
+    while True:  # every page, each one indexed read
+        page = client.get("/v1/nodes?" + "&".join(p for p in (query, f"cursor={cursor}" if cursor else "") if p))
+        doc["nodes"] += page["nodes"]
+        cursor = page.get("next")
+        if not cursor:
+            break
     if args.json:
         print_json(doc)
     elif doc["nodes"]:

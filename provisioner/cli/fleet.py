@@ -146,7 +146,8 @@ def cmd_job(client: Client, args: argparse.Namespace) -> int:
             print_json(jobs)
             return 0
         table(["id", "kind", "target", "status", "nodes/guests", "started", "ended"],
-              [[j["id"], j["kind"], j["target"], j["status"], len(j["nodes"]) or len(j["guests"]),
+              [[j["id"], j["kind"], j["target"], j["status"],
+                sum(j["node_counts"].values()) or sum(j["guest_counts"].values()),
                 timestamp(j["created_at"]),
                 timestamp(j["ended_at"])] for j in jobs])
         return 0

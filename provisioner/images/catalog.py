@@ -115,8 +115,8 @@ class Catalog:
     def remove(self, ref: str) -> Image:
         image = self.resolve(ref)
         users = self.store.nodes_with_image(image.sha256)
-        users += [f"job {j['id']}" for j in self.store.jobs(running_only=True)
-                  if j["options"].get("image_sha256") == image.sha256]
+        users += [f"job {j}" for j in self.store.running_job_ids()
+                  if self.store.job_options(j).get("image_sha256") == image.sha256]
         users += [f"guest {g['name']}" for g in self.store.guests()
                   if image.sha256 in (g["base_sha256"], g["app_sha256"])]
         same_bytes = [r for r in self.store.images_by_sha(image.sha256) if r["id"] != image.id]

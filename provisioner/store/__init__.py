@@ -78,18 +78,35 @@ class Store(ImageRows, JobRows, GuestRows, SqlBase):
             node_id = int(cur.lastrowid or 0)
             db.execute("INSERT INTO events (node_id, ts, event, to_state, message) VALUES (?, ?, ?, ?, ?)",
                        (node_id, now, "enroll", State.ENROLLED.value, f"enrolled in {rack}"))
+            self._evented()
         LOG.info("node %s (%s): enrolled in %s", name, mac, rack)
-        return self.get_node(str(node_id))
+        return self.node_by_id(node_id)
 
     def get_node(self, ident: str) -> Node:
-        """A node by id, name or MAC."""
-        rows = self._query(
-            f"SELECT {_NODE_COLUMNS} FROM nodes WHERE name = ? OR mac = ? OR CAST(id AS TEXT) = ?",
-            (ident, ident.lower(), ident),
-        )
+        """A node by name, MAC or id, each looked up through its own index (a name
+        wins over an id that reads the same)."""
+        rows = self._query(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE name = ?", (ident,))
+        if not rows and ":" in ident:
+            rows = self._query(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE mac = ?", (ident.lower(),))
+        if not rows and ident.isdigit() and len(ident) < 19:
+            rows = self._query(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE id = ?", (int(ident),))
         if not rows:
             raise NotFound(f"no node named {ident!r}: see 'provisioner nodes'")
         return _node(rows[0])
+
+    def node_by_id(self, node_id: int) -> Node:
+        rows = self._query(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE id = ?", (node_id,))
+        if not rows:
+            raise NotFound(f"node {node_id} was deleted")
+        return _node(rows[0])
+
+    def node_state(self, node_id: int) -> State | None:
+        """Only the node's state (None: deleted): what a waiter reads."""
+        rows = self._query("SELECT state FROM nodes WHERE id = ?", (node_id,))
+        return State(rows[0][0]) if rows else None
+
+    def name_taken(self, name: str) -> bool:
+        return bool(self._query("SELECT 1 FROM nodes WHERE name = ?", (name,)))
 
     def find_node_by_mac(self, mac: str) -> Node | None:
         rows = self._query(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE mac = ?", (mac,))
@@ -101,6 +118,48 @@ class Store(ImageRows, JobRows, GuestRows, SqlBase):
         else:
             rows = self._query(f"SELECT {_NODE_COLUMNS} FROM nodes ORDER BY rack, name")
         return [_node(r) for r in rows]
+
+    def page_nodes(self, *, rack: str | None = None, state: str | None = None, tag: str | None = None,
+                   after: tuple[str, str] | None = None, limit: int = 500) -> list[Node]:
+        """Up to `limit` nodes in (rack, name) order after the cursor `after`, filtered;
+        each page is one indexed range read, however large the fleet."""
+        where, args = [], []  # type: tuple[list[str], list[Any]]
+        if rack:
+            where.append("rack = ?")
+            args.append(rack)
+        if state:
+            where.append("state = ?")
+            args.append(state)
+        if tag:
+            # The JSON array holds the tag in quotes; LIKE's wildcards in it are escaped.
+            escaped = tag.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            where.append("tags LIKE ? ESCAPE '\\'")
+            args.append(f'%"{escaped}"%')
+        if after is not None:
+            where.append("(rack, name) > (?, ?)")
+            args += [after[0], after[1]]
+        sql = (f"SELECT {_NODE_COLUMNS} FROM nodes" + (" WHERE " + " AND ".join(where) if where else "")
+               + " ORDER BY rack, name LIMIT ?")
+        return [_node(r) for r in self._query(sql, (*args, limit))]
+
+    def count_nodes(self, state: State) -> int:
+        return int(self._query("SELECT COUNT(*) FROM nodes WHERE state = ?", (state.value,))[0][0])
+
+    def silent_hosts(self, seen_before: float) -> list[Node]:
+        """Active hosts not marked lost whose agent was last heard before `seen_before`."""
+        rows = self._query(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE state = ? AND host_lost = 0 "
+                           "AND host_last_seen < ?", (State.ACTIVE.value, seen_before))
+        return [_node(r) for r in rows]
+
+    def nodes_in(self, states_: tuple[State, ...], *, host_lost: bool | None = None) -> list[Node]:
+        """Nodes in these states (and, if given, with host_lost so), by the state index."""
+        marks = ",".join("?" for _ in states_)
+        sql = f"SELECT {_NODE_COLUMNS} FROM nodes WHERE state IN ({marks})"
+        args: list[Any] = [s.value for s in states_]
+        if host_lost is not None:
+            sql += " AND host_lost = ?"
+            args.append(int(host_lost))
+        return [_node(r) for r in self._query(sql, tuple(args))]
 
     def racks(self) -> list[str]:
         return [r[0] for r in self._query("SELECT DISTINCT rack FROM nodes ORDER BY rack")]
@@ -116,6 +175,7 @@ class Store(ImageRows, JobRows, GuestRows, SqlBase):
             if State(row["state"]) not in states.DELETABLE:
                 raise InvalidTransition(node=node.name, event="be deleted", state=row["state"])
             db.execute("DELETE FROM nodes WHERE id = ?", (node.id,))
+            self._moved(node.id)
         LOG.info("node %s: deleted", node.name)
 
     def update_node(self, node_id: int, **values: Any) -> None:
@@ -192,9 +252,11 @@ class Store(ImageRows, JobRows, GuestRows, SqlBase):
                 (node.id, now, event.value, current.value, new.value,
                  step.value if step else None, error or message),
             )
+            self._moved(node.id)
+            self._evented()
         LOG.info("node %s: %s -> %s%s", node.name, current, new,
                  f" ({error or message})" if (error or message) else "")
-        return self.get_node(str(node.id))
+        return self.node_by_id(node.id)
 
     def set_step(self, node: Node, step: Step, deadline: float, *, expect_state: State,
                  message: str | None = None) -> Node:
@@ -209,8 +271,9 @@ class Store(ImageRows, JobRows, GuestRows, SqlBase):
                 "INSERT INTO events (node_id, ts, event, from_state, to_state, step, message) "
                 "VALUES (?, ?, 'step', ?, ?, ?, ?)",
                 (node.id, time.time(), expect_state.value, expect_state.value, step.value, message))
+            self._evented()
         LOG.info("node %s: %s: %s", node.name, expect_state, step)
-        return self.get_node(str(node.id))
+        return self.node_by_id(node.id)
 
     def extend_deadline(self, node: Node, deadline: float) -> None:
         with self._tx() as db:
@@ -223,6 +286,21 @@ class Store(ImageRows, JobRows, GuestRows, SqlBase):
                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
                        (node.id, time.time(), event, node.state.value, node.state.value,
                         node.step.value if node.step else None, message))
+            self._evented()
+
+    def feed(self, after: int, limit: int, node_id: int | None = None) -> list[dict[str, Any]]:
+        """Events after the cursor `after` (an event id), oldest first, with their node's
+        name: the fleet's changes as they happen (or one node's)."""
+        sql = ("SELECT e.id, n.name AS node, e.ts, e.event, e.from_state, e.to_state, e.step, e.message "
+               "FROM events e JOIN nodes n ON n.id = e.node_id WHERE e.id > ?")
+        args: tuple[Any, ...] = (after,)
+        if node_id is not None:
+            sql += " AND e.node_id = ?"
+            args += (node_id,)
+        return [dict(r) for r in self._query(sql + " ORDER BY e.id LIMIT ?", (*args, limit))]
+
+    def last_event_id(self) -> int:
+        return int(self._query("SELECT COALESCE(MAX(id), 0) FROM events")[0][0])
 
     def events(self, node: Node) -> list[dict[str, Any]]:
         rows = self._query("SELECT ts, event, from_state, to_state, step, message FROM events "

@@ -1,5 +1,6 @@
 """The database connection: SQLite in WAL mode, one lock, one transaction per write,
-and the schema migrations applied at open."""
+the schema migrations applied at open, and the signals a committed change sends (so
+whoever waits for a node or for the event feed is woken, not left polling)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,12 @@ class SqlBase:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        # Signals of committed changes: nodes whose state moved, and new events.
+        self._changed = threading.Condition()
+        self._node_waits: dict[int, list[threading.Event]] = {}
+        self._pending_nodes: set[int] = set()
+        self._pending_events = False
+        self._generation = 0
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -42,12 +49,74 @@ class SqlBase:
                 yield self._db
             except BaseException:
                 self._db.execute("ROLLBACK")
+                self._pending_nodes.clear()
+                self._pending_events = False
                 raise
             self._db.execute("COMMIT")
+            nodes, events = set(self._pending_nodes), self._pending_events
+            self._pending_nodes.clear()
+            self._pending_events = False
+        if nodes or events:
+            self._signal(nodes, events)
 
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:
             return self._db.execute(sql, args).fetchall()
+
+    # -- change signals ---------------------------------------------------------
+    def _moved(self, node_id: int) -> None:
+        """Inside a transaction: this node's state changes when it commits."""
+        self._pending_nodes.add(node_id)
+
+    def _evented(self) -> None:
+        """Inside a transaction: it adds to the event feed."""
+        self._pending_events = True
+
+    def _signal(self, nodes: set[int], events: bool) -> None:
+        with self._changed:
+            for node_id in nodes:
+                for waiter in self._node_waits.pop(node_id, []):
+                    waiter.set()
+            if events:
+                self._generation += 1
+                self._changed.notify_all()
+
+    @contextmanager
+    def watching(self, node_id: int) -> Iterator[threading.Event]:
+        """An event set when the node's state changes in this process. Read the node
+        after entering, then wait on it: no change between the read and the wait is
+        missed. A change made elsewhere (another controller) is seen at the wait's timeout."""
+        waiter = threading.Event()
+        with self._changed:
+            self._node_waits.setdefault(node_id, []).append(waiter)
+        try:
+            yield waiter
+        finally:
+            with self._changed:
+                waits = self._node_waits.get(node_id, [])
+                if waiter in waits:
+                    waits.remove(waiter)
+                    if not waits:
+                        self._node_waits.pop(node_id, None)
+
+    def wake_all(self) -> None:
+        """Wake every waiter now (the daemon is stopping)."""
+        with self._changed:
+            for waits in self._node_waits.values():
+                for waiter in waits:
+                    waiter.set()
+            self._generation += 1
+            self._changed.notify_all()
+
+    @property
+    def event_generation(self) -> int:
+        """How many commits added events in this process: read before the feed, then
+        wait_events(generation) sleeps only if nothing came since."""
+        return self._generation
+
+    def wait_events(self, generation: int, timeout: float) -> None:
+        with self._changed:
+            self._changed.wait_for(lambda: self._generation != generation, timeout)
 
     # -- schema ---------------------------------------------------------------
     def schema_version(self) -> int:

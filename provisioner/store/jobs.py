@@ -75,6 +75,48 @@ class JobRows(SqlBase):
         rows = self._query(sql, tuple(args))
         return [self.job(int(r[0])) for r in rows]
 
+    def job_summaries(self, limit: int = 100, before: int | None = None) -> list[dict[str, Any]]:
+        """The newest `limit` jobs (older than job `before`, if given), oldest first, each
+        with its members counted by status rather than listed: a page of the job list
+        costs the same with ten nodes or ten thousand."""
+        rows = self._query(
+            "SELECT id, kind, target, options, status, abort, created_at, updated_at, ended_at, stats FROM jobs "
+            + ("WHERE id < ? " if before is not None else "") + "ORDER BY id DESC LIMIT ?",
+            (before, limit) if before is not None else (limit,))
+        docs = []
+        for row in reversed(rows):
+            doc = dict(row)
+            doc["options"] = json.loads(doc["options"])
+            doc["abort"] = bool(doc["abort"])
+            doc["stats"] = json.loads(doc["stats"] or "{}")
+            for table in ("job_nodes", "job_guests"):
+                counts = self._query(f"SELECT status, COUNT(*) FROM {table} WHERE job_id = ? GROUP BY status",
+                                     (doc["id"],))
+                doc["node_counts" if table == "job_nodes" else "guest_counts"] = {r[0]: r[1] for r in counts}
+            docs.append(doc)
+        return docs
+
+    def running_job_ids(self, kind: tuple[JobKind, ...] = ()) -> list[int]:
+        sql = "SELECT id FROM jobs WHERE status = ?"
+        args: list[str] = [JobStatus.RUNNING]
+        if kind:
+            sql += f" AND kind IN ({', '.join('?' * len(kind))})"
+            args += kind
+        return [int(r[0]) for r in self._query(sql + " ORDER BY id", tuple(args))]
+
+    def job_aborted(self, job_id: int) -> bool:
+        """Only the job's abort flag: what each of its members reads before it starts."""
+        rows = self._query("SELECT abort FROM jobs WHERE id = ?", (job_id,))
+        if not rows:
+            raise NotFound(f"no job {job_id}")
+        return bool(rows[0][0])
+
+    def job_options(self, job_id: int) -> dict[str, Any]:
+        rows = self._query("SELECT options FROM jobs WHERE id = ?", (job_id,))
+        if not rows:
+            raise NotFound(f"no job {job_id}")
+        return dict(json.loads(rows[0][0]))
+
     def set_job_member(self, job_id: int, member: int | str, status: MemberStatus, message: str | None = None,
                        transferred: int | None = None, step: MemberStep | None = None) -> None:
         """One member of a job: a node (by id) of a reimage or rollback, or a guest (by

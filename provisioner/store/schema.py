@@ -204,4 +204,15 @@ MIGRATIONS: tuple[str, ...] = (
     );
     ALTER TABLE guests ADD COLUMN why TEXT;
     """,
+    # 12: flat cost per node: every hot read goes through an index (pages of nodes in
+    # (rack, name) order, nodes by state or job, commands by node, a job's members by node)
+    """
+    CREATE INDEX nodes_rack_name ON nodes (rack, name);
+    DROP INDEX nodes_rack;
+    CREATE INDEX nodes_state ON nodes (state);
+    CREATE INDEX nodes_job ON nodes (job_id);
+    CREATE INDEX commands_node ON commands (node_id, kind, status);
+    CREATE INDEX job_nodes_node ON job_nodes (node_id);
+    CREATE INDEX guests_job ON guests (job_id);
+    """,
 )

@@ -18,6 +18,7 @@ from ..secrets import hash_token
 from ..states import Event, State, Step
 from ..store import Store
 from .engine import Conductor
+from .heartbeats import Heartbeats
 
 LOG = logging.getLogger(__name__)
 
@@ -39,9 +40,11 @@ class DeployListener(Protocol):
 
 
 class AgentService:
-    def __init__(self, conductor: Conductor, deploy: DeployListener | None = None) -> None:
+    def __init__(self, conductor: Conductor, deploy: DeployListener | None = None,
+                 heartbeats: Heartbeats | None = None) -> None:
         self.conductor = conductor
         self.deploy = deploy
+        self.heartbeats = heartbeats
 
     @property
     def store(self) -> Store:
@@ -72,7 +75,7 @@ class AgentService:
     def _welcome(self, node: Node, body: dict[str, Any], deploying: bool, address: str) -> None:
         """What a lookup does once the token is issued; what can fail goes first."""
         if deploying and self.deploy is not None:
-            self.deploy.agent_ready(self.store.get_node(str(node.id)), address)
+            self.deploy.agent_ready(self.store.node_by_id(node.id), address)
         if node.state == State.INSPECTING and node.step != Step.WAIT_INSPECTION:
             deadline = self.conductor.clock() + self.conductor.settings.timeouts_inspection
             self.store.set_step(node, Step.WAIT_INSPECTION, deadline, expect_state=State.INSPECTING,
@@ -128,7 +131,7 @@ class AgentService:
                                     + (f": {result.get('error')}" if status == CommandStatus.FAILED else ""))
         self.store.set_command_status(command_id, status, result)
         if cmd["kind"] == CommandKind.DEPLOY and self.deploy is not None:
-            node = self.store.get_node(str(node.id))
+            node = self.store.node_by_id(node.id)
             if status == CommandStatus.RUNNING:
                 self.deploy.progress(node, result)
             else:
@@ -152,7 +155,9 @@ class AgentService:
         self.store.update_node(node.id, host_last_seen=self.conductor.clock(), host_facts=facts, host_lost=0)
         if self.deploy is not None:
             self.deploy.host_reported(node, typed)
-        return {"heartbeat_interval": self.conductor.settings.agent_host_heartbeat_interval}
+        interval = self.heartbeats.now.interval if self.heartbeats is not None \
+            else self.conductor.settings.agent_host_heartbeat_interval
+        return {"heartbeat_interval": interval}
 
     def queue_command(self, node: Node, name: str) -> dict[str, Any]:
         kind = next((c for c in COMMANDS if c == name), None)

@@ -30,7 +30,7 @@ class BatchEngine:
         (`after` also when the batch's work raised). A batch with more failures than
         `max_failures` stops the job: STOPPED if batches were left, FAILED if it was the last."""
         for i, units in enumerate(batches):
-            if self.store.job(job_id)["abort"]:
+            if self.store.job_aborted(job_id):
                 self.skip(job_id, "job aborted")
                 return JobStatus.ABORTED
             before(i)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-import time
 import uuid
 from typing import Any
 
@@ -40,7 +39,6 @@ class DeployFlow:
         self.catalog = catalog
         self.multicast = multicast
         conductor.resumers.append(self.resume)
-        conductor.periodic.append(self.mark_lost_hosts)
 
     def _deadline(self, step: Step) -> float:
         s = self.conductor.settings
@@ -53,17 +51,6 @@ class DeployFlow:
             Step.WAIT_HOST: s.timeouts_host_boot,
         }[step]
         return self.conductor.clock() + seconds
-
-    def mark_lost_hosts(self) -> None:
-        """An active host whose agent has been silent too long is marked lost, once."""
-        limit = self.conductor.clock() - self.conductor.settings.agent_host_lost_after
-        for node in self.conductor.store.list_nodes():
-            if node.state == State.ACTIVE and not node.host_lost and node.host_last_seen is not None \
-                    and node.host_last_seen < limit:
-                self.conductor.store.update_node(node.id, host_lost=1)
-                self.conductor.store.record_event(node, "host", "host agent silent: lost, last seen "
-                                          + time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(node.host_last_seen)))
-                LOG.warning("node %s: host agent silent since %s", node.name, node.host_last_seen)
 
     # -- operator side --------------------------------------------------------
     def start(self, node: Node, image: Image, *, job: int | None = None, no_transfer: bool = False,
@@ -84,7 +71,7 @@ class DeployFlow:
             self.conductor.submit(node, "resuming deploy", work, job=node.job_id)
 
     def _fail(self, node: Node, reason: str) -> None:
-        if self.conductor.store.get_node(str(node.id)).state != State.DEPLOYING:
+        if self.conductor.store.node_by_id(node.id).state != State.DEPLOYING:
             return
         # A half-deployed machine must not boot from its disk: off first, so a node seen
         # in deploy-failed is already off.

@@ -38,6 +38,10 @@ class Conductor:
         self._reaper: threading.Thread | None = None
         self.resumers: list[Callable[[Node], None]] = []
         self.periodic: list[Callable[[], None]] = []  # run with each deadline check
+        # Signs the control plane is too busy to hear its nodes: (what, monotonic time of
+        # the last one); the daemon adds the API's refusals, the reaper its own lateness.
+        self.pressure_sources: list[tuple[str, Callable[[], float | None]]] = []
+        self.stalled_at: float | None = None
 
     # -- locking --------------------------------------------------------------
     def _lock_for(self, node_id: int) -> threading.Lock:
@@ -48,7 +52,7 @@ class Conductor:
     def node_lock(self, node: Node, what: str, job: int | None = None) -> Iterator[None]:
         """Exclusive access to one node, refused at once (NodeBusy) if someone holds it
         or a job other than `job` has claimed it."""
-        claimed = self.store.get_node(str(node.id)).job_id
+        claimed = self.store.node_by_id(node.id).job_id
         if claimed is not None and claimed != job:
             raise NodeBusy(node=node.name, what=f"it is part of job {claimed} (see 'provisioner job {claimed}')")
         lock = self._lock_for(node.id)
@@ -67,7 +71,7 @@ class Conductor:
         def run() -> None:
             try:
                 with self.node_lock(node, what, job=job):
-                    fn(self.store.get_node(str(node.id)))
+                    fn(self.store.node_by_id(node.id))
             except NodeBusy as exc:
                 LOG.warning("node %s: %s skipped: %s", node.name, what, exc)
             except Exception:
@@ -121,12 +125,26 @@ class Conductor:
         self._reaper.start()
 
     def _reap_loop(self) -> None:
-        while not self._stop.wait(self.settings.timeouts_deadline_check):
+        interval = self.settings.timeouts_deadline_check
+        slack = max(2.0, interval)
+        while True:
+            asleep = time.monotonic()
+            if self._stop.wait(interval):
+                return
+            started = time.monotonic()
             for check in [self.reap_deadlines, *self.periodic]:
                 try:
                     check()
                 except Exception:
                     LOG.exception("periodic check %s failed", getattr(check, "__name__", check))
+            ended = time.monotonic()
+            # Woken late, or the checks took long: the daemon is starved of time.
+            if started - asleep - interval > slack or ended - started > slack:
+                self.stalled_at = ended
+
+    def pressure(self) -> list[tuple[str, float | None]]:
+        return [("its periodic work ran late", self.stalled_at),
+                *((what, source()) for what, source in self.pressure_sources)]
 
     def reap_deadlines(self) -> list[str]:
         """Fail every in-progress node whose step deadline has passed; their names."""

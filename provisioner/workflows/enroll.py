@@ -45,7 +45,7 @@ class EnrollService:
         existing = self.conductor.store.find_node_by_mac(mac)
         if existing is not None:
             raise Conflict(f"MAC {mac} is already enrolled as node {existing.name}")
-        if any(n.name == name for n in self.conductor.store.list_nodes()):
+        if self.conductor.store.name_taken(name):
             raise Conflict(f"a node named {name} already exists")
         # ...and if the BMC does not answer to these credentials.
         bmc = self._probe(candidates)

@@ -61,9 +61,9 @@ class GuestJobs:
         thread.start()
 
     def resume(self) -> None:
-        for job in self.store.jobs(running_only=True, kind=GUEST_JOBS):
-            LOG.info("%s job %d: carried on after a daemon restart", job["kind"], job["id"])
-            self.start(int(job["id"]))
+        for job_id in self.store.running_job_ids(kind=GUEST_JOBS):
+            LOG.info("%s job %d: carried on after a daemon restart", self.store.job(job_id)["kind"], job_id)
+            self.start(job_id)
 
     def run_batch(self, job_id: int, batch: int, returning: bool = False) -> list[str]:
         """A reimage job's guests for its node batch `batch`: before the nodes go, each is

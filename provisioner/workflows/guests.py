@@ -76,8 +76,8 @@ class GuestService:
         """Remove from a host's pool every base no guest there uses; never one in use,
         nor one a running deploy job is about to use."""
         host = find_host(self.store, name)
-        pending = {e["spec"][k]["sha256"] for j in self.store.jobs(running_only=True)
-                   for e in self.store.job_guests(int(j["id"])) for k in ("base", "app") if e["spec"].get(k)}
+        pending = {e["spec"][k]["sha256"] for j in self.store.running_job_ids()
+                   for e in self.store.job_guests(j) for k in ("base", "app") if e["spec"].get(k)}
         with self.links.guest_host(host) as gh:
             removed = gh.gc(pending)
         for volume in removed:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Callable
 
-from ..errors import InvalidTransition, NodeBusy, PowerError, ProvisionerError
+from ..errors import InvalidTransition, NodeBusy, NotFound, PowerError, ProvisionerError
 from ..models import Node, PowerAction, PowerState
 from ..network.haproxy import Health
 from ..states import Event, State
@@ -99,16 +99,25 @@ class HostWatch:
     def sweep(self) -> None:
         """Hosts that run guests are judged: one that runs none has nothing at stake, and
         is only marked lost (an operator powering an idle host off is not a failure)."""
-        for node in self.store.list_nodes():
-            if node.state == State.ACTIVE and node.host_lost and node.host_last_seen is not None \
-                    and self.store.guests(host=node.name):
+        # Only what can be at stake is read (by the state index): lost hosts, hosts out for
+        # repair, and hosts the watch spoke of, not the fleet.
+        judged: set[int] = set()
+        for node in self.store.nodes_in((State.ACTIVE,), host_lost=True):
+            if node.host_last_seen is not None and self.store.guests(host=node.name):
+                judged.add(node.id)
                 self.look(node)
-            elif node.state == State.OUT_FOR_REPAIR and self.store.guests(host=node.name):
+        for node in self.store.nodes_in((State.OUT_FOR_REPAIR,)):
+            if self.store.guests(host=node.name):
+                judged.add(node.id)
                 self.heal(node)
-            elif node.id in self._said:
-                self._said.pop(node.id)
-                if node.state == State.ACTIVE:
-                    self.store.record_event(node, "health", "host agent heard again: the host is alive")
+        for node_id in [i for i in self._said if i not in judged]:
+            self._said.pop(node_id)
+            try:
+                node = self.store.node_by_id(node_id)
+            except NotFound:
+                continue
+            if node.state == State.ACTIVE:
+                self.store.record_event(node, "health", "host agent heard again: the host is alive")
 
     # -- judging and fencing ---------------------------------------------------------
     def look(self, node: Node) -> Judgement:
@@ -165,7 +174,7 @@ class HostWatch:
         LOG.warning("node %s: declared dead and fenced (%s)", node.name, reason)
         self._said.pop(node.id, None)
         self._failed.pop((node.id, "fence"), None)
-        self.heal(self.store.get_node(str(node.id)))
+        self.heal(self.store.node_by_id(node.id))
         return True
 
     def _failure(self, node: Node, kind: str, message: str) -> None:
@@ -182,7 +191,7 @@ class HostWatch:
         must wait (a guest job runs) or cannot be done now (the event says why)."""
         if self.clock() < self._next_try.get(node.id, 0.0):
             return None
-        if self.store.jobs(running_only=True, kind=GUEST_JOBS):
+        if self.store.running_job_ids(kind=GUEST_JOBS):
             return None  # a running heal job is carried on by GuestJobs; a deploy places them too
         self._next_try[node.id] = self.clock() + self.settings.healing_retry_interval
         try:

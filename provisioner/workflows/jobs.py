@@ -82,7 +82,7 @@ class JobRunner:
         self.deploy = deploy
         self.catalog = catalog
         self._threads: dict[int, threading.Thread] = {}
-        self.poll = 1.0
+        self.poll = 5.0  # a safety net: a node's transition wakes its member at once
         self.engine = BatchEngine(conductor.store)
         # Set once the guest side is built (services.py): reimages then mind the hosts' guests.
         self.moves: HostMoves | None = None
@@ -149,16 +149,16 @@ class JobRunner:
         return job_id
 
     def resume(self) -> None:
-        for job in self.conductor.store.jobs(running_only=True, kind=(JobKind.REIMAGE, JobKind.ROLLBACK)):
-            LOG.info("job %d: resuming after a daemon restart", job["id"])
-            self._spawn(int(job["id"]))
+        for job_id in self.conductor.store.running_job_ids(kind=(JobKind.REIMAGE, JobKind.ROLLBACK)):
+            LOG.info("job %d: resuming after a daemon restart", job_id)
+            self._spawn(job_id)
 
     def abort(self, job_id: int | None = None) -> dict[str, Any]:
-        running = self.conductor.store.jobs(running_only=True)
+        running = self.conductor.store.running_job_ids()
         if job_id is None:
             if not running:
                 raise NotFound("no job is running")
-            job_id = int(running[-1]["id"])
+            job_id = running[-1]
         self.conductor.store.request_abort(job_id)
         return self.conductor.store.job(job_id)
 
@@ -170,6 +170,7 @@ class JobRunner:
     def stop(self) -> None:
         """Let the job threads go before the store closes (the conductor is stopping: they
         leave their jobs running in the store, for the next start to resume)."""
+        self.conductor.store.wake_all()
         for thread in list(self._threads.values()):
             thread.join(timeout=self.poll + 5)
 
@@ -210,7 +211,7 @@ class JobRunner:
     def _open_batch(self, job_id: int, i: int, members: list[dict[str, Any]], options: dict[str, Any],
                     guests: bool) -> None:
         """The batch's guests moved (or stopped) first; its nodes fail if that fails."""
-        if guests and self.guest_jobs is not None and not self.conductor.store.job(job_id)["abort"]:
+        if guests and self.guest_jobs is not None and not self.conductor.store.job_aborted(job_id):
             failed = self.guest_jobs.run_batch(job_id, i)
             if failed:
                 why = f"not started: its guests could not be moved first ({', '.join(failed)}; see the job's guests)"
@@ -232,10 +233,10 @@ class JobRunner:
         if any(m["status"] != MemberStatus.PENDING for m in members):
             self.conductor.store.add_job_note(job_id, f"batch {i + 1} resumed: no multicast session, HTTP")
             return
-        if self.conductor.store.job(job_id)["abort"]:
+        if self.conductor.store.job_aborted(job_id):
             return
         image = self.catalog.image_by_sha(str(options["image_sha256"]))
-        nodes = [self.conductor.store.get_node(str(m["node_id"])) for m in members]
+        nodes = [self.conductor.store.node_by_id(int(m["node_id"])) for m in members]
         note = self.multicast.open_batch(job_id, i, image, nodes)
         if note:
             self.conductor.store.add_job_note(job_id, f"batch {i + 1}: {note}")
@@ -274,10 +275,10 @@ class JobRunner:
         node_id = int(member["node_id"])
         if member["status"] in MEMBER_ENDED:
             return MemberStatus(member["status"])
-        node = self.conductor.store.get_node(str(node_id))
+        node = self.conductor.store.node_by_id(node_id)
         # Pending but deploying: the daemon died between starting it and noting that.
         if member["status"] == MemberStatus.PENDING and node.state != State.DEPLOYING:
-            if self.conductor.store.job(job_id)["abort"]:
+            if self.conductor.store.job_aborted(job_id):
                 self.conductor.store.set_job_member(job_id, node_id, MemberStatus.SKIPPED, "job aborted")
                 return MemberStatus.SKIPPED
             try:
@@ -293,13 +294,16 @@ class JobRunner:
             except ProvisionerError as exc:
                 self.conductor.store.set_job_member(job_id, node_id, MemberStatus.FAILED, str(exc))
                 return MemberStatus.FAILED
-        # Running (now or before a restart): wait for the node to leave deploying.
+        # Running (now or before a restart): wait for the node to leave deploying. Its
+        # transition wakes this wait; the poll only catches what another process changed.
         while True:
-            node = self.conductor.store.get_node(str(node_id))
-            if node.state != State.DEPLOYING:
-                break
-            if self.conductor.pause(self.poll):
+            with self.conductor.store.watching(node_id) as changed:
+                if self.conductor.store.node_state(node_id) != State.DEPLOYING:
+                    break
+                changed.wait(self.poll)
+            if self.conductor.pause(0):
                 raise _Stopping()
+        node = self.conductor.store.node_by_id(node_id)
         if node.state == State.ACTIVE:
             transferred, how = self._transferred(node)
             self.conductor.store.set_job_member(job_id, node_id, MemberStatus.DONE, f"active{how}", transferred)

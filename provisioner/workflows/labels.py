@@ -46,4 +46,4 @@ def set_labels(store: Store, node: Node, body: dict[str, Any]) -> Node:
     if not changes:
         raise InvalidInput("nothing to change: give add_tags, remove_tags or upgrade_domain")
     store.update_node(node.id, **changes)
-    return store.get_node(str(node.id))
+    return store.node_by_id(node.id)

@@ -45,7 +45,7 @@ def play_deploy(running, name, facts=None, ends="active"):
 
 
 def last_job_when_ended(running, timeout: float = 30) -> dict:
-    job = running.client.get("/v1/jobs")["jobs"][-1]
+    job = running.client.get(f"/v1/jobs/{running.client.get('/v1/jobs?limit=1')['jobs'][-1]['id']}")
     end = time.monotonic() + timeout
     while job["status"] == "running":
         assert time.monotonic() < end, f"job {job['id']} still running"

@@ -72,7 +72,8 @@ class LabHandle:
 
     def job_bytes(self, name: str) -> int | None:
         """Image bytes the node's agent received in the last job, as the job recorded them."""
-        job = self.client.get("/v1/jobs")["jobs"][-1]
+        last = self.client.get("/v1/jobs?limit=1")["jobs"][-1]["id"]
+        job = self.client.get(f"/v1/jobs/{last}")
         return next(m["bytes"] for m in job["nodes"] if m["name"] == name)
 
     def events(self, name: str, since: float = 0.0) -> list[dict]:

@@ -196,7 +196,7 @@ def test_deploy_two_roles_on_shared_read_only_bases(guest_lab):
     for host in by_host:
         cores = [c for n in by_host[host] for c in guests[n]["cores"]]
         assert sorted(cores) == [0, 1], f"each guest on {host} has a core of its own"
-    job = g.jobs()[-1]
+    job = g.h.client.get(f"/v1/jobs/{g.jobs()[-1]['id']}")
     sent = {h: sum(x["bytes"] or 0 for x in job["guests"] if x["host"] == h) for h in by_host}
     image_rows = {i["name"]: i for i in json.loads(g.cli("--json", "image", "list")[1])}
     size = {n: image_rows[n]["size"] for n in ("guest", "guest-b", "app")}

@@ -101,7 +101,8 @@ def test_reimage_all_upgrade_domain_by_upgrade_domain(all_lab):
     code, out, err = lab.cli("reimage", "all", "--image", "host", "--max-unavailable", "2")
     assert code == 0, out + err
     assert re.search(r"job \d+ done: 4 done", out), out
-    members = {m["name"]: m for m in lab.client.get("/v1/jobs")["jobs"][-1]["nodes"]}
+    last = lab.client.get("/v1/jobs?limit=1")["jobs"][-1]["id"]
+    members = {m["name"]: m for m in lab.client.get(f"/v1/jobs/{last}")["nodes"]}
     assert max(members[N1]["ended_at"], members[UEFI]["ended_at"]) <= \
         min(members[N2]["started_at"], members[SECURE]["started_at"]), \
         "the second upgrade domain started before the first came back"

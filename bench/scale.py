@@ -1,0 +1,337 @@
+#!/usr/bin/env python3
+"""Scale: N simulated nodes through the real API on one daemon (fake power, no DHCP),
+their agents played over the real agent and host APIs by a small event-driven simulator
+that follows the daemon's event feed (a node "boots" when its step says the daemon waits
+for its agent). Per size: the daemon's CPU per node to enroll, inspect and reimage the
+fleet, nodes per second, list routes' latency, idle CPU and peak RSS. The baseline is
+the smallest size, run side by side in the same run: flat means every size's CPU per
+node within 1.5x of it.
+
+    .venv/bin/python bench/scale.py --nodes 100,1000,10000 [--db sqlite]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from provisioner.client import Client  # noqa: E402
+
+TICK = os.sysconf("SC_CLK_TCK")
+INVENTORY = {"cpu": {"count": 8}, "memory": {"total_mib": 65536}, "disks": [{"name": "vda", "size_bytes": 1 << 40}],
+             "nics": [{"name": "eth0"}], "dmi": {"sys_vendor": "sim", "product_name": "sim"}, "firmware": "bios"}
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Daemon:
+    """`provisioner serve` as its own process, so its CPU and memory are its own."""
+
+    def __init__(self, work: Path, sets: list[str]) -> None:
+        self.work = work
+        self.port = free_port()
+        self.log = (work / "daemon.log").open("ab")
+        args = [sys.executable, "-m", "provisioner", "serve", "--data-dir", str(work / "data"),
+                "--listen", "127.0.0.1", "--http-port", str(self.port),
+                "--tftp-port", str(free_port(socket.SOCK_DGRAM)), "--socket", str(work / "api.sock")]
+        for item in ["power.driver=fake", "dhcp.enabled=false", "power.min_interval=0",
+                     "server.log_level=WARNING", "server.workers=16", *sets]:
+            args += ["--set", item]
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO)
+        self.client = Client(f"unix://{work / 'api.sock'}", timeout=120)
+        end = time.monotonic() + 30
+        while True:
+            try:
+                self.client.get("/v1/health")
+                return
+            except Exception:  # noqa: BLE001 - not up yet
+                if time.monotonic() > end or self.proc.poll() is not None:
+                    raise RuntimeError((work / "daemon.log").read_text()[-2000:])
+                time.sleep(0.1)
+
+    def cpu(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICK
+
+    def rss_peak_mib(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Agents:
+    """The nodes' agents: a node boots its maintenance agent when the feed says the
+    daemon waits for it, and its host agent when the feed says the daemon waits for the
+    host. Calls go over keep-alive connections, a few threads at a time."""
+
+    def __init__(self, daemon: Daemon, macs: dict[str, str]) -> None:
+        self.daemon = daemon
+        self.macs = macs
+        self.local = threading.local()
+        self.pool = ThreadPoolExecutor(max_workers=24)
+        self.host_tokens: dict[str, tuple[str, str]] = {}
+        self.reached: dict[str, int] = {}
+        self.errors: list[str] = []
+        self.cond = threading.Condition()
+        self.stopping = threading.Event()
+        self.after = daemon.client.get("/v1/events?limit=1&after=0")["next"]
+        self.thread = threading.Thread(target=self._follow, daemon=True)
+        self.thread.start()
+
+    def _call(self, method: str, path: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
+        conn = getattr(self.local, "conn", None)
+        if conn is None:
+            conn = self.local.conn = http.client.HTTPConnection("127.0.0.1", self.daemon.port, timeout=60)
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["X-Agent-Token"] = token
+        data = json.dumps(body).encode() if body is not None else None
+        for attempt in range(3):
+            try:
+                conn.request(method, path, body=data, headers=headers)
+                resp = conn.getresponse()
+                raw = resp.read()
+                if resp.status == 503:  # busy: as a real agent, try again shortly
+                    time.sleep(0.2 * (attempt + 1))
+                    continue
+                return resp.status, (json.loads(raw) if raw and raw[:1] in b"{[" else raw)
+            except (ConnectionError, http.client.HTTPException, OSError):
+                conn.close()
+                conn = self.local.conn = http.client.HTTPConnection("127.0.0.1", self.daemon.port, timeout=60)
+        return 503, None
+
+    def _follow(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                doc = self.daemon.client.get(f"/v1/events?after={self.after}&wait=2&limit=5000")
+            except Exception as exc:  # noqa: BLE001
+                if not self.stopping.is_set():
+                    self.errors.append(f"feed: {exc}")
+                time.sleep(0.2)
+                continue
+            self.after = doc["next"]
+            for e in doc["events"]:
+                if e["event"] == "step" and e["step"] == "wait-agent":
+                    self.pool.submit(self._boot, e["node"], e["to_state"])
+                elif e["event"] == "step" and e["step"] == "wait-host":
+                    self.pool.submit(self._host, e["node"])
+                elif e["event"] != "step" and e["to_state"] in ("ready", "active", "inspect-failed",
+                                                                 "deploy-failed", "enroll-failed"):
+                    with self.cond:
+                        self.reached[e["to_state"]] = self.reached.get(e["to_state"], 0) + 1
+                        self.cond.notify_all()
+
+    def _boot(self, name: str, state: str) -> None:
+        try:
+            mac = self.macs[name]
+            self._call("GET", f"/boot/{mac.replace(':', '-')}.ipxe")
+            code, doc = self._call("POST", "/v1/agent/lookup", {"mac": mac, "boot": "sim"})
+            if code != 200:
+                raise RuntimeError(f"lookup {code}: {doc}")
+            token = doc["token"]
+            if state == "inspecting":
+                code, doc = self._call("POST", "/v1/agent/inspection", {"inventory": INVENTORY}, token)
+                if code != 200:
+                    raise RuntimeError(f"inspection {code}: {doc}")
+                return
+            for _ in range(50):
+                code, doc = self._call("POST", "/v1/agent/heartbeat", {}, token)
+                deploy = next((c for c in doc.get("commands", []) if c["kind"] == "deploy"), None)
+                if deploy is not None:
+                    break
+                time.sleep(0.05)
+            else:
+                raise RuntimeError("no deploy command")
+            args = deploy["args"]
+            self.host_tokens[name] = (args["host_agent"]["token"], args["image"]["sha256"])
+            code, doc = self._call("POST", f"/v1/agent/commands/{deploy['id']}",
+                                   {"status": "done", "result": {"disk": "/dev/vda",
+                                                                 "transferred_bytes": args["image"]["size"]}}, token)
+            if code != 200:
+                raise RuntimeError(f"command result {code}: {doc}")
+        except Exception as exc:  # noqa: BLE001
+            self.errors.append(f"{name}: {exc}")
+
+    def _host(self, name: str) -> None:
+        try:
+            token, sha = self.host_tokens[name]
+            code, doc = self._call("POST", "/v1/host/heartbeat",
+                                   {"facts": {"base_sha256": sha, "cpu": {"count": 8},
+                                              "memory": {"total_mib": 65536}}}, token)
+            if code != 200:
+                raise RuntimeError(f"host heartbeat {code}: {doc}")
+        except Exception as exc:  # noqa: BLE001
+            self.errors.append(f"{name}: {exc}")
+
+    def wait(self, state: str, count: int, timeout: float) -> None:
+        end = time.monotonic() + timeout
+        with self.cond:
+            while self.reached.get(state, 0) < count:
+                failed = sum(v for k, v in self.reached.items() if k.endswith("-failed"))
+                if failed or time.monotonic() > end:
+                    raise RuntimeError(f"{self.reached.get(state, 0)} of {count} {state}, {failed} failed; "
+                                       f"errors: {self.errors[:5]}")
+                self.cond.wait(1.0)
+            self.reached[state] -= count
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=10)
+        self.pool.shutdown(wait=True)
+
+
+def _parallel(fn: Callable[[Any], Any], items: list[Any], threads: int = 8) -> None:
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for _ in pool.map(fn, items):
+            pass
+
+
+def _latency(client: Client, path: str, rounds: int = 15) -> dict[str, float]:
+    samples = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        client.get(path)
+        samples.append((time.perf_counter() - t) * 1000)
+    return {"p50_ms": round(statistics.median(samples), 1), "max_ms": round(max(samples), 1)}
+
+
+def run_size(n: int, work: Path, sets: list[str]) -> dict[str, Any]:
+    daemon = Daemon(work, sets)
+    agents: Agents | None = None
+    try:
+        client = daemon.client
+        racks = max(1, n // 40)
+        names = [f"n{i:05d}" for i in range(n)]
+        macs = {name: f"52:54:{(i >> 24) & 255:02x}:{(i >> 16) & 255:02x}:{(i >> 8) & 255:02x}:{i & 255:02x}"
+                for i, name in enumerate(names)}
+        agents = Agents(daemon, macs)
+        out: dict[str, Any] = {"nodes": n, "racks": racks}
+
+        def phase(label: str, start: Callable[[], None], state: str, timeout: float) -> None:
+            cpu, wall = daemon.cpu(), time.monotonic()
+            start()
+            agents.wait(state, n, timeout)  # type: ignore[union-attr]
+            took, used = time.monotonic() - wall, daemon.cpu() - cpu
+            out[label] = {"cpu_ms_per_node": round(used / n * 1000, 2), "nodes_per_s": round(n / took, 1),
+                          "wall_s": round(took, 1)}
+            print(f"  {n} nodes: {label}: {out[label]}", file=sys.stderr, flush=True)
+
+        def enroll(i_name: tuple[int, str]) -> None:
+            i, name = i_name
+            client.post("/v1/nodes", {"mac": macs[name], "rack": f"rack-{i % racks:03d}", "name": name,
+                                      "inspect": False,
+                                      "bmc": {"driver": "ipmi", "address": f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}",
+                                              "username": "admin", "password": "secret"}})
+
+        cpu, wall = daemon.cpu(), time.monotonic()
+        _parallel(enroll, list(enumerate(names)))
+        took, used = time.monotonic() - wall, daemon.cpu() - cpu
+        out["enroll"] = {"cpu_ms_per_node": round(used / n * 1000, 2), "nodes_per_s": round(n / took, 1),
+                         "wall_s": round(took, 1)}
+        print(f"  {n} nodes: enroll: {out['enroll']}", file=sys.stderr, flush=True)
+        phase("inspect", lambda: _parallel(lambda name: client.post(f"/v1/nodes/{name}/inspect"), names),
+              "ready", 60 + n * 0.2)
+        image = work / "host.qcow2"
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "64M"], check=True)
+        client.upload(f"/v1/images?name=host&filename={image.name}", image, lambda done, total: None)
+        job: dict[str, Any] = {}
+        phase("reimage", lambda: job.update(client.post("/v1/reimage", {
+            "target": "all", "image": "host", "max_unavailable": "100%", "max_parallel": "64"})),
+            "active", 120 + n * 0.3)
+        end = time.monotonic() + 60
+        while client.get(f"/v1/jobs?limit=1")["jobs"][-1]["status"] == "running" and time.monotonic() < end:
+            time.sleep(0.5)
+        summary = client.get("/v1/jobs?limit=1")["jobs"][-1]
+        out["reimage"]["job"] = {"status": summary["status"], "members": summary["node_counts"]}
+        agents.stop()
+        agents = None
+        first = client.get("/v1/nodes?limit=100")
+        middle = client.get(f"/v1/nodes?limit=100&cursor={first['next']}") if first["next"] else first
+        out["list"] = {
+            "nodes page of 100": _latency(client, "/v1/nodes?limit=100"),
+            "nodes next page": _latency(client, f"/v1/nodes?limit=100&cursor={middle['next'] or ''}"),
+            "nodes of a rack": _latency(client, "/v1/nodes?rack=rack-000&limit=100"),
+            "nodes by state": _latency(client, "/v1/nodes?state=active&limit=100"),
+            "one node": _latency(client, f"/v1/nodes/{names[n // 2]}"),
+            "jobs": _latency(client, "/v1/jobs"),
+        }
+        # The whole fleet in pages, as `provisioner nodes` reads it.
+        t = time.perf_counter()
+        cursor, total = "", 0
+        while True:
+            page = client.get("/v1/nodes?limit=500" + (f"&cursor={cursor}" if cursor else ""))
+            total += len(page["nodes"])
+            if not page["next"]:
+                break
+            cursor = page["next"]
+        out["list"]["whole fleet, pages of 500"] = {"ms": round((time.perf_counter() - t) * 1000, 1), "nodes": total}
+        time.sleep(2)
+        cpu, wall = daemon.cpu(), time.monotonic()
+        time.sleep(15)
+        out["idle_cpu_percent"] = round((daemon.cpu() - cpu) / (time.monotonic() - wall) * 100, 2)
+        out["rss_peak_mib"] = round(daemon.rss_peak_mib(), 1)
+        print(f"  {n} nodes: list {out['list']}, idle {out['idle_cpu_percent']} %, "
+              f"RSS {out['rss_peak_mib']} MiB", file=sys.stderr, flush=True)
+        return out
+    finally:
+        if agents is not None:
+            agents.stop()
+        daemon.stop()
+
+
+def bench_scale(sizes: list[int], sets: list[str] | None = None) -> dict[str, Any]:
+    runs = []
+    for n in sizes:
+        work = Path(tempfile.mkdtemp(prefix=f"pv-scale-{n}-", dir="/tmp"))
+        try:
+            runs.append(run_size(n, work, sets or []))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    base = runs[0]
+    for run in runs:
+        run["ratio_to_baseline"] = {k: round(run[k]["cpu_ms_per_node"] / max(base[k]["cpu_ms_per_node"], 1e-9), 2)
+                                    for k in ("enroll", "inspect", "reimage")}
+    return {"baseline": f"{base['nodes']} nodes", "runs": runs}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--nodes", default="100,1000,10000")
+    parser.add_argument("--set", action="append", default=[], help="a daemon setting, as serve --set")
+    args = parser.parse_args()
+    result = bench_scale([int(x) for x in args.nodes.split(",")], args.set)
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
