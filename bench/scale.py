@@ -13,7 +13,6 @@ node within 1.5x of it.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import shutil
@@ -22,7 +21,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,10 +30,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from provisioner.client import Client  # noqa: E402
+from tests.simagents import SimAgents  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
-INVENTORY = {"cpu": {"count": 8}, "memory": {"total_mib": 65536}, "disks": [{"name": "vda", "size_bytes": 1 << 40}],
-             "nics": [{"name": "eth0"}], "dmi": {"sys_vendor": "sim", "product_name": "sim"}, "firmware": "bios"}
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -88,127 +85,6 @@ class Daemon:
             self.proc.wait()
 
 
-class Agents:
-    """The nodes' agents: a node boots its maintenance agent when the feed says the
-    daemon waits for it, and its host agent when the feed says the daemon waits for the
-    host. Calls go over keep-alive connections, a few threads at a time."""
-
-    def __init__(self, daemon: Daemon, macs: dict[str, str]) -> None:
-        self.daemon = daemon
-        self.macs = macs
-        self.local = threading.local()
-        self.pool = ThreadPoolExecutor(max_workers=24)
-        self.host_tokens: dict[str, tuple[str, str]] = {}
-        self.reached: dict[str, int] = {}
-        self.errors: list[str] = []
-        self.cond = threading.Condition()
-        self.stopping = threading.Event()
-        self.after = daemon.client.get("/v1/events?limit=1&after=0")["next"]
-        self.thread = threading.Thread(target=self._follow, daemon=True)
-        self.thread.start()
-
-    def _call(self, method: str, path: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
-        conn = getattr(self.local, "conn", None)
-        if conn is None:
-            conn = self.local.conn = http.client.HTTPConnection("127.0.0.1", self.daemon.port, timeout=60)
-        headers = {"Content-Type": "application/json"}
-        if token:
-            headers["X-Agent-Token"] = token
-        data = json.dumps(body).encode() if body is not None else None
-        for attempt in range(3):
-            try:
-                conn.request(method, path, body=data, headers=headers)
-                resp = conn.getresponse()
-                raw = resp.read()
-                if resp.status == 503:  # busy: as a real agent, try again shortly
-                    time.sleep(0.2 * (attempt + 1))
-                    continue
-                return resp.status, (json.loads(raw) if raw and raw[:1] in b"{[" else raw)
-            except (ConnectionError, http.client.HTTPException, OSError):
-                conn.close()
-                conn = self.local.conn = http.client.HTTPConnection("127.0.0.1", self.daemon.port, timeout=60)
-        return 503, None
-
-    def _follow(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                doc = self.daemon.client.get(f"/v1/events?after={self.after}&wait=2&limit=5000")
-            except Exception as exc:  # noqa: BLE001
-                if not self.stopping.is_set():
-                    self.errors.append(f"feed: {exc}")
-                time.sleep(0.2)
-                continue
-            self.after = doc["next"]
-            for e in doc["events"]:
-                if e["event"] == "step" and e["step"] == "wait-agent":
-                    self.pool.submit(self._boot, e["node"], e["to_state"])
-                elif e["event"] == "step" and e["step"] == "wait-host":
-                    self.pool.submit(self._host, e["node"])
-                elif e["event"] != "step" and e["to_state"] in ("ready", "active", "inspect-failed",
-                                                                 "deploy-failed", "enroll-failed"):
-                    with self.cond:
-                        self.reached[e["to_state"]] = self.reached.get(e["to_state"], 0) + 1
-                        self.cond.notify_all()
-
-    def _boot(self, name: str, state: str) -> None:
-        try:
-            mac = self.macs[name]
-            self._call("GET", f"/boot/{mac.replace(':', '-')}.ipxe")
-            code, doc = self._call("POST", "/v1/agent/lookup", {"mac": mac, "boot": "sim"})
-            if code != 200:
-                raise RuntimeError(f"lookup {code}: {doc}")
-            token = doc["token"]
-            if state == "inspecting":
-                code, doc = self._call("POST", "/v1/agent/inspection", {"inventory": INVENTORY}, token)
-                if code != 200:
-                    raise RuntimeError(f"inspection {code}: {doc}")
-                return
-            for _ in range(50):
-                code, doc = self._call("POST", "/v1/agent/heartbeat", {}, token)
-                deploy = next((c for c in doc.get("commands", []) if c["kind"] == "deploy"), None)
-                if deploy is not None:
-                    break
-                time.sleep(0.05)
-            else:
-                raise RuntimeError("no deploy command")
-            args = deploy["args"]
-            self.host_tokens[name] = (args["host_agent"]["token"], args["image"]["sha256"])
-            code, doc = self._call("POST", f"/v1/agent/commands/{deploy['id']}",
-                                   {"status": "done", "result": {"disk": "/dev/vda",
-                                                                 "transferred_bytes": args["image"]["size"]}}, token)
-            if code != 200:
-                raise RuntimeError(f"command result {code}: {doc}")
-        except Exception as exc:  # noqa: BLE001
-            self.errors.append(f"{name}: {exc}")
-
-    def _host(self, name: str) -> None:
-        try:
-            token, sha = self.host_tokens[name]
-            code, doc = self._call("POST", "/v1/host/heartbeat",
-                                   {"facts": {"base_sha256": sha, "cpu": {"count": 8},
-                                              "memory": {"total_mib": 65536}}}, token)
-            if code != 200:
-                raise RuntimeError(f"host heartbeat {code}: {doc}")
-        except Exception as exc:  # noqa: BLE001
-            self.errors.append(f"{name}: {exc}")
-
-    def wait(self, state: str, count: int, timeout: float) -> None:
-        end = time.monotonic() + timeout
-        with self.cond:
-            while self.reached.get(state, 0) < count:
-                failed = sum(v for k, v in self.reached.items() if k.endswith("-failed"))
-                if failed or time.monotonic() > end:
-                    raise RuntimeError(f"{self.reached.get(state, 0)} of {count} {state}, {failed} failed; "
-                                       f"errors: {self.errors[:5]}")
-                self.cond.wait(1.0)
-            self.reached[state] -= count
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.thread.join(timeout=10)
-        self.pool.shutdown(wait=True)
-
-
 def _parallel(fn: Callable[[Any], Any], items: list[Any], threads: int = 8) -> None:
     with ThreadPoolExecutor(max_workers=threads) as pool:
         for _ in pool.map(fn, items):
@@ -226,14 +102,14 @@ def _latency(client: Client, path: str, rounds: int = 15) -> dict[str, float]:
 
 def run_size(n: int, work: Path, sets: list[str]) -> dict[str, Any]:
     daemon = Daemon(work, sets)
-    agents: Agents | None = None
+    agents: SimAgents | None = None
     try:
         client = daemon.client
         racks = max(1, n // 40)
         names = [f"n{i:05d}" for i in range(n)]
         macs = {name: f"52:54:{(i >> 24) & 255:02x}:{(i >> 16) & 255:02x}:{(i >> 8) & 255:02x}:{i & 255:02x}"
                 for i, name in enumerate(names)}
-        agents = Agents(daemon, macs)
+        agents = SimAgents(daemon.client, daemon.port, macs)
         out: dict[str, Any] = {"nodes": n, "racks": racks}
 
         def phase(label: str, start: Callable[[], None], state: str, timeout: float) -> None:

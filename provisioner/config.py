@@ -5,6 +5,7 @@ an optional TOML file, PROVISIONER_* environment variables and command-line flag
 from __future__ import annotations
 
 import ipaddress
+import socket
 import os
 import re
 import tomllib
@@ -47,6 +48,10 @@ class Settings:
     server_http_port: int = 8080
     server_tftp_port: int = 69
     server_socket: Path = field(default_factory=_default_socket)
+    # The key that seals BMC passwords in the database: controllers sharing one database
+    # must share it (copy it, as MAAS's rack controllers share their secret). Default:
+    # <data_dir>/secret.key, made on first start.
+    server_secret_file: Path | None = None
     server_workers: int = 8
     server_log_level: str = "INFO"
     # [http] what one client may hold of the HTTP server. A connection costs a thread only
@@ -143,6 +148,16 @@ class Settings:
     consoles_node_log: str = "/var/log/provisioner/consoles/{node}.log"
     # [checks] acceptance checks by playbook: Debian's ansible-core
     checks_ansible_playbook: str = "ansible-playbook"
+    # [database] empty: SQLite in the data directory (one controller). A PostgreSQL URL
+    # (postgresql:///provisioner?host=/run/postgresql) lets several controllers share one fleet.
+    database_url: str = ""
+    # [controller] this daemon among the fleet's controllers (one database, several daemons):
+    # its name (default: this machine's), the racks it serves first ("" = any rack: the
+    # only controller, or a spare that takes racks whose controller died), and how long a
+    # claim on a rack or a job holds without being renewed.
+    controller_name: str = ""
+    controller_racks: str = ""
+    controller_lease: float = 15.0
     # [agent]
     agent_heartbeat_interval: float = 10.0
     agent_lost_after: float = 60.0
@@ -170,8 +185,27 @@ class Settings:
         return self.boot_artifacts_dir or self.server_data_dir / "boot"
 
     @property
+    def secret_file(self) -> Path:
+        return self.server_secret_file or self.server_data_dir / "secret.key"
+
+    @property
     def db_path(self) -> Path:
         return self.server_data_dir / "provisioner.db"
+
+    @property
+    def controller(self) -> str:
+        return self.controller_name or socket.gethostname()
+
+    @property
+    def serving_racks(self) -> tuple[str, ...] | None:
+        """The racks this controller wants; None: any."""
+        racks = tuple(r.strip() for r in self.controller_racks.split(",") if r.strip())
+        return racks or None
+
+    @property
+    def database(self) -> str:
+        """Where the store lives: the PostgreSQL URL, or the SQLite file."""
+        return self.database_url or str(self.db_path)
 
     @property
     def log_dir(self) -> Path:
@@ -197,11 +231,13 @@ def _coerce(name: str, raw: Any, defaults: Settings) -> Any:
             if text in ("0", "false", "no", "off"):
                 return False
             raise ValueError(f"not a boolean: {raw!r}")
+        if isinstance(raw, list) and isinstance(default, str):
+            return ",".join(str(item) for item in raw)  # a TOML list: racks = ["rack-1", "rack-2"]
         if isinstance(default, int):
             return int(raw)
         if isinstance(default, float):
             return float(raw)
-        if isinstance(default, Path) or name in ("boot_artifacts_dir", "client_token_file"):
+        if isinstance(default, Path) or name in ("boot_artifacts_dir", "client_token_file", "server_secret_file"):
             return Path(str(raw)).expanduser()
         return str(raw)
     except ValueError as exc:
@@ -296,6 +332,11 @@ def validate(settings: Settings) -> None:
         raise ConfigError(f"power.redfish_ca_bundle: no file {settings.power_redfish_ca_bundle}")
     if settings.dhcp_router_advertisements and not settings.dhcp_interface:
         raise ConfigError("dhcp.router_advertisements needs dhcp.interface")
+    if settings.database_url and not settings.database_url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError("database.url must be a PostgreSQL URL (postgresql://...), or empty for SQLite")
+    if settings.controller_lease < 3 * settings.timeouts_deadline_check:
+        raise ConfigError("controller.lease must be at least 3 x timeouts.deadline_check (leases are renewed "
+                          "on that tick)")
     if settings.agent_host_heartbeats_per_second <= 0:
         raise ConfigError("agent.host_heartbeats_per_second must be above 0")
     if settings.power_cipher_suite not in (3, 17):

@@ -62,9 +62,9 @@ class Daemon:
             self.svc.dhcp.start((n.id, n.mac, n.name) for n in self.svc.store.list_nodes())
         self.svc.multicast.start()
         self.svc.endpoints.start()
+        self.svc.controller.start(f"http://{self.settings.server_listen}:{self.http.port}")
         self.svc.conductor.start()
-        self.svc.jobs.resume()
-        self.svc.guests.jobs.resume()
+        self.svc.controller.adopt_jobs()  # its own after a restart, and any whose controller is gone
         self.svc.watch.start()
         # The API goes last: once it answers, restarts have been resumed and every
         # server is up, so "healthy" means fully started.
@@ -82,6 +82,7 @@ class Daemon:
         parts: list[tuple[str, Callable[[], None]]] = [("host watch", self.svc.watch.stop),
                                                         ("conductor", self.svc.conductor.stop),
                                                         ("jobs", self.svc.jobs.stop),
+                                                        ("controller", self.svc.controller.stop),
                                                         ("multicast", self.svc.multicast.stop),
                                                         ("endpoints", self.svc.endpoints.stop)]
         if self.svc.dhcp is not None:

@@ -19,6 +19,8 @@ from .power import PowerDriver, PowerManager, make_driver
 from .secrets import SecretBox
 from .sshkeys import operator_key
 from .store import Store
+from .statuses import GUEST_JOBS
+from .workflows.controllers import ControllerRole
 from .workflows.heartbeats import Heartbeats
 from .workflows.agent import AgentService
 from .workflows.deploy import DeployFlow
@@ -71,15 +73,16 @@ class Services:
     endpoints: EndpointService
     watch: HostWatch
     heartbeats: Heartbeats
+    controller: ControllerRole
 
     @classmethod
     def build(cls, settings: Settings, driver: PowerDriver | None = None) -> "Services":
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(settings.data_dir, 0o700)
         settings.log_dir.mkdir(parents=True, exist_ok=True)
-        store = Store(settings.db_path)
+        store = Store(settings.database)
         operator_key(settings.data_dir)  # made once at start, never by a request (two at once raced)
-        box = SecretBox(settings.data_dir / "secret.key")
+        box = SecretBox(settings.secret_file)
         power = PowerManager(driver or make_driver(settings), min_interval=settings.power_min_interval,
                              retries=settings.power_retries, backoff=settings.power_backoff,
                              verify_timeout=settings.power_verify_timeout)
@@ -120,11 +123,16 @@ class Services:
         guests = GuestService(settings, store, catalog, endpoints)
         jobs = JobRunner(conductor, deploy, catalog, multicast)
         jobs.moves, jobs.guest_jobs = HostMoves(settings, store, guests), guests.jobs
+        controller = ControllerRole(settings, store, conductor)
+        controller.running_jobs = lambda: jobs.running() | guests.jobs.running()
+        controller.run_job = lambda job_id, kind: guests.jobs.start(job_id) if kind in GUEST_JOBS \
+            else jobs.take_up(job_id)
         svc = cls(settings=settings, store=store, box=box, conductor=conductor, inspection=inspection,
                   enroll=EnrollService(conductor, inspection, nodes_changed),
                   agents=agents, netboot=NetbootService(conductor, renderer.render),
                   power=PowerService(conductor), counters=counters, renderer=renderer, dhcp=dhcp,
                   operator_token=_operator_token(settings.operator_token_file),
                   catalog=catalog, deploy=deploy, jobs=jobs, guests=guests, multicast=multicast, endpoints=endpoints,
-                  watch=HostWatch(conductor, guests, endpoints), heartbeats=heartbeats)
+                  watch=HostWatch(conductor, guests, endpoints), heartbeats=heartbeats,
+                  controller=controller)
         return svc

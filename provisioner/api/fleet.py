@@ -106,6 +106,10 @@ class FleetRoutes:
         doc["multicast_sessions"] = self.svc.multicast.live(job_id)  # open now: the live view
         return doc
 
+    def controllers(self, req: Request) -> Any:
+        """The fleet's controllers: racks held, jobs run, lease (alive when it holds)."""
+        return {"controllers": self.svc.store.controllers(), "this": self.svc.controller.name}
+
     def abort(self, req: Request) -> Any:
         raw = req.json().get("job")
         return self.svc.jobs.abort(int(raw) if raw is not None else None)
@@ -126,6 +130,8 @@ class FleetRoutes:
             Route("GET", "/v1/jobs", self.jobs, op,
                   "The newest jobs, members counted (?limit=N&before=ID; 'next' pages to older ones)"),
             Route("GET", "/v1/jobs/{job}", self.job, op, "One job and its nodes"),
+            Route("GET", "/v1/controllers", self.controllers, op,
+                  "The controllers sharing this fleet's database: racks, jobs, leases"),
             Route("POST", "/v1/jobs/abort", self.abort, op,
                   "Stop a running job (the newest unless 'job' is given) before its next node starts"),
         ]

@@ -112,7 +112,7 @@ class NodeRoutes:
             if events or left <= 0:
                 break
             store.wait_events(generation, min(left, 5.0))
-        return {"events": events, "next": events[-1]["id"] if events else after}
+        return {"events": events, "next": events[-1]["id"] if events else after, "last": store.last_event_id()}
 
     def health(self, node: Node) -> dict[str, Any] | None:
         """What the host watch last said of the node (its health, fencing or healing)."""
@@ -192,7 +192,8 @@ class NodeRoutes:
             Route("GET", "/v1/nodes", self.listing, op,
                   "A page of nodes (?rack=R&state=S&tag=T&limit=N&cursor=C; 'next' is the next page's cursor)"),
             Route("GET", "/v1/events", self.feed, op,
-                  "The fleet's events after an event id (?after=ID&wait=S&limit=N&node=NAME)"),
+                  "The fleet's events after an event id (?after=ID&wait=S&limit=N&node=NAME); "
+                  "'next' is the cursor to follow, 'last' the newest event's id"),
             Route("POST", "/v1/nodes", self.create, op,
                   "Enroll a node by MAC with its BMC and rack; inspection starts unless inspect=false", NODE_BODY),
             Route("GET", "/v1/nodes/{node}", self.show, op, "One node by name, id or MAC"),

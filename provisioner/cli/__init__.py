@@ -180,6 +180,7 @@ def _add_nightly_and_jobs(sub: argparse._SubParsersAction) -> None:  # type: ign
 
     p = sub.add_parser("job", help="reimage, rollback and deploy jobs: all, or one in detail")
     p.add_argument("job", nargs="?", type=int)
+    sub.add_parser("controllers", help="the controllers sharing the fleet: racks, jobs, leases")
 
 
 def _add_lab(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -169,3 +169,18 @@ def cmd_job(client: Client, args: argparse.Namespace) -> int:
         print("\nimage transfer:")
         print("\n".join(lines))
     return 0
+
+
+def cmd_controllers(client: Client, args: argparse.Namespace) -> int:
+    doc = client.get("/v1/controllers")
+    if args.json:
+        print_json(doc)
+        return 0
+    now = time.time()
+    table(["controller", "status", "racks", "wants", "jobs", "lease", "address"],
+          [[c["name"] + (" (this one)" if c["name"] == doc["this"] else ""),
+            "alive" if c["alive"] else "lost", ", ".join(c["racks"]) or "-",
+            "any" if c["wants"] is None else ", ".join(c["wants"]),
+            ", ".join(str(j) for j in c["jobs"]) or "-",
+            f"{c['lease_until'] - now:+.0f}s", c["address"]] for c in doc["controllers"]])
+    return 0

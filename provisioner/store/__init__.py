@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 import time
 from typing import Any
 
@@ -18,6 +17,8 @@ from .images import ImageRows
 from .guests import GuestRows
 from .jobs import JobRows
 from .base import SqlBase
+from .controllers import ControllerRows
+from .engines import Connection
 
 LOG = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ _NODE_COLUMNS = (
 )
 
 
-def _node(row: sqlite3.Row) -> Node:
+def _node(row: Any) -> Node:
     return Node(
         id=row["id"], name=row["name"], mac=row["mac"], rack=row["rack"],
         bmc_address=row["bmc_address"], bmc_port=row["bmc_port"],
@@ -52,7 +53,24 @@ def _node(row: sqlite3.Row) -> Node:
     )
 
 
-class Store(ImageRows, JobRows, GuestRows, SqlBase):
+_UPDATABLE = {"power_state", "agent_last_seen", "inspection", "agent_token_hash", "boot_count",
+              "image_sha256", "previous_image_sha256", "host_token_hash", "host_last_seen",
+              "host_facts", "host_key", "host_lost", "upgrade_domain", "deploy_sha256",
+              "deploy_no_transfer", "tags"}
+
+
+def _set_values(db: Connection, node_id: int, values: dict[str, Any]) -> None:
+    if set(values) - _UPDATABLE:
+        raise ValueError(f"cannot update {sorted(set(values) - _UPDATABLE)}")
+    values = dict(values)
+    for key in ("inspection", "host_facts", "tags"):
+        if key in values and values[key] is not None:
+            values[key] = json.dumps(values[key], sort_keys=True)
+    cols = ", ".join(f"{k} = ?" for k in values)
+    db.execute(f"UPDATE nodes SET {cols}, updated_at = ? WHERE id = ?", (*values.values(), time.time(), node_id))
+
+
+class Store(ImageRows, JobRows, GuestRows, ControllerRows, SqlBase):
     """Thread-safe access to the database; every write is one transaction."""
 
     # -- nodes ----------------------------------------------------------------
@@ -71,14 +89,12 @@ class Store(ImageRows, JobRows, GuestRows, SqlBase):
             cur = db.execute(
                 "INSERT INTO nodes (name, mac, rack, bmc_address, bmc_port, bmc_username, "
                 "bmc_password_sealed, cipher_suite, bmc_driver, bmc_system, secure_boot, state, created_at, "
-                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (name, mac, rack, bmc_address, bmc_port, bmc_username, bmc_password_sealed,
                  cipher_suite, bmc_driver.value, bmc_system, int(secure_boot), State.ENROLLED.value, now, now),
             )
-            node_id = int(cur.lastrowid or 0)
-            db.execute("INSERT INTO events (node_id, ts, event, to_state, message) VALUES (?, ?, ?, ?, ?)",
-                       (node_id, now, "enroll", State.ENROLLED.value, f"enrolled in {rack}"))
-            self._evented()
+            node_id = int(cur.fetchone()[0])
+            self._event(db, node_id, now, "enroll", None, State.ENROLLED.value, None, f"enrolled in {rack}")
         LOG.info("node %s (%s): enrolled in %s", name, mac, rack)
         return self.node_by_id(node_id)
 
@@ -179,19 +195,10 @@ class Store(ImageRows, JobRows, GuestRows, SqlBase):
         LOG.info("node %s: deleted", node.name)
 
     def update_node(self, node_id: int, **values: Any) -> None:
-        allowed = {"power_state", "agent_last_seen", "inspection", "agent_token_hash", "boot_count",
-                   "image_sha256", "previous_image_sha256", "host_token_hash", "host_last_seen",
-                   "host_facts", "host_key", "host_lost", "upgrade_domain", "deploy_sha256",
-                   "deploy_no_transfer", "tags"}
-        if not values or set(values) - allowed:
-            raise ValueError(f"cannot update {sorted(set(values) - allowed)}")
-        for key in ("inspection", "host_facts", "tags"):
-            if key in values and values[key] is not None:
-                values[key] = json.dumps(values[key], sort_keys=True)
-        cols = ", ".join(f"{k} = ?" for k in values)
+        if not values:
+            raise ValueError("nothing to update")
         with self._tx() as db:
-            db.execute(f"UPDATE nodes SET {cols}, updated_at = ? WHERE id = ?",
-                       (*values.values(), time.time(), node_id))
+            _set_values(db, node_id, values)
 
     def token_hash(self, node_id: int) -> str | None:
         rows = self._query("SELECT agent_token_hash FROM nodes WHERE id = ?", (node_id,))
@@ -227,8 +234,9 @@ class Store(ImageRows, JobRows, GuestRows, SqlBase):
     # -- transitions ----------------------------------------------------------
     def transition(self, node: Node, event: Event, *, step: Step | None = None,
                    deadline: float | None = None, error: str | None = None,
-                   message: str | None = None) -> Node:
-        """Apply `event` to the node atomically, as the transition table allows."""
+                   message: str | None = None, values: dict[str, Any] | None = None) -> Node:
+        """Apply `event` to the node atomically, as the transition table allows, with
+        `values` (as update_node takes them) written in the same transaction."""
         with self._tx() as db:
             row = db.execute("SELECT state FROM nodes WHERE id = ?", (node.id,)).fetchone()
             if row is None:
@@ -246,14 +254,11 @@ class Store(ImageRows, JobRows, GuestRows, SqlBase):
                  target.value if target else None, deadline if target else None,
                  new in states.REASONED, error, now, node.id),
             )
-            db.execute(
-                "INSERT INTO events (node_id, ts, event, from_state, to_state, step, message) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (node.id, now, event.value, current.value, new.value,
-                 step.value if step else None, error or message),
-            )
+            if values:
+                _set_values(db, node.id, values)
+            self._event(db, node.id, now, event.value, current.value, new.value,
+                        step.value if step else None, error or message)
             self._moved(node.id)
-            self._evented()
         LOG.info("node %s: %s -> %s%s", node.name, current, new,
                  f" ({error or message})" if (error or message) else "")
         return self.node_by_id(node.id)
@@ -267,31 +272,34 @@ class Store(ImageRows, JobRows, GuestRows, SqlBase):
                 (step.value, deadline, time.time(), node.id, expect_state.value))
             if cur.rowcount != 1:
                 raise InvalidTransition(node=node.name, event=f"start {step}", state="not " + expect_state.value)
-            db.execute(
-                "INSERT INTO events (node_id, ts, event, from_state, to_state, step, message) "
-                "VALUES (?, ?, 'step', ?, ?, ?, ?)",
-                (node.id, time.time(), expect_state.value, expect_state.value, step.value, message))
-            self._evented()
+            self._event(db, node.id, time.time(), "step", expect_state.value, expect_state.value, step.value,
+                        message)
         LOG.info("node %s: %s: %s", node.name, expect_state, step)
         return self.node_by_id(node.id)
 
     def extend_deadline(self, node: Node, deadline: float) -> None:
         with self._tx() as db:
-            db.execute("UPDATE nodes SET deadline = MAX(COALESCE(deadline, 0), ?) WHERE id = ? AND step = ?",
-                       (deadline, node.id, node.step.value if node.step else None))
+            db.execute("UPDATE nodes SET deadline = CASE WHEN COALESCE(deadline, 0) < ? THEN ? ELSE deadline END "
+                       "WHERE id = ? AND step = ?", (deadline, deadline, node.id, node.step.value if node.step else None))
 
     def record_event(self, node: Node, event: str, message: str) -> None:
         with self._tx() as db:
-            db.execute("INSERT INTO events (node_id, ts, event, from_state, to_state, step, message) "
-                       "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       (node.id, time.time(), event, node.state.value, node.state.value,
-                        node.step.value if node.step else None, message))
-            self._evented()
+            self._event(db, node.id, time.time(), event, node.state.value, node.state.value,
+                        node.step.value if node.step else None, message)
+
+    def _event(self, db: Connection, node_id: int, ts: float, event: str, from_state: str | None,
+               to_state: str | None, step: str | None, message: str | None) -> None:
+        """One line of the node's history, signed by this controller."""
+        db.execute("INSERT INTO events (node_id, ts, event, from_state, to_state, step, message, controller) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                   (node_id, ts, event, from_state, to_state, step, message, self.controller))
+        self._evented()
 
     def feed(self, after: int, limit: int, node_id: int | None = None) -> list[dict[str, Any]]:
         """Events after the cursor `after` (an event id), oldest first, with their node's
         name: the fleet's changes as they happen (or one node's)."""
-        sql = ("SELECT e.id, n.name AS node, e.ts, e.event, e.from_state, e.to_state, e.step, e.message "
+        sql = ("SELECT e.id, n.name AS node, e.ts, e.event, e.from_state, e.to_state, e.step, e.message, "
+               "e.controller "
                "FROM events e JOIN nodes n ON n.id = e.node_id WHERE e.id > ?")
         args: tuple[Any, ...] = (after,)
         if node_id is not None:
@@ -303,7 +311,7 @@ class Store(ImageRows, JobRows, GuestRows, SqlBase):
         return int(self._query("SELECT COALESCE(MAX(id), 0) FROM events")[0][0])
 
     def events(self, node: Node) -> list[dict[str, Any]]:
-        rows = self._query("SELECT ts, event, from_state, to_state, step, message FROM events "
+        rows = self._query("SELECT ts, event, from_state, to_state, step, message, controller FROM events "
                            "WHERE node_id = ? ORDER BY id", (node.id,))
         return [dict(r) for r in rows]
 
@@ -367,7 +375,7 @@ class Store(ImageRows, JobRows, GuestRows, SqlBase):
             db.execute(
                 "INSERT INTO discovered (mac, first_seen, last_seen, seen_count) VALUES (?, ?, ?, 1) "
                 "ON CONFLICT (mac) DO UPDATE SET last_seen = excluded.last_seen, "
-                "seen_count = seen_count + 1", (mac, now, now))
+                "seen_count = discovered.seen_count + 1", (mac, now, now))
 
     def discovered(self) -> list[dict[str, Any]]:
         rows = self._query("SELECT mac, first_seen, last_seen, seen_count FROM discovered "

@@ -1,16 +1,17 @@
-"""The database connection: SQLite in WAL mode, one lock, one transaction per write,
-the schema migrations applied at open, and the signals a committed change sends (so
-whoever waits for a node or for the event feed is woken, not left polling)."""
+"""The database connection (SQLite, or PostgreSQL for several controllers: engines.py),
+one lock, one transaction per write, the schema migrations applied at open, and the
+signals a committed change sends (so whoever waits for a node or for the event feed is
+woken, not left polling)."""
 
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from .engines import Connection, connect, describe
 from .schema import MIGRATIONS
 
 LOG = logging.getLogger(__name__)
@@ -20,46 +21,47 @@ class SqlBase:
     """The connection and its transactions; the row classes build on it."""
 
     def __init__(self, path: Path | str) -> None:
+        """`path`: a SQLite file, or a PostgreSQL URL (postgresql://...)."""
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        self._db: Connection = connect(self.path)
+        self.controller: str | None = None  # this daemon's name among the fleet's controllers
+        self.lease_seconds = 15.0  # how long a claim (a rack, a job) holds without renewal
         # Signals of committed changes: nodes whose state moved, and new events.
         self._changed = threading.Condition()
         self._node_waits: dict[int, list[threading.Event]] = {}
         self._pending_nodes: set[int] = set()
         self._pending_events = False
         self._generation = 0
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.execute("PRAGMA busy_timeout=5000")
         self.migrate()
+
+    @property
+    def engine(self) -> str:
+        return self._db.kind
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self) -> Iterator[Connection]:
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            self._db.begin_write()
             try:
                 yield self._db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.rollback()
                 self._pending_nodes.clear()
                 self._pending_events = False
                 raise
-            self._db.execute("COMMIT")
+            self._db.commit()
             nodes, events = set(self._pending_nodes), self._pending_events
             self._pending_nodes.clear()
             self._pending_events = False
         if nodes or events:
             self._signal(nodes, events)
 
-    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
         with self._lock:
             return self._db.execute(sql, args).fetchall()
 
@@ -120,7 +122,8 @@ class SqlBase:
 
     # -- schema ---------------------------------------------------------------
     def schema_version(self) -> int:
-        return int(self._query("PRAGMA user_version")[0][0])
+        with self._lock:
+            return self._db.schema_version()
 
     def migrate(self) -> None:
         with self._lock:
@@ -128,5 +131,5 @@ class SqlBase:
             for version, script in enumerate(MIGRATIONS, start=1):
                 if version <= current:
                     continue
-                LOG.info("database %s: migrating schema to version %d", self.path, version)
-                self._db.executescript(f"BEGIN IMMEDIATE; {script}; PRAGMA user_version = {version}; COMMIT;")
+                LOG.info("database %s: migrating schema to version %d", describe(self.path), version)
+                self._db.apply_migration(version, script)

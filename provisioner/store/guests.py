@@ -80,7 +80,8 @@ class GuestRows(SqlBase):
     def set_host_image(self, host: str, sha256: str, present: bool) -> None:
         with self._tx() as db:
             if present:
-                db.execute("INSERT OR IGNORE INTO host_images (host, sha256, created_at) VALUES (?, ?, ?)",
+                db.execute("INSERT INTO host_images (host, sha256, created_at) VALUES (?, ?, ?) "
+                           "ON CONFLICT DO NOTHING",
                            (host, sha256, time.time()))
             else:
                 db.execute("DELETE FROM host_images WHERE host = ? AND sha256 = ?", (host, sha256))
@@ -169,10 +170,11 @@ class GuestRows(SqlBase):
             if running is not None:
                 raise Conflict(f"{running[1]} job {running[0]} is still running: wait for it "
                                "('provisioner job') or stop it ('provisioner reimage --abort')")
-            cur = db.execute("INSERT INTO jobs (kind, target, options, status, created_at, updated_at) "
-                             "VALUES (?, ?, ?, ?, ?, ?)",
-                             (kind, source, json.dumps(options, sort_keys=True), JobStatus.RUNNING, now, now))
-            job_id = int(cur.lastrowid or 0)
+            cur = db.execute("INSERT INTO jobs (kind, target, options, status, created_at, updated_at, owner, "
+                             "lease_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                             (kind, source, json.dumps(options, sort_keys=True), JobStatus.RUNNING, now, now,
+                              self.controller, now + self.lease_seconds))
+            job_id = int(cur.fetchone()[0])
             insert_guest_entries(db, job_id, entries, now)
         return job_id
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from typing import Any
 
 from ..errors import Conflict, NotFound
 from .base import SqlBase
+from .engines import Connection
 
 _COLUMNS = "id, name, version, sha256, format, virtual_size, size, source, created_at"
 
@@ -28,12 +28,13 @@ class ImageRows(SqlBase):
                     return self._image_where(db, "name = ? AND version = ?", (name, version))
                 raise Conflict(f"image {name}:{version} already exists with other content; "
                                "images are immutable: import it under a new version")
-            db.execute(f"INSERT INTO images ({_COLUMNS}) VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?)",
+            db.execute("INSERT INTO images (name, version, sha256, format, virtual_size, size, source, created_at) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                        (name, version, sha256, fmt, virtual_size, size, source, time.time()))
             return self._image_where(db, "name = ? AND version = ?", (name, version))
 
     @staticmethod
-    def _image_where(db: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> dict[str, Any]:
+    def _image_where(db: Connection, where: str, args: tuple[Any, ...]) -> dict[str, Any]:
         row = db.execute(f"SELECT {_COLUMNS} FROM images WHERE {where}", args).fetchone()
         return dict(row)
 

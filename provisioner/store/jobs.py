@@ -29,10 +29,11 @@ class JobRows(SqlBase):
                     raise NodeBusy(node=row["name"], what=f"it is part of job {row['job_id']}")
                 if row["state"] in busy_states:
                     raise NodeBusy(node=row["name"], what=f"it is {row['state']}")
-            cur = db.execute("INSERT INTO jobs (kind, target, options, status, created_at, updated_at) "
-                             "VALUES (?, ?, ?, ?, ?, ?)",
-                             (kind, target, json.dumps(options, sort_keys=True), JobStatus.RUNNING, now, now))
-            job_id = int(cur.lastrowid or 0)
+            cur = db.execute("INSERT INTO jobs (kind, target, options, status, created_at, updated_at, owner, "
+                             "lease_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                             (kind, target, json.dumps(options, sort_keys=True), JobStatus.RUNNING, now, now,
+                              self.controller, now + self.lease_seconds))
+            job_id = int(cur.fetchone()[0])
             for node_id, batch in members:
                 db.execute("INSERT INTO job_nodes (job_id, node_id, batch, status) VALUES (?, ?, ?, ?)",
                            (job_id, node_id, batch, MemberStatus.PENDING))

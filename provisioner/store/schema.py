@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-# Each entry moves the schema one version up; never edit a released one, append.
+# Entry N (from 1) moves the schema to version N; never edit a released one, append.
 MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE nodes (
@@ -172,11 +172,11 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE nodes ADD COLUMN secure_boot INTEGER NOT NULL DEFAULT 0;
     """,
-    # 9: what a job noted (multicast decisions) and its multicast sessions' reports
+    # 8: what a job noted (multicast decisions) and its multicast sessions' reports
     """
     ALTER TABLE jobs ADD COLUMN stats TEXT NOT NULL DEFAULT '{}';
     """,
-    # 10: guest networks (a stable address and MAC per guest; in its role's endpoint or not),
+    # 9: guest networks (a stable address and MAC per guest; in its role's endpoint or not),
     # the bridge a registered host gives guests, and role endpoints (a VIP each)
     """
     ALTER TABLE guests ADD COLUMN address TEXT;
@@ -193,7 +193,7 @@ MIGRATIONS: tuple[str, ...] = (
         updated_at REAL NOT NULL
     );
     """,
-    # 11: the roles file last deployed (healing and guest-aware reimages place guests again
+    # 10: the roles file last deployed (healing and guest-aware reimages place guests again
     # by it), and why each guest is where it is (moved from X at T because Y)
     """
     CREATE TABLE deployments (
@@ -204,7 +204,7 @@ MIGRATIONS: tuple[str, ...] = (
     );
     ALTER TABLE guests ADD COLUMN why TEXT;
     """,
-    # 12: flat cost per node: every hot read goes through an index (pages of nodes in
+    # 11: flat cost per node: every hot read goes through an index (pages of nodes in
     # (rack, name) order, nodes by state or job, commands by node, a job's members by node)
     """
     CREATE INDEX nodes_rack_name ON nodes (rack, name);
@@ -214,5 +214,27 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX commands_node ON commands (node_id, kind, status);
     CREATE INDEX job_nodes_node ON job_nodes (node_id);
     CREATE INDEX guests_job ON guests (job_id);
+    """,
+    # 12: several controllers, one fleet: each controller's row (a lease it renews), the
+    # racks each serves (a lease per rack), the controller that runs each job (a lease), and
+    # which controller wrote each event
+    """
+    CREATE TABLE controllers (
+        name TEXT PRIMARY KEY,
+        address TEXT NOT NULL DEFAULT '',
+        wants TEXT NOT NULL DEFAULT '',
+        started_at REAL NOT NULL,
+        seen_at REAL NOT NULL,
+        lease_until REAL NOT NULL
+    );
+    CREATE TABLE rack_leases (
+        rack TEXT PRIMARY KEY,
+        controller TEXT NOT NULL,
+        lease_until REAL NOT NULL
+    );
+    ALTER TABLE jobs ADD COLUMN owner TEXT;
+    ALTER TABLE jobs ADD COLUMN lease_until REAL;
+    CREATE INDEX jobs_status ON jobs (status);
+    ALTER TABLE events ADD COLUMN controller TEXT;
     """,
 )

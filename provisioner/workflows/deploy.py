@@ -56,11 +56,12 @@ class DeployFlow:
     def start(self, node: Node, image: Image, *, job: int | None = None, no_transfer: bool = False,
               why: str = "deploy") -> Node:
         with self.conductor.node_lock(node, f"starting {why}", job=job):
-            node = self.conductor.store.transition(node, Event.DEPLOY, step=Step.SET_BOOT_DEVICE,
-                                           deadline=self._deadline(Step.SET_BOOT_DEVICE),
-                                           message=f"{why}: {image.ref} (sha256 {image.sha256[:16]})")
-            self.conductor.store.update_node(node.id, agent_token_hash=None, deploy_sha256=image.sha256,
-                                     deploy_no_transfer=int(no_transfer))
+            # One transaction: a controller killed here leaves the node deployable or
+            # deploying with what to deploy, never deploying without it.
+            node = self.conductor.store.transition(
+                node, Event.DEPLOY, step=Step.SET_BOOT_DEVICE, deadline=self._deadline(Step.SET_BOOT_DEVICE),
+                message=f"{why}: {image.ref} (sha256 {image.sha256[:16]})",
+                values={"agent_token_hash": None, "deploy_sha256": image.sha256, "deploy_no_transfer": int(no_transfer)})
             self.conductor.store.forget_host_images(node.name)  # its guest pool goes with its layer
         self.conductor.submit(node, f"powering on for {why}", self._power_steps, job=job)
         return node

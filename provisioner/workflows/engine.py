@@ -42,6 +42,10 @@ class Conductor:
         # the last one); the daemon adds the API's refusals, the reaper its own lateness.
         self.pressure_sources: list[tuple[str, Callable[[], float | None]]] = []
         self.stalled_at: float | None = None
+        # The racks this controller holds (controllers.py keeps it); None: every rack.
+        self.racks: set[str] | None = None
+        self.claim_rack: Callable[[str], bool] = lambda rack: False  # take a new rack now
+        self._queued: set[int] = set()  # nodes with work submitted here, not yet ended
 
     # -- locking --------------------------------------------------------------
     def _lock_for(self, node_id: int) -> threading.Lock:
@@ -65,9 +69,33 @@ class Conductor:
             self._busy.pop(node.id, None)
             lock.release()
 
+    def serves(self, rack: str) -> bool:
+        """Whether this controller works the nodes of `rack` (it holds the rack's lease);
+        a rack no controller has yet is claimed on the spot."""
+        if self.racks is None or rack in self.racks:
+            return True
+        return self.claim_rack(rack)
+
+    def holds(self, rack: str) -> bool:
+        """Whether this controller holds the rack now (no claim is made)."""
+        return self.racks is None or rack in self.racks
+
+    def working(self, node_id: int) -> bool:
+        """Work for the node is queued or running here."""
+        with self._locks_guard:
+            return node_id in self._queued
+
     def submit(self, node: Node, what: str, fn: Callable[[Node], None],
-               job: int | None = None) -> Future[None]:
-        """Run fn(node) on a worker, holding the node's lock (as part of `job`, if given)."""
+               job: int | None = None) -> Future[None] | None:
+        """Run fn(node) on a worker, holding the node's lock (as part of `job`, if given).
+        Only for a node of a rack this controller serves: the rack's own controller takes
+        up the node's work otherwise (controllers.py), as after a restart."""
+        if not self.serves(node.rack):
+            LOG.info("node %s: %s left to the controller of %s", node.name, what, node.rack)
+            return None
+        with self._locks_guard:
+            self._queued.add(node.id)
+
         def run() -> None:
             try:
                 with self.node_lock(node, what, job=job):
@@ -76,6 +104,9 @@ class Conductor:
                 LOG.warning("node %s: %s skipped: %s", node.name, what, exc)
             except Exception:
                 LOG.exception("node %s: %s crashed", node.name, what)
+            finally:
+                with self._locks_guard:
+                    self._queued.discard(node.id)
         return self._pool.submit(run)
 
     def boot_maintenance(self, node: Node, state: State, deadline: Callable[[Step], float],
@@ -151,7 +182,7 @@ class Conductor:
         failed = []
         now = self.clock()
         for node in self.store.in_progress():
-            if node.deadline is None or node.deadline > now:
+            if node.deadline is None or node.deadline > now or not self.serves(node.rack):
                 continue
             lock = self._lock_for(node.id)
             if not lock.acquire(blocking=False):

@@ -60,10 +60,8 @@ class GuestJobs:
         self.threads[job_id] = thread
         thread.start()
 
-    def resume(self) -> None:
-        for job_id in self.store.running_job_ids(kind=GUEST_JOBS):
-            LOG.info("%s job %d: carried on after a daemon restart", self.store.job(job_id)["kind"], job_id)
-            self.start(job_id)
+    def running(self) -> set[int]:
+        return {job_id for job_id, thread in list(self.threads.items()) if thread.is_alive()}
 
     def run_batch(self, job_id: int, batch: int, returning: bool = False) -> list[str]:
         """A reimage job's guests for its node batch `batch`: before the nodes go, each is

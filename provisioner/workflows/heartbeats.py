@@ -67,7 +67,7 @@ class Heartbeats:
         self._said_busy = False
         limit = self.conductor.clock() - now.lost_after
         for node in self.conductor.store.silent_hosts(limit):
-            if node.host_last_seen is None:
+            if node.host_last_seen is None or not self.conductor.holds(node.rack):
                 continue
             self.conductor.store.update_node(node.id, host_lost=1)
             self.conductor.store.record_event(node, "host", "host agent silent: lost, last seen "

@@ -103,11 +103,13 @@ class HostWatch:
         # repair, and hosts the watch spoke of, not the fleet.
         judged: set[int] = set()
         for node in self.store.nodes_in((State.ACTIVE,), host_lost=True):
+            if not self.conductor.holds(node.rack):
+                continue  # its rack's controller judges it
             if node.host_last_seen is not None and self.store.guests(host=node.name):
                 judged.add(node.id)
                 self.look(node)
         for node in self.store.nodes_in((State.OUT_FOR_REPAIR,)):
-            if self.store.guests(host=node.name):
+            if self.conductor.holds(node.rack) and self.store.guests(host=node.name):
                 judged.add(node.id)
                 self.heal(node)
         for node_id in [i for i in self._said if i not in judged]:

@@ -33,9 +33,8 @@ class InspectionFlow:
         """Move the node into inspecting and hand the active steps to a worker."""
         with self.conductor.node_lock(node, "starting inspection"):
             node = self.conductor.store.transition(node, Event.INSPECT, step=Step.SET_BOOT_DEVICE,
-                                           deadline=self._deadline(Step.SET_BOOT_DEVICE),
-                                           message="inspection requested")
-            self.conductor.store.update_node(node.id, agent_token_hash=None)
+                                                   deadline=self._deadline(Step.SET_BOOT_DEVICE),
+                                                   message="inspection requested", values={"agent_token_hash": None})
         self.conductor.submit(node, "powering on for inspection", self._drive)
         return node
 

@@ -82,7 +82,9 @@ class JobRunner:
         self.deploy = deploy
         self.catalog = catalog
         self._threads: dict[int, threading.Thread] = {}
-        self.poll = 5.0  # a safety net: a node's transition wakes its member at once
+        # A node's transition made here wakes its member at once; one made by another
+        # controller (on a shared PostgreSQL) is seen at this poll.
+        self.poll = 1.0 if conductor.store.engine == "postgresql" else 5.0
         self.engine = BatchEngine(conductor.store)
         # Set once the guest side is built (services.py): reimages then mind the hosts' guests.
         self.moves: HostMoves | None = None
@@ -148,10 +150,15 @@ class JobRunner:
         self._spawn(job_id)
         return job_id
 
-    def resume(self) -> None:
-        for job_id in self.conductor.store.running_job_ids(kind=(JobKind.REIMAGE, JobKind.ROLLBACK)):
-            LOG.info("job %d: resuming after a daemon restart", job_id)
-            self._spawn(job_id)
+    def running(self) -> set[int]:
+        """Jobs a thread of this process runs now."""
+        return {job_id for job_id, thread in list(self._threads.items()) if thread.is_alive()}
+
+    def take_up(self, job_id: int) -> None:
+        """Run a job this controller claimed: its own after a restart, or one whose
+        controller died. What its members already did is in the database."""
+        LOG.info("job %d: carried on", job_id)
+        self._spawn(job_id)
 
     def abort(self, job_id: int | None = None) -> dict[str, Any]:
         running = self.conductor.store.running_job_ids()
@@ -278,6 +285,8 @@ class JobRunner:
         node = self.conductor.store.node_by_id(node_id)
         # Pending but deploying: the daemon died between starting it and noting that.
         if member["status"] == MemberStatus.PENDING and node.state != State.DEPLOYING:
+            if self.conductor.store.job_owner(job_id) not in (None, self.conductor.store.controller):
+                raise _Stopping()  # another controller took the job over: it starts the rest
             if self.conductor.store.job_aborted(job_id):
                 self.conductor.store.set_job_member(job_id, node_id, MemberStatus.SKIPPED, "job aborted")
                 return MemberStatus.SKIPPED

@@ -3,10 +3,11 @@
 import pytest
 
 from provisioner.store import Store
+from tests.unit.stores import new_store
 
 
 @pytest.fixture
 def store(tmp_path):
-    s = Store(tmp_path / "db.sqlite")
+    s = new_store(tmp_path)
     yield s
     s.close()

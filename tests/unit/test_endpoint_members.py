@@ -11,6 +11,7 @@ from provisioner.errors import HostError
 from provisioner.network.haproxy import AdminState, Health, Listener, ServerStat
 from provisioner.store import Store
 from provisioner.workflows.endpoints import EndpointService
+from tests.unit.stores import new_store
 
 NET = {"network.subnet": "10.99.0.0/24", "network.guest_range": "10.99.0.20-10.99.0.29",
        "network.endpoint_range": "10.99.0.60-10.99.0.61", "dhcp.interface": "br0",
@@ -65,7 +66,7 @@ class FakeVips:
 @pytest.fixture
 def setup(tmp_path: Path):
     settings = config.load(overrides={"server.data_dir": str(tmp_path), **NET}, environ={})
-    store = Store(":memory:")
+    store = new_store()
     checks: list[bool] = []
     clock = [0.0]
     balancer, addresses = FakeBalancer(), FakeVips()

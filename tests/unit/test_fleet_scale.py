@@ -17,6 +17,7 @@ from provisioner.states import Event, State, Step
 from provisioner.store import Store
 from provisioner.workflows.engine import Conductor
 from provisioner.workflows.heartbeats import Heartbeats, cadence
+from tests.unit.stores import new_store
 
 
 def make(store, i, rack="rack-1", tags=None):
@@ -91,7 +92,7 @@ def test_the_heartbeat_cadence_stretches_with_the_fleet():
 @pytest.fixture
 def beats(tmp_path):
     settings = config.Settings(server_data_dir=tmp_path / "data", agent_host_lost_after=20)
-    store = Store(tmp_path / "db.sqlite")
+    store = new_store(tmp_path)
     conductor = Conductor(settings, store, PowerManager(FakePowerDriver(), min_interval=0), SecretBox(tmp_path / "key"))
     node = make(store, 1)
     with store._tx() as db:

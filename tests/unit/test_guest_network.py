@@ -19,6 +19,7 @@ from provisioner.network.names import hosts_text
 from provisioner.store import Store
 from provisioner.workflows.endpoints import EndpointService
 from provisioner.workflows.guests import GuestService
+from tests.unit.stores import new_store
 
 NET = {"network.subnet": "10.99.0.0/24", "network.gateway": "10.99.0.1", "network.guest_range": "10.99.0.20-10.99.0.29",
        "network.endpoint_range": "10.99.0.60-10.99.0.61", "dhcp.interface": "br0"}
@@ -44,7 +45,7 @@ STAGING = """
 
 
 def service(tmp_path: Path, bridge: str = "br0", **overrides: str) -> GuestService:
-    store = Store(":memory:")
+    store = new_store()
     for name, rack in (("h1", "rack-1"), ("h2", "rack-2")):
         store.add_host(name=name, address="192.0.2.1", port=22, rack=rack, host_key="ssh-ed25519 AAAA", cores=5,
                        memory_mib=4096, bridge=bridge)

@@ -12,6 +12,7 @@ from provisioner.images import Catalog
 from provisioner.store import Store
 from provisioner.workflows.endpoints import EndpointService
 from provisioner.workflows.guests import GuestService
+from tests.unit.stores import new_store
 
 ROLES = """
 roles:
@@ -28,7 +29,7 @@ roles:
 
 @pytest.fixture
 def service(tmp_path: Path) -> GuestService:
-    store = Store(":memory:")
+    store = new_store()
     for name, rack in (("h1", "rack-1"), ("h2", "rack-2")):
         store.add_host(name=name, address="192.0.2.1", port=22, rack=rack, host_key="ssh-ed25519 AAAA", cores=5,
                        memory_mib=4096)

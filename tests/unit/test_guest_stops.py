@@ -14,6 +14,7 @@ from provisioner.states import State
 from provisioner.statuses import GuestState, JobKind, MemberStatus, MemberStep, PlanAction
 from provisioner.store import Store
 from provisioner.workflows.guestjobs import GuestJobs
+from tests.unit.stores import new_store
 
 
 class FakeHost:
@@ -74,7 +75,7 @@ class FakeCatalog:
 
 @pytest.fixture
 def jobs(tmp_path: Path):
-    store = Store(tmp_path / "db.sqlite")
+    store = new_store(tmp_path)
     for name, rack in (("n1", "rack-1"), ("h2", "rack-2")):
         store.add_host(name=name, address="192.0.2.1", port=22, rack=rack, host_key="ssh-ed25519 AAAA", cores=4,
                        memory_mib=4096)

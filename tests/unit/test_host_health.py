@@ -19,6 +19,7 @@ from provisioner.statuses import GuestState
 from provisioner.store import Store
 from provisioner.workflows.engine import Conductor
 from provisioner.workflows.hosthealth import HostWatch, Verdict, judge
+from tests.unit.stores import new_store
 
 
 @pytest.mark.parametrize("power,error,guests,verdict,words", [
@@ -75,7 +76,7 @@ class FakeGuests:
 def lab(tmp_path):
     def make(driver=None, health=(Health.UP,), address="10.0.0.1", guests=True):
         settings = config.Settings(server_data_dir=tmp_path / "data", healing_retry_interval=30)
-        store = Store(tmp_path / "db.sqlite")
+        store = new_store(tmp_path)
         box = SecretBox(tmp_path / "key")
         driver = driver or FakePowerDriver()
         power = PowerManager(driver, min_interval=0, retries=0, verify_timeout=0, sleep=lambda s: None)

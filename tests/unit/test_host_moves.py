@@ -17,6 +17,7 @@ from provisioner.store import Store
 from provisioner.workflows.endpoints import EndpointService
 from provisioner.workflows.guests import GuestService
 from provisioner.workflows.hostmoves import HostMoves
+from tests.unit.stores import new_store
 
 ROLES = """
 roles:
@@ -41,7 +42,7 @@ def _host(store: Store, name: str, rack: str, cores: int) -> None:
 
 
 def _make(tmp_path: Path, cores: tuple[int, int] = (3, 3), **settings: object) -> tuple[GuestService, HostMoves]:
-    store = Store(":memory:")
+    store = new_store()
     _host(store, "n1", "rack-1", cores[0])
     _host(store, "n2", "rack-2", cores[1])
     store.add_image(name="guest", version="1", sha256="a" * 64, fmt="qcow2", virtual_size=1 << 30, size=1 << 20,

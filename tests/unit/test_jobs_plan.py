@@ -13,6 +13,7 @@ from provisioner.store import Store
 from provisioner.workflows.deploy import DeployFlow
 from provisioner.workflows.engine import Conductor
 from provisioner.workflows.jobs import JobRunner, parse_limit
+from tests.unit.stores import new_store
 
 
 @pytest.mark.parametrize("text,total,expected", [
@@ -32,7 +33,7 @@ def test_parse_limit_refuses_nonsense_naming_the_option(text):
 @pytest.fixture
 def runner(tmp_path):
     settings = config.Settings(server_data_dir=tmp_path / "data", server_workers=4)
-    store = Store(tmp_path / "db.sqlite")
+    store = new_store(tmp_path)
     conductor = Conductor(settings, store, PowerManager(FakePowerDriver(), min_interval=0),
                           SecretBox(tmp_path / "key"))
     catalog = Catalog(tmp_path / "images", store)

@@ -1,0 +1,87 @@
+"""This daemon as one of the fleet's controllers (one database, several daemons; one
+alone is the usual case). On every tick of the conductor it renews its row and its racks'
+leases and takes the racks it should (store/controllers.py says which); it takes up the
+in-progress nodes of its racks that no one here works on (a controller died, or another
+one started the work), and the running jobs whose controller's lease ran out. A claim is
+a row with a lease: nothing is agreed between controllers but through the database."""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from ..config import Settings
+from ..statuses import JobKind
+from ..states import ACTIVE_STEPS, IN_PROGRESS
+from ..store import Store
+from .engine import Conductor
+
+LOG = logging.getLogger(__name__)
+
+
+class ControllerRole:
+    def __init__(self, settings: Settings, store: Store, conductor: Conductor) -> None:
+        self.settings = settings
+        self.store = store
+        self.conductor = conductor
+        self.name = settings.controller
+        self.wants = settings.serving_racks
+        self.address = ""
+        self.held: set[str] = set()
+        self._adopted: dict[int, str] = {}  # node id: the step it was taken up at (said once)
+        # Set by services.py: the jobs running here, and how to run an adopted one.
+        self.running_jobs: Callable[[], set[int]] = set
+        self.run_job: Callable[[int, JobKind], None] = lambda job_id, kind: None
+        store.controller = self.name
+        store.lease_seconds = settings.controller_lease
+
+    def start(self, address: str = "") -> None:
+        """Register, take this controller's racks, and make the conductor work only them."""
+        self.address = address
+        self.store.register_controller(self.name, address, self.wants)
+        self.held = self.store.claim_racks(self.name, self.wants)
+        self.conductor.racks = set(self.held)
+        self.conductor.claim_rack = self._claim_now
+        self.conductor.periodic.insert(0, self.tick)
+        LOG.info("controller %s: serving %s", self.name, ", ".join(sorted(self.held)) or "no rack yet")
+
+    def stop(self) -> None:
+        self.store.retire_controller(self.name)
+
+    def _claim_now(self, rack: str) -> bool:
+        """A rack the conductor has not seen (a node was just enrolled in it)."""
+        self.held = self.store.claim_racks(self.name, self.wants)
+        self.conductor.racks = set(self.held)
+        return rack in self.held
+
+    def tick(self) -> None:
+        held = self.store.claim_racks(self.name, self.wants)
+        gained, lost = held - self.held, self.held - held
+        self.held = held
+        self.conductor.racks = set(held)
+        for rack in sorted(gained):
+            LOG.warning("controller %s: now serving %s", self.name, rack)
+        for rack in sorted(lost):
+            LOG.warning("controller %s: no longer serving %s", self.name, rack)
+        self.adopt_nodes()
+        self.adopt_jobs()
+
+    def adopt_nodes(self) -> None:
+        """In-progress nodes of this controller's racks at a step a controller works (power,
+        boot device) that nothing here is working on: taken up as after a restart."""
+        for node in self.store.nodes_in(tuple(IN_PROGRESS)):
+            if node.step not in ACTIVE_STEPS or node.rack not in self.held or self.conductor.working(node.id):
+                continue
+            if self._adopted.get(node.id) != node.step:
+                self._adopted[node.id] = str(node.step)
+                LOG.warning("node %s: taken up by controller %s at step %s", node.name, self.name, node.step)
+                self.store.record_event(node, "controller", f"taken up by controller {self.name} at step {node.step}")
+            for resume in self.conductor.resumers:
+                resume(node)
+
+    def adopt_jobs(self) -> None:
+        running = self.running_jobs()
+        self.store.renew_jobs(self.name, running)
+        for job_id, kind in self.store.claim_jobs(self.name, running):
+            LOG.warning("job %d (%s): taken up by controller %s", job_id, kind, self.name)
+            self.run_job(job_id, kind)
