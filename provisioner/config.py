@@ -158,6 +158,7 @@ class Settings:
     controller_name: str = ""
     controller_racks: str = ""
     controller_lease: float = 15.0
+    controller_address: str = ""  # the URL other controllers reach this one's API at; default: from server.listen
     # [agent]
     agent_heartbeat_interval: float = 10.0
     agent_lost_after: float = 60.0

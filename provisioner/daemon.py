@@ -7,6 +7,7 @@ import faulthandler
 import logging
 import resource
 import signal
+import socket
 import threading
 import time
 from types import FrameType
@@ -62,7 +63,8 @@ class Daemon:
             self.svc.dhcp.start((n.id, n.mac, n.name) for n in self.svc.store.list_nodes())
         self.svc.multicast.start()
         self.svc.endpoints.start()
-        self.svc.controller.start(f"http://{self.settings.server_listen}:{self.http.port}")
+        self.svc.controller.start(self.settings.controller_address or _own_address(self.settings.server_listen,
+                                                                                      self.http.port))
         self.svc.conductor.start()
         self.svc.controller.adopt_jobs()  # its own after a restart, and any whose controller is gone
         self.svc.watch.start()
@@ -119,3 +121,9 @@ def _raise_open_files_limit(wanted: int) -> None:
     target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
     if soft != resource.RLIM_INFINITY and soft < target:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+def _own_address(listen: str, port: int) -> str:
+    """The URL other controllers reach this one at, when controller.address is not set."""
+    host = socket.getfqdn() if listen in ("", "0.0.0.0", "::") else listen
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"

@@ -4,6 +4,7 @@ hash under which agents' tokens are stored (never the tokens themselves)."""
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 from pathlib import Path
 
@@ -48,7 +49,13 @@ class SecretBox:
 
     def __init__(self, key_file: Path) -> None:
         self._key_file = key_file
-        self._fernet = Fernet(self._load_or_create(key_file))
+        self._key = self._load_or_create(key_file)
+        self._fernet = Fernet(self._key)
+
+    def derive(self, purpose: str) -> Secret:
+        """A token for `purpose` that every holder of this key computes alike (controllers
+        sharing a database share the key): HMAC-SHA256 of the purpose."""
+        return Secret(hmac.new(self._key, purpose.encode(), hashlib.sha256).hexdigest())
 
     @staticmethod
     def _load_or_create(key_file: Path) -> bytes:

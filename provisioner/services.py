@@ -115,7 +115,11 @@ class Services:
             if not endpoints.changed() and dhcp is not None:
                 dhcp.hup()
 
-        catalog = Catalog(settings.data_dir / "images", store)
+        def peers() -> list[tuple[str, str]]:
+            return [(c["name"], c["address"]) for c in store.controllers()
+                    if c["alive"] and c["address"] and c["name"] != settings.controller]
+
+        catalog = Catalog(settings.data_dir / "images", store, peer_token=box.derive("controller-peer"), peers=peers)
         multicast = MulticastService(settings, store, catalog)
         deploy = DeployFlow(conductor, catalog, multicast)
         heartbeats = Heartbeats(conductor)

@@ -78,3 +78,4 @@ class AuthKind(StrEnum):
     OPERATOR = "operator"
     AGENT = "agent"
     HOST = "host"
+    PEER = "peer"  # another controller of the same fleet (the shared key's token)

@@ -6,6 +6,7 @@ lab tests run the real agents on real nodes; these stand in where there are thou
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import threading
@@ -36,6 +37,8 @@ class SimAgents:
         self.cond = threading.Condition()
         self.stopping = threading.Event()
         self.hold: set[str] = set()  # nodes whose maintenance agent waits for release()
+        self.download = False  # agents fetch the image (and check its sha256) before reporting
+        self.downloaded: dict[str, bool] = {}  # node: whether the bytes hashed to the image's sha256
         self.held: list[tuple[str, str]] = []
         self.after = client.get("/v1/events?limit=1")["last"]  # from now on
         self.thread = threading.Thread(target=self._follow, daemon=True)
@@ -112,6 +115,11 @@ class SimAgents:
                 raise RuntimeError("no deploy command")
             args = deploy["args"]
             self.host_tokens[name] = (args["host_agent"]["token"], args["image"]["sha256"])
+            if self.download:
+                code, body = self._call("GET", args["image"]["url"], token=token)
+                if code != 200:
+                    raise RuntimeError(f"image download {code}: {body!r}")
+                self.downloaded[name] = hashlib.sha256(body).hexdigest() == args["image"]["sha256"]
             code, doc = self._call("POST", f"/v1/agent/commands/{deploy['id']}",
                                    {"status": "done", "result": {"disk": "/dev/vda",
                                                                  "transferred_bytes": args["image"]["size"]}}, token)

@@ -19,6 +19,10 @@ class Authorizer:
             return
         if kind == AuthKind.OPERATOR:
             self.operator(req)
+        elif kind == AuthKind.PEER:
+            token = req.headers.get("x-controller-token", "")
+            if not token or not hmac.compare_digest(token, self.svc.catalog.peer_token.reveal()):
+                raise Unauthorized("a controller call needs the fleet's controller token (from the shared secret file)")
         elif kind == AuthKind.HOST:
             req.node = self.svc.agents.authenticate_host(req.headers.get("x-agent-token"))
         else:

@@ -44,11 +44,15 @@ class BootRoutes:
         return Response(file=path)
 
     def image(self, req: Request) -> Response:
-        path = self.svc.catalog.path(req.params["sha256"])
-        if not path.is_file():
-            raise NotFound(f"no image {req.params['sha256']}")
+        path = self.svc.catalog.local(req.params["sha256"])  # fetched from another controller if need be
         self.svc.counters.add(f"http:image:{req.params['sha256'][:16]}")
         return Response(file=path, on_sent=lambda n: self.svc.counters.add("image_bytes_served", n))
+
+    def peer_image(self, req: Request) -> Response:
+        path = self.svc.catalog.path(req.params["sha256"])
+        if not path.is_file():
+            raise NotFound(f"controller {self.svc.controller.name} does not hold image {req.params['sha256']}")
+        return Response(file=path)
 
     def routes(self) -> list[Route]:
         return [
@@ -58,4 +62,6 @@ class BootRoutes:
                   "Per-node iPXE script by MAC (aa-bb-cc-dd-ee-ff.ipxe)"),
             Route("GET", "/v1/agent/images/{sha256}", self.image, AuthKind.AGENT,
                   "Agent: download a base image (Range requests resume)"),
+            Route("GET", "/v1/peer/images/{sha256}", self.peer_image, AuthKind.PEER,
+                  "Another controller: fetch an image this one holds (by sha256; it verifies it)"),
         ]

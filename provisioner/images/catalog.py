@@ -1,5 +1,7 @@
 """The catalog: images stored once by sha256, read-only on disk, named and versioned
-in the database. An upload is hashed as it arrives, inspected, and only then kept."""
+in the database. An upload is hashed as it arrives, inspected, and only then kept. A
+controller that lacks an image the shared database names fetches it from another
+controller by its sha256, and keeps it only if the bytes hash to that sha256."""
 
 from __future__ import annotations
 
@@ -7,13 +9,17 @@ import hashlib
 import logging
 import os
 import re
+import threading
+import urllib.error
+import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Callable
 
 from ..errors import ImageInUse, ImageRefused, InvalidInput, NotFound
 from ..models import validate_name
+from ..secrets import Secret
 from ..store import Store
 from .formats import inspect_image
 
@@ -52,12 +58,74 @@ def parse_ref(text: str) -> tuple[str, str | None]:
 
 
 class Catalog:
-    def __init__(self, root: Path, store: Store) -> None:
+    def __init__(self, root: Path, store: Store, peer_token: Secret | None = None,
+                 peers: Callable[[], list[tuple[str, str]]] = list, fetch_timeout: float = 60.0) -> None:
         self.root = root
         self.store = store
         self.incoming = root / ".incoming"
         self.incoming.mkdir(parents=True, exist_ok=True)
         os.chmod(root, 0o755)
+        self.peer_token = peer_token or Secret("")
+        self.peers = peers  # (name, base URL) of the other live controllers
+        self.fetch_timeout = fetch_timeout
+        self._fetching: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def local(self, sha256: str) -> Path:
+        """The image's file here, fetched first from another controller if this one lacks
+        it (one fetch at a time per image; whoever else asks waits for it)."""
+        path = self.path(sha256)
+        if path.is_file():
+            return path
+        rows = self.store.images_by_sha(sha256)
+        if not rows:
+            raise NotFound(f"no image {sha256}")
+        with self._guard:
+            lock = self._fetching.setdefault(sha256, threading.Lock())
+        with lock:
+            if not path.is_file():
+                self._fetch(sha256, int(rows[-1]["size"]))
+        return path
+
+    def _fetch(self, sha256: str, size: int) -> None:
+        failures = []
+        for name, url in self.peers():
+            try:
+                self._fetch_from(name, url, sha256, size)
+                return
+            except (OSError, urllib.error.URLError, ImageRefused) as exc:
+                LOG.error("image %s: fetching it from controller %s failed: %s", sha256[:16], name, exc)
+                failures.append(f"{name}: {exc}")
+        raise NotFound(f"image {sha256[:16]} is not on this controller, and no other controller gave it"
+                       + (f" ({'; '.join(failures)})" if failures else " (none is alive)"))
+
+    def _fetch_from(self, name: str, base: str, sha256: str, size: int) -> None:
+        tmp = self.incoming / uuid.uuid4().hex
+        digest = hashlib.sha256()
+        received = 0
+        request = urllib.request.Request(f"{base}/v1/peer/images/{sha256}",
+                                         headers={"X-Controller-Token": self.peer_token.reveal()})
+        try:
+            with urllib.request.urlopen(request, timeout=self.fetch_timeout) as resp, tmp.open("wb") as out:
+                while True:
+                    chunk = resp.read(CHUNK)
+                    if not chunk:
+                        break
+                    received += len(chunk)
+                    if received > size:
+                        raise ImageRefused(f"controller {name} sent more than the image's {size} bytes: refused")
+                    digest.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            if received != size or digest.hexdigest() != sha256:
+                raise ImageRefused(f"controller {name} sent {received} bytes hashing to {digest.hexdigest()[:16]}, "
+                                   f"not image {sha256[:16]}: refused, nothing kept")
+            os.chmod(tmp, 0o444)
+            os.replace(tmp, self.path(sha256))
+            LOG.info("image %s: fetched from controller %s, %d bytes, sha256 verified", sha256[:16], name, size)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def path(self, sha256: str) -> Path:
         if not re.fullmatch(r"[0-9a-f]{64}", sha256):

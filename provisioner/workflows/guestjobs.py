@@ -17,7 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ..errors import HostError, ProvisionerError
+from ..errors import HostError, NotFound, ProvisionerError
 from ..guests.placement import Guest
 from ..hypervisor.domains import GuestHost, ImageRef
 from ..images import Catalog
@@ -221,9 +221,10 @@ class GuestJobs:
         return sent
 
     def _image(self, doc: dict[str, Any]) -> ImageRef:
-        path = self.catalog.path(doc["sha256"])
-        if not path.is_file():
-            raise HostError(f"image {doc.get('ref') or doc['sha256'][:16]} is no longer in the catalog")
+        try:
+            path = self.catalog.local(doc["sha256"])
+        except NotFound as exc:
+            raise HostError(f"image {doc.get('ref') or doc['sha256'][:16]}: {exc}") from exc
         return ImageRef(doc["sha256"], doc["format"], int(doc["size"]), int(doc["virtual_size"]),
                         lambda: path.open("rb"))
 

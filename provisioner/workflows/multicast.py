@@ -24,6 +24,7 @@ from ..agent.protocol import DeployMulticast
 from ..boot.udpcast import (Sender, SenderOptions, SenderReport, SenderState, SessionAddress, sender_command,
                             stale_senders)
 from ..config import Settings, parse_group, parse_ports
+from ..errors import NotFound
 from ..images import Catalog, Image
 from ..models import Node
 from ..processes import stop_pids
@@ -209,7 +210,10 @@ class MulticastService:
             return None, f"multicast: {ip} is not on a multicast network of {self._interface}: HTTP"
         with self._lock:
             if session.sender is None:
-                session.sender = self._start_sender(session)
+                try:
+                    session.sender = self._start_sender(session)
+                except NotFound as exc:  # the image is on no controller that answers
+                    return None, f"multicast: {exc}: HTTP"
             report = session.sender.report
             if report.state != SenderState.WAITING:
                 return None, (f"multicast session {session.address.data} already {report.state}: "
@@ -230,7 +234,7 @@ class MulticastService:
         opts = SenderOptions(interface=self._interface, ttl=s.multicast_ttl, min_receivers=len(session.expected),
                              max_wait=s.multicast_max_wait, max_bitrate=s.multicast_max_bitrate,
                              start_timeout=s.multicast_max_wait + 60.0)
-        image_path = self.catalog.path(session.image.sha256)
+        image_path = self.catalog.local(session.image.sha256)
         sender = Sender(session.name, sender_command(s.multicast_sender, image_path, session.address, opts),
                         self.run_dir, s.log_dir / f"udp-sender-{session.name}.log",
                         on_change=lambda snd: LOG.info("multicast %s: %s, %d joined, %d bytes", snd.name,

@@ -5,14 +5,21 @@ job go on under the others, each node written once and none stuck; a fourth daem
 started later joins and takes its rack's work. The same unit tests run on PostgreSQL too.
 Nodes' agents are simulated over the real agent and host APIs (tests/simagents.py)."""
 
+import hashlib
+import http.server
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from provisioner.errors import NotFound
+from provisioner.images.catalog import Catalog
+from provisioner.secrets import Secret
+from provisioner.store import Store
 from tests.pgserver import PgServer
 from tests.simagents import SimAgents
 
@@ -136,6 +143,18 @@ def test_three_controllers_one_fleet_a_killed_one_is_taken_over_and_a_fourth_joi
             for name in new:
                 powered = [e for e in _events(a.client, name) if (e["message"] or "").startswith("one-time network boot")]
                 assert {e["controller"] for e in powered} == {"ctl-d"}, powered
+            # ...and reimages them with an image it never had: it fetches it from another
+            # controller by sha256, verified, and its agents get the same bytes.
+            sha = a.client.get("/v1/images/host")["sha256"]
+            assert not (workdir / "ctl-d/data/images" / sha).exists()
+            agents.move_to(d.client, d.http_port)
+            agents.download = True
+            job = d.client.post("/v1/reimage", {"target": "rack-d", "image": "host", "max_unavailable": "100%"})
+            agents.wait("active", 2, 60)
+            done = _wait("rack-d's job", lambda: (j := d.client.get(f"/v1/jobs/{job['id']}"))["status"] != "running" and j)
+            assert done["status"] == "done" and agents.downloaded == {"d0": True, "d1": True}, (done, agents.downloaded)
+            assert (workdir / "ctl-d/data/images" / sha).stat().st_size == image.stat().st_size
+            assert "fetched from controller ctl-a" in (workdir / "ctl-d/daemon.log").read_text()
             out = subprocess.run([sys.executable, "-m", "provisioner", "--api", f"unix://{workdir / 'ctl-a/api.sock'}",
                                   "controllers"], capture_output=True, text=True, cwd=REPO).stdout
             lines = {line.split()[0]: line for line in out.splitlines()[1:]}
@@ -147,3 +166,44 @@ def test_three_controllers_one_fleet_a_killed_one_is_taken_over_and_a_fourth_joi
     finally:
         for daemon in daemons.values():
             daemon.stop()
+
+
+class _Peer(http.server.BaseHTTPRequestHandler):
+    body = b""
+
+    def do_GET(self):  # noqa: N802 - http.server's name
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_an_image_from_a_lying_controller_is_refused_and_nothing_is_kept(workdir):
+    """A controller that sends other bytes than the sha256 names (a corrupt disk, or a
+    hostile host on the network) is refused; the next one that sends the right bytes wins."""
+    store = Store(workdir / "db.sqlite")
+    good = b"QFI\xfb" + b"x" * 4096
+    sha = hashlib.sha256(good).hexdigest()
+    store.add_image(name="host", version="1", sha256=sha, fmt="qcow2", virtual_size=1 << 20, size=len(good),
+                    source="test")
+    servers = []
+    for body in (b"QFI\xfb" + b"y" * 4096, good):
+        handler = type("Peer", (_Peer,), {"body": body})
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+    peers = [("liar", f"http://127.0.0.1:{servers[0].server_port}")]
+    catalog = Catalog(workdir / "images", store, peer_token=Secret("t"), peers=lambda: list(peers))
+    try:
+        with pytest.raises(NotFound, match="liar: controller liar sent 4100 bytes hashing to"):
+            catalog.local(sha)
+        assert not catalog.path(sha).exists() and list((workdir / "images/.incoming").iterdir()) == []
+        peers.append(("honest", f"http://127.0.0.1:{servers[1].server_port}"))
+        assert catalog.local(sha).read_bytes() == good
+    finally:
+        for server in servers:
+            server.shutdown()
+        store.close()

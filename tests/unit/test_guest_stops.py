@@ -69,7 +69,7 @@ class FakeCatalog:
     def __init__(self, path: Path) -> None:
         self._path = path
 
-    def path(self, sha: str) -> Path:
+    def local(self, sha: str) -> Path:
         return self._path
 
 
