@@ -59,12 +59,12 @@ class Daemon:
         if not self.tftp.wait_listening():
             raise ConfigError(f"cannot serve TFTP on {self.settings.server_listen}:"
                               f"{self.settings.server_tftp_port} (port in use or not permitted)")
-        if self.svc.dhcp is not None:
-            self.svc.dhcp.start((n.id, n.mac, n.name) for n in self.svc.store.list_nodes())
-        self.svc.multicast.start()
-        self.svc.endpoints.start()
         self.svc.controller.start(self.settings.controller_address or _own_address(self.settings.server_listen,
                                                                                       self.http.port))
+        if self.svc.dhcp is not None:
+            self.svc.dhcp.start(self.svc.served_nodes())
+        self.svc.multicast.start()
+        self.svc.endpoints.start()
         self.svc.conductor.start()
         self.svc.controller.adopt_jobs()  # its own after a restart, and any whose controller is gone
         self.svc.watch.start()

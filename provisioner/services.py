@@ -7,6 +7,7 @@ import os
 import secrets as pysecrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from .boot.counters import Counters
 from .boot.dhcp import DhcpService
@@ -73,6 +74,7 @@ class Services:
     endpoints: EndpointService
     watch: HostWatch
     heartbeats: Heartbeats
+    served_nodes: Callable[[], list[tuple[int, str, str]]]
     controller: ControllerRole
 
     @classmethod
@@ -106,12 +108,18 @@ class Services:
         endpoints = EndpointService(settings, store, Haproxy(settings.data_dir / "haproxy", settings.endpoints_haproxy),
                                     name_service)
 
+        def served_nodes() -> list[tuple[int, str, str]]:
+            """The nodes this controller's DHCP answers: those of the racks it serves."""
+            nodes = store.node_addresses()
+            controller.knows({rack for *_, rack in nodes})  # a node enrolled in a new rack: claim it first
+            return [(node_id, mac, name) for node_id, mac, name, rack in nodes if conductor.holds(rack)]
+
         def nodes_changed() -> None:
             # One SIGHUP for both of dnsmasq's files: it reads them together, and each
             # reload is a chance for dnsmasq 2.90 to crash (seen in the lab; it is
             # restarted, but DHCP and DNS are away for a second).
             if dhcp is not None:
-                dhcp.write_hosts((n.id, n.mac, n.name) for n in store.list_nodes())
+                dhcp.write_hosts(served_nodes())
             if not endpoints.changed() and dhcp is not None:
                 dhcp.hup()
 
@@ -127,7 +135,7 @@ class Services:
         guests = GuestService(settings, store, catalog, endpoints)
         jobs = JobRunner(conductor, deploy, catalog, multicast)
         jobs.moves, jobs.guest_jobs = HostMoves(settings, store, guests), guests.jobs
-        controller = ControllerRole(settings, store, conductor)
+        controller = ControllerRole(settings, store, conductor, on_racks_changed=nodes_changed)
         controller.running_jobs = lambda: jobs.running() | guests.jobs.running()
         controller.run_job = lambda job_id, kind: guests.jobs.start(job_id) if kind in GUEST_JOBS \
             else jobs.take_up(job_id)
@@ -138,5 +146,5 @@ class Services:
                   operator_token=_operator_token(settings.operator_token_file),
                   catalog=catalog, deploy=deploy, jobs=jobs, guests=guests, multicast=multicast, endpoints=endpoints,
                   watch=HostWatch(conductor, guests, endpoints), heartbeats=heartbeats,
-                  controller=controller)
+                  controller=controller, served_nodes=served_nodes)
         return svc

@@ -177,6 +177,10 @@ class Store(ImageRows, JobRows, GuestRows, ControllerRows, SqlBase):
             args.append(int(host_lost))
         return [_node(r) for r in self._query(sql, tuple(args))]
 
+    def node_addresses(self) -> list[tuple[int, str, str, str]]:
+        """(id, MAC, name, rack) of every node: what DHCP's hosts file needs, nothing more."""
+        return [(r[0], r[1], r[2], r[3]) for r in self._query("SELECT id, mac, name, rack FROM nodes ORDER BY id")]
+
     def racks(self) -> list[str]:
         return [r[0] for r in self._query("SELECT DISTINCT rack FROM nodes ORDER BY rack")]
 

@@ -33,11 +33,11 @@ class ControllerRows(SqlBase):
             db.execute("UPDATE jobs SET lease_until = ? WHERE owner = ? AND status = ?",
                        (now, name, JobStatus.RUNNING))
 
-    def claim_racks(self, name: str, wants: tuple[str, ...] | None) -> set[str]:
+    def claim_racks(self, name: str, wants: tuple[str, ...] | None) -> tuple[set[str], set[str]]:
         """Renew this controller's row and its racks' leases, take the racks it wants (or
         any, when it serves all) that are free or whose lease ran out, and give back a rack
         it does not want once a live controller that wants it exists. Racks nobody alive
-        wants go to whoever comes first. The racks it holds now."""
+        wants go to whoever comes first. (The racks it holds now, and every rack of the fleet.)"""
         now = time.time()
         until = now + self.lease_seconds
         with self._tx() as db:
@@ -64,7 +64,7 @@ class ControllerRows(SqlBase):
                                    "ON CONFLICT (rack) DO UPDATE SET controller = excluded.controller, "
                                    "lease_until = excluded.lease_until", (rack, name, until))
                         held.add(rack)
-        return held
+        return held, set(racks)
 
     def claim_jobs(self, name: str, running_here: set[int]) -> list[tuple[int, JobKind]]:
         """Running jobs this controller takes to run: ones no live controller holds (its

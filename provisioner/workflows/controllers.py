@@ -20,14 +20,17 @@ LOG = logging.getLogger(__name__)
 
 
 class ControllerRole:
-    def __init__(self, settings: Settings, store: Store, conductor: Conductor) -> None:
+    def __init__(self, settings: Settings, store: Store, conductor: Conductor,
+                 on_racks_changed: Callable[[], None] = lambda: None) -> None:
         self.settings = settings
+        self.on_racks_changed = on_racks_changed  # e.g. DHCP answers only this controller's racks' nodes
         self.store = store
         self.conductor = conductor
         self.name = settings.controller
         self.wants = settings.serving_racks
         self.address = ""
         self.held: set[str] = set()
+        self.known: set[str] = set()  # every rack of the fleet at the last claim round
         self._adopted: dict[int, str] = {}  # node id: the step it was taken up at (said once)
         # Set by services.py: the jobs running here, and how to run an adopted one.
         self.running_jobs: Callable[[], set[int]] = set
@@ -39,8 +42,7 @@ class ControllerRole:
         """Register, take this controller's racks, and make the conductor work only them."""
         self.address = address
         self.store.register_controller(self.name, address, self.wants)
-        self.held = self.store.claim_racks(self.name, self.wants)
-        self.conductor.racks = set(self.held)
+        self._claim()
         self.conductor.claim_rack = self._claim_now
         self.conductor.periodic.insert(0, self.tick)
         LOG.info("controller %s: serving %s", self.name, ", ".join(sorted(self.held)) or "no rack yet")
@@ -48,21 +50,34 @@ class ControllerRole:
     def stop(self) -> None:
         self.store.retire_controller(self.name)
 
-    def _claim_now(self, rack: str) -> bool:
-        """A rack the conductor has not seen (a node was just enrolled in it)."""
-        self.held = self.store.claim_racks(self.name, self.wants)
-        self.conductor.racks = set(self.held)
-        return rack in self.held
-
-    def tick(self) -> None:
-        held = self.store.claim_racks(self.name, self.wants)
+    def _claim(self) -> tuple[set[str], set[str]]:
+        """One claim round; (racks gained, racks lost)."""
+        held, self.known = self.store.claim_racks(self.name, self.wants)
         gained, lost = held - self.held, self.held - held
         self.held = held
         self.conductor.racks = set(held)
+        return gained, lost
+
+    def _claim_now(self, rack: str) -> bool:
+        """A rack the conductor has not seen (a node was just enrolled in it)."""
+        if self._claim()[0]:
+            self.on_racks_changed()
+        return rack in self.held
+
+    def knows(self, racks: set[str]) -> None:
+        """Claim at once if any of `racks` is new to the fleet (no callback: the caller is
+        the one that would be called)."""
+        if racks - self.known:
+            self._claim()
+
+    def tick(self) -> None:
+        gained, lost = self._claim()
         for rack in sorted(gained):
             LOG.warning("controller %s: now serving %s", self.name, rack)
         for rack in sorted(lost):
             LOG.warning("controller %s: no longer serving %s", self.name, rack)
+        if gained or lost:
+            self.on_racks_changed()
         self.adopt_nodes()
         self.adopt_jobs()
 
