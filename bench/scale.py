@@ -7,7 +7,9 @@ fleet, nodes per second, list routes' latency, idle CPU and peak RSS. The baseli
 the smallest size, run side by side in the same run: flat means every size's CPU per
 node within 1.5x of it.
 
-    .venv/bin/python bench/scale.py --nodes 100,1000,10000 [--db sqlite]
+    sudo .venv/bin/python bench/scale.py --nodes 100,1000,10000 [--db sqlite,postgresql]
+
+(or `bench/run.py --only scale`). PostgreSQL runs as a throwaway server (tests/pgserver.py).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from provisioner.client import Client  # noqa: E402
+from provisioner.lab.postgres import PgServer  # noqa: E402
 from tests.simagents import SimAgents  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -184,27 +187,40 @@ def run_size(n: int, work: Path, sets: list[str]) -> dict[str, Any]:
         daemon.stop()
 
 
-def bench_scale(sizes: list[int], sets: list[str] | None = None) -> dict[str, Any]:
-    runs = []
-    for n in sizes:
-        work = Path(tempfile.mkdtemp(prefix=f"pv-scale-{n}-", dir="/tmp"))
+def bench_scale(sizes: list[int], engines: list[str], sets: list[str] | None = None) -> dict[str, Any]:
+    """Each engine at each size; the baseline is the engine's smallest size."""
+    out: dict[str, Any] = {"baseline": f"{sizes[0]} nodes on the same engine, in the same run"}
+    for engine in engines:
+        pg = PgServer().start() if engine == "postgresql" else None
+        runs = []
         try:
-            runs.append(run_size(n, work, sets or []))
+            for n in sizes:
+                work = Path(tempfile.mkdtemp(prefix=f"pv-scale-{n}-", dir="/tmp"))
+                extra = [f"database.url={pg.create(f'scale{n}')}"] if pg is not None else []
+                try:
+                    print(f"bench scale: {n} nodes on {engine}", file=sys.stderr, flush=True)
+                    runs.append(run_size(n, work, [*extra, *(sets or [])]))
+                finally:
+                    shutil.rmtree(work, ignore_errors=True)
         finally:
-            shutil.rmtree(work, ignore_errors=True)
-    base = runs[0]
-    for run in runs:
-        run["ratio_to_baseline"] = {k: round(run[k]["cpu_ms_per_node"] / max(base[k]["cpu_ms_per_node"], 1e-9), 2)
-                                    for k in ("enroll", "inspect", "reimage")}
-    return {"baseline": f"{base['nodes']} nodes", "runs": runs}
+            if pg is not None:
+                pg.stop()
+        base = runs[0]
+        for run in runs:
+            run["ratio_to_baseline"] = {k: round(run[k]["cpu_ms_per_node"] / max(base[k]["cpu_ms_per_node"], 1e-9), 2)
+                                        for k in ("enroll", "inspect", "reimage")}
+        out[engine] = runs
+    return out
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--nodes", default="100,1000,10000")
+    parser.add_argument("--db", default="sqlite,postgresql",
+                        help="engines: sqlite, postgresql (a throwaway postgresql-15, fsync off)")
     parser.add_argument("--set", action="append", default=[], help="a daemon setting, as serve --set")
     args = parser.parse_args()
-    result = bench_scale([int(x) for x in args.nodes.split(",")], args.set)
+    result = bench_scale([int(x) for x in args.nodes.split(",")], args.db.split(","), args.set)
     print(json.dumps(result, indent=1))
     return 0
 

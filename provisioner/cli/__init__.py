@@ -200,6 +200,8 @@ def _add_lab(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                     help="virtualbmc (IPMI), sushy-tools' emulator (Redfish), or mixed: odd racks "
                          "IPMI, even racks Redfish")
     up.add_argument("--memory", type=int, default=2048, help="MiB per node")
+    up.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite",
+                    help="the daemon's database: SQLite, or a PostgreSQL of the lab's own (several controllers' engine)")
     up.add_argument("--vcpus", type=int, default=2)
     up.add_argument("--disk", type=int, default=20, help="GiB per node (sparse)")
     up.add_argument("--vagrant", action="store_true",

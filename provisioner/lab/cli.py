@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
         lab.up(nodes=args.nodes, racks=args.racks, memory_mib=args.memory, vcpus=args.vcpus,
                disk_gib=args.disk, firmware="uefi" if args.uefi else args.firmware, bmc=args.bmc,
                secure_boot=args.secure_boot,
-               progress=None if args.json else _say, vagrant=args.vagrant)
+               progress=None if args.json else _say, vagrant=args.vagrant, database=args.database)
         if args.json:
             pass
         elif args.vagrant:

@@ -24,6 +24,7 @@ from ..errors import LabError, ProvisionerError
 from ..models import BmcDriver
 from . import hypervisor, system
 from .bmc import VirtualBmcs
+from .postgres import PgServer
 from .redfish import SECURE_BOOT_CODE, SECURE_BOOT_VARS, RedfishEmulator
 
 LOG = logging.getLogger(__name__)
@@ -87,6 +88,10 @@ class LabState:
     # True when Vagrant makes the nodes (the Vagrantfile): the lab then also offers a libvirt
     # network and storage pool, both named after the namespace, and adopts each node.
     vagrant: bool = False
+    database: str = "sqlite"  # or "postgresql": a PostgreSQL of the lab's own (postgres.py)
+
+
+DATABASES = ("sqlite", "postgresql")
 
 
 class Lab:
@@ -106,7 +111,8 @@ class Lab:
             return None
         doc = json.loads(self.state_file.read_text())
         return LabState(nodes=[LabNode(**n) for n in doc["nodes"]], daemon_pid=doc.get("daemon_pid"),
-                        created_at=doc.get("created_at", 0.0), vagrant=doc.get("vagrant", False))
+                        created_at=doc.get("created_at", 0.0), vagrant=doc.get("vagrant", False),
+                        database=doc.get("database", "sqlite"))
 
     def save(self, state: LabState) -> None:
         self.state_file.write_text(json.dumps(asdict(state), indent=1) + "\n")
@@ -114,6 +120,10 @@ class Lab:
     @property
     def inventory_file(self) -> Path:
         return self.dir / "inventory.yaml"
+
+    @property
+    def postgres(self) -> PgServer:
+        return PgServer(directory=self.dir / "postgresql")
 
     @property
     def guest_pool(self) -> Path:
@@ -128,7 +138,7 @@ class Lab:
     # -- up -------------------------------------------------------------------
     def up(self, nodes: int = 2, racks: int = 2, memory_mib: int = 2048, vcpus: int = 2,
            disk_gib: int = 20, firmware: str = "bios", bmc: str = "ipmi", progress: Any = None,
-           vagrant: bool = False, secure_boot: str = "off") -> LabState:
+           vagrant: bool = False, secure_boot: str = "off", database: str = "sqlite") -> LabState:
         """The lab: namespace, bridge, libvirtd, virtual BMCs, the daemon and `nodes` PXE
         domains. With `vagrant`, no domains: the Vagrantfile makes them on the libvirt network
         and pool offered here, and its trigger calls `adopt` for each."""
@@ -143,25 +153,31 @@ class Lab:
             raise LabError(f"firmware is one of {', '.join(FIRMWARES)} and bmc one of {', '.join(BMC_KINDS)}")
         if secure_boot not in SECURE_BOOTS:
             raise LabError(f"secure boot is one of {', '.join(SECURE_BOOTS)}")
+        if database not in DATABASES:
+            raise LabError(f"the database is one of {', '.join(DATABASES)}")
         if secure_boot != "off" and (firmware == "bios" or not (bmc == "redfish" or bmc == firmware == "mixed")):
             raise LabError("Secure Boot needs UEFI nodes behind Redfish BMCs: the BMC switches it off for "
                            "maintenance boots (iPXE is not signed)")
         try:
             shape = dict(memory_mib=memory_mib, vcpus=vcpus, disk_gib=disk_gib, firmware=firmware, bmc=bmc,
                          secure_boot=secure_boot)
-            return self._up(0 if vagrant else nodes, racks, shape, say, vagrant)
+            return self._up(0 if vagrant else nodes, racks, shape, say, vagrant, database)
         except BaseException:
             say("lab up failed: removing what it created")
             self.down()
             raise
 
-    def _up(self, nodes: int, racks: int, shape: dict[str, Any], say: Any, vagrant: bool) -> LabState:
+    def _up(self, nodes: int, racks: int, shape: dict[str, Any], say: Any, vagrant: bool,
+            database: str = "sqlite") -> LabState:
         cfg = self.cfg
         for sub in ("disks", "logs", "bmc", "passwords", "data"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o755)
-        state = LabState(created_at=time.time(), vagrant=vagrant)
+        state = LabState(created_at=time.time(), vagrant=vagrant, database=database)
         self.save(state)
+        if database == "postgresql":
+            say(f"PostgreSQL for the daemon, on a unix socket in {self.postgres.dir}")
+            self.postgres.start()
         say("building the maintenance image (cached when nothing changed)")
         build = subprocess.run([sys.executable, str(REPO / "images/maintenance/build.py"),
                                 "--out", str(cfg.artifacts_dir / "maintenance")], capture_output=True, text=True)
@@ -301,8 +317,10 @@ class Lab:
         path = self.dir / "provisioner.toml"
         toml = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
                                   keep_trailing_newline=True)
+        state = self.load()
+        database_url = self.postgres.url() if state is not None and state.database == "postgresql" else ""
         path.write_text(toml.get_template("provisioner.toml.j2").render(
-            cfg=self.cfg, dir=self.dir, guest_pool=self.guest_pool,
+            cfg=self.cfg, dir=self.dir, guest_pool=self.guest_pool, database_url=database_url,
             redfish_ca=self.redfish.ca if self.redfish.ca.exists() else ""))
         return path
 
@@ -350,7 +368,7 @@ class Lab:
         doc: dict[str, Any] = {"up": True, "namespace": self.cfg.netns,
                                "bridge": f"{self.cfg.bridge} {self.cfg.address}/{self.cfg.prefix}",
                                "inventory": str(self.inventory_file), "state_dir": str(self.dir),
-                               "daemon_pid": state.daemon_pid,
+                               "daemon_pid": state.daemon_pid, "database": state.database,
                                "daemon": "running" if state.daemon_pid and system.pid_alive(state.daemon_pid)
                                else "stopped",
                                "vbmcd": "running" if self.bmcs.pids() else "stopped", "nodes": []}
@@ -378,6 +396,7 @@ class Lab:
         """Remove everything the lab made; safe to run on a half-built or absent lab."""
         state = self.load() or LabState()
         self.stop_daemon()
+        self.postgres.stop()  # after the daemon; nothing if it never ran
         self.bmcs.stop()
         self.redfish.stop()
         names = [n.name for n in state.nodes]

@@ -20,7 +20,7 @@ from provisioner.errors import NotFound
 from provisioner.images.catalog import Catalog
 from provisioner.secrets import Secret
 from provisioner.store import Store
-from tests.pgserver import PgServer
+from provisioner.lab.postgres import PgServer
 from tests.simagents import SimAgents
 
 from .conftest import DaemonProcess

@@ -295,6 +295,9 @@ def _close_shared() -> None:
 
 
 def _lab(**kwargs):
+    """A lab of its own for the tests that ask for one; its daemon's database is SQLite, or
+    PostgreSQL when PROVISIONER_LAB_DATABASE=postgresql (CI sets it: .ci/run)."""
+    kwargs.setdefault("database", os.environ.get("PROVISIONER_LAB_DATABASE", "sqlite"))
     _close_shared()
     lab = Lab()
     lab.down()  # a previous run killed mid-way must not be in the way

@@ -1,6 +1,7 @@
 """A throwaway PostgreSQL (Debian's postgresql-15) in a directory of its own, listening
-only on a unix socket there: for tests and benchmarks that need a real one. PostgreSQL
-refuses to run as root, so under root it runs as the `postgres` user the package made."""
+only on a unix socket there: the lab's database when it runs on PostgreSQL (`lab up
+--database postgresql`), and the one tests and benchmarks start. PostgreSQL refuses to
+run as root, so under root it runs as the `postgres` user the package made."""
 
 from __future__ import annotations
 
@@ -11,12 +12,18 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from ..errors import LabError
+
 BIN = Path("/usr/lib/postgresql/15/bin")
 
 
 class PgServer:
-    def __init__(self, where: Path | None = None) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="pv-pg-", dir=where or "/tmp"))
+    def __init__(self, where: Path | None = None, directory: Path | None = None) -> None:
+        """A new temporary directory (under `where`), or `directory` as it is."""
+        if directory is not None:
+            self.dir = directory
+        else:
+            self.dir = Path(tempfile.mkdtemp(prefix="pv-pg-", dir=where or "/tmp"))
         self.data = self.dir / "data"
         self.started = False
 
@@ -25,7 +32,20 @@ class PgServer:
             return ["runuser", "-u", "postgres", "--", *argv]
         return list(argv)
 
+    @property
+    def running(self) -> bool:
+        return (self.data / "postmaster.pid").exists()
+
     def start(self) -> "PgServer":
+        try:
+            return self._start()
+        except subprocess.CalledProcessError as exc:
+            self.stop()
+            raise LabError(f"PostgreSQL did not start: {' '.join(exc.cmd[-3:])}: "
+                           f"{(exc.stderr or '').strip()[-500:]}") from exc
+
+    def _start(self) -> "PgServer":
+        self.dir.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
             user = pwd.getpwnam("postgres")
             os.chown(self.dir, user.pw_uid, user.pw_gid)
@@ -55,7 +75,7 @@ class PgServer:
                        check=True, capture_output=True, text=True)
 
     def stop(self) -> None:
-        if self.started:
+        if self.started or self.running:
             subprocess.run(self._as_owner(str(BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w",
                                           "stop"), capture_output=True)
             self.started = False
