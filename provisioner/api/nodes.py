@@ -126,6 +126,7 @@ class NodeRoutes:
         node = self.node(req)
         doc = self.view(node)
         doc["health"] = self.health(node)
+        doc["controller"] = self.svc.store.rack_holder(node.rack)  # the one that works this node
         return doc
 
     def delete(self, req: Request) -> Any:

@@ -87,7 +87,8 @@ def node_detail(n: dict[str, Any], out: TextIO | None = None) -> None:
     out = out or sys.stdout
     bmc = n["bmc"]
     pairs = [
-        ("name", n["name"]), ("id", n["id"]), ("mac", n["mac"]), ("rack", n["rack"]),
+        ("name", n["name"]), ("id", n["id"]), ("mac", n["mac"]),
+        ("rack", n["rack"] + (f" (controller {n['controller']})" if n.get("controller") else "")),
         ("tags", ", ".join(n.get("tags") or [])),
         ("upgrade domain", n.get("upgrade_domain")),
         ("state", n["state"]), ("step", n.get("step")), ("target", n.get("target_state")),
