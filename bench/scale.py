@@ -162,6 +162,8 @@ def run_size(n: int, work: Path, sets: list[str]) -> dict[str, Any]:
             "nodes by state": _latency(client, "/v1/nodes?state=active&limit=100"),
             "one node": _latency(client, f"/v1/nodes/{names[n // 2]}"),
             "jobs": _latency(client, "/v1/jobs"),
+            "events, a page of 500": _latency(client, "/v1/events?after=0&limit=500"),
+            f"the reimage job, all {n} members": _latency(client, f"/v1/jobs/{job['id']}", rounds=5),
         }
         # The whole fleet in pages, as `provisioner nodes` reads it.
         t = time.perf_counter()
