@@ -319,11 +319,19 @@ class Store(ImageRows, JobRows, GuestRows, ControllerRows, SqlBase):
                            "WHERE node_id = ? ORDER BY id", (node.id,))
         return [dict(r) for r in rows]
 
-    def in_progress(self) -> list[Node]:
+    def in_progress(self, *, overdue_at: float | None = None, steps: tuple[Step, ...] = ()) -> list[Node]:
+        """Nodes in progress (by the state index); only those whose deadline is at or
+        before `overdue_at`, or only those at one of `steps`, when given."""
         marks = ",".join("?" for _ in states.IN_PROGRESS)
-        rows = self._query(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE state IN ({marks})",
-                           tuple(s.value for s in states.IN_PROGRESS))
-        return [_node(r) for r in rows]
+        sql = f"SELECT {_NODE_COLUMNS} FROM nodes WHERE state IN ({marks})"
+        args: list[Any] = [s.value for s in states.IN_PROGRESS]
+        if overdue_at is not None:
+            sql += " AND deadline IS NOT NULL AND deadline <= ?"
+            args.append(overdue_at)
+        if steps:
+            sql += f" AND step IN ({','.join('?' for _ in steps)})"
+            args += [s.value for s in steps]
+        return [_node(r) for r in self._query(sql, tuple(args))]
 
     # -- agent commands -------------------------------------------------------
     def add_command(self, node: Node, command_id: str, kind: CommandKind,

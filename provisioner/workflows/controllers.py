@@ -12,7 +12,7 @@ from typing import Callable
 
 from ..config import Settings
 from ..statuses import JobKind
-from ..states import ACTIVE_STEPS, IN_PROGRESS
+from ..states import ACTIVE_STEPS
 from ..store import Store
 from .engine import Conductor
 
@@ -84,7 +84,7 @@ class ControllerRole:
     def adopt_nodes(self) -> None:
         """In-progress nodes of this controller's racks at a step a controller works (power,
         boot device) that nothing here is working on: taken up as after a restart."""
-        for node in self.store.nodes_in(tuple(IN_PROGRESS)):
+        for node in self.store.in_progress(steps=tuple(ACTIVE_STEPS)):
             if node.step not in ACTIVE_STEPS or node.rack not in self.held or self.conductor.working(node.id):
                 continue
             if self._adopted.get(node.id) != node.step:

@@ -181,7 +181,7 @@ class Conductor:
         """Fail every in-progress node whose step deadline has passed; their names."""
         failed = []
         now = self.clock()
-        for node in self.store.in_progress():
+        for node in self.store.in_progress(overdue_at=now):  # only the overdue: a flat cost per tick
             if node.deadline is None or node.deadline > now or not self.serves(node.rack):
                 continue
             lock = self._lock_for(node.id)

@@ -118,3 +118,19 @@ def test_a_silent_host_is_lost_but_not_while_the_control_plane_was_busy(beats):
     node = store.get_node("n001")
     assert node.host_lost
     assert [e["message"] for e in store.events(node)][-1].startswith("host agent silent: lost")
+
+
+def test_the_reaper_fails_only_overdue_nodes_of_the_racks_it_serves(tmp_path):
+    store = new_store(tmp_path)
+    conductor = Conductor(config.Settings(server_data_dir=tmp_path / "data"), store,
+                          PowerManager(FakePowerDriver(), min_interval=0), SecretBox(tmp_path / "key"))
+    late, early, elsewhere = make(store, 1), make(store, 2), make(store, 3, rack="rack-2")
+    for node, deadline in ((late, time.time() - 1), (early, time.time() + 600), (elsewhere, time.time() - 1)):
+        store.transition(node, Event.INSPECT, step=Step.POWER_ON, deadline=deadline)
+    conductor.racks = {"rack-1"}  # rack-2 is another controller's
+    assert [n.name for n in store.in_progress(overdue_at=time.time())] == ["n001", "n003"]
+    assert conductor.reap_deadlines() == ["n001"]
+    node = store.get_node("n001")
+    assert node.state == State.INSPECT_FAILED and "step power-on (powering on) timed out" in str(node.last_error)
+    assert store.get_node("n002").state == store.get_node("n003").state == State.INSPECTING
+    store.close()
