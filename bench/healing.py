@@ -45,7 +45,8 @@ def bench_healing(work: Path, host_image: Path) -> dict[str, Any]:
     sys.path.insert(0, str(REPO))
     from provisioner.lab import hypervisor
     from provisioner.lab.lab import Lab
-    from tests.lab.conftest import LabSshd, wait_until
+    from tests.lab.conftest import LabSshd
+    from tests.waiting import wait_until
     from tests.lab.loadgen import Load
 
     from reimage import enroll_lab

@@ -66,7 +66,7 @@ class Daemon:
         self.svc.multicast.start()
         self.svc.endpoints.start()
         self.svc.conductor.start()
-        self.svc.controller.adopt_jobs()  # its own after a restart, and any whose controller is gone
+        self.svc.controller.adopt_jobs(own=True)  # its own after a restart, and any whose controller is gone
         self.svc.watch.start()
         # The API goes last: once it answers, restarts have been resumed and every
         # server is up, so "healthy" means fully started.

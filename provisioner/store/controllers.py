@@ -66,17 +66,20 @@ class ControllerRows(SqlBase):
                         held.add(rack)
         return held, set(racks)
 
-    def claim_jobs(self, name: str, running_here: set[int]) -> list[tuple[int, JobKind]]:
+    def claim_jobs(self, name: str, running_here: set[int], own: bool = False) -> list[tuple[int, JobKind]]:
         """Running jobs this controller takes to run: ones no live controller holds (its
-        lease ran out), and its own that no thread of this process runs (it restarted).
+        lease ran out), and with `own` (only as it starts, before it creates any job) its
+        own that no thread of this process runs (it restarted). Later, a job this process
+        has just created but not yet started is its own with a fresh lease: not taken twice.
         One statement; on PostgreSQL, rows another controller is claiming are skipped."""
         now = time.time()
         skip = self._db.lock_rows
+        mine = " OR owner = ?" if own else ""
         with self._lock:
             rows = self._db.execute(
                 "UPDATE jobs SET owner = ?, lease_until = ? WHERE id IN (SELECT id FROM jobs WHERE status = ? AND "
-                f"(owner IS NULL OR lease_until IS NULL OR lease_until < ? OR owner = ?){skip}) RETURNING id, kind",
-                (name, now + self.lease_seconds, JobStatus.RUNNING, now, name)).fetchall()
+                f"(owner IS NULL OR lease_until IS NULL OR lease_until < ?{mine}){skip}) RETURNING id, kind",
+                (name, now + self.lease_seconds, JobStatus.RUNNING, now, *((name,) if own else ()))).fetchall()
         return [(int(r[0]), JobKind(r[1])) for r in rows if int(r[0]) not in running_here]
 
     def renew_jobs(self, name: str, job_ids: set[int]) -> None:

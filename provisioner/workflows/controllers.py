@@ -94,9 +94,10 @@ class ControllerRole:
             for resume in self.conductor.resumers:
                 resume(node)
 
-    def adopt_jobs(self) -> None:
+    def adopt_jobs(self, own: bool = False) -> None:
+        """Jobs whose owner's lease ran out; with `own` (at start), this controller's too."""
         running = self.running_jobs()
         self.store.renew_jobs(self.name, running)
-        for job_id, kind in self.store.claim_jobs(self.name, running):
+        for job_id, kind in self.store.claim_jobs(self.name, running, own=own):
             LOG.warning("job %d (%s): taken up by controller %s", job_id, kind, self.name)
             self.run_job(job_id, kind)

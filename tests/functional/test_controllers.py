@@ -22,6 +22,7 @@ from provisioner.secrets import Secret
 from provisioner.store import Store
 from provisioner.lab.postgres import PgServer
 from tests.simagents import SimAgents
+from tests.waiting import wait_until
 
 from .conftest import DaemonProcess
 
@@ -54,16 +55,6 @@ def _enroll(client, name, mac, rack, i):
 
 def _events(client, name):
     return client.get(f"/v1/nodes/{name}/events")["events"]
-
-
-def _wait(what, check, timeout=60.0):
-    end = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def test_three_controllers_one_fleet_a_killed_one_is_taken_over_and_a_fourth_joins(pg, workdir):
@@ -105,12 +96,12 @@ def test_three_controllers_one_fleet_a_killed_one_is_taken_over_and_a_fourth_joi
             # The first batch (upgrade domain 0 of each rack) holds a rack-b node: the job
             # waits for it, with the later batches pending.
             agents.wait_held(1, 30)
-            _wait("rack-a's and rack-c's first nodes", lambda: agents.reached.get("active", 0) >= 2)
+            wait_until("rack-a's and rack-c's first nodes", lambda: agents.reached.get("active", 0) >= 2, 60, 0.2)
             b.kill9()
             killed = time.monotonic()
             agents.release()
             agents.wait("active", len(names), 90)
-            done = _wait("the job to end", lambda: (j := a.client.get(f"/v1/jobs/{job['id']}"))["status"] != "running" and j)
+            done = wait_until("the job to end", lambda: (j := a.client.get(f"/v1/jobs/{job['id']}"))["status"] != "running" and j, 60, 0.2)
             assert done["status"] == "done", [(m["name"], m["status"], m["message"]) for m in done["nodes"]]
             assert [m["status"] for m in done["nodes"]] == ["done"] * len(names)
             taken = time.monotonic() - killed
@@ -151,7 +142,7 @@ def test_three_controllers_one_fleet_a_killed_one_is_taken_over_and_a_fourth_joi
             agents.download = True
             job = d.client.post("/v1/reimage", {"target": "rack-d", "image": "host", "max_unavailable": "100%"})
             agents.wait("active", 2, 60)
-            done = _wait("rack-d's job", lambda: (j := d.client.get(f"/v1/jobs/{job['id']}"))["status"] != "running" and j)
+            done = wait_until("rack-d's job", lambda: (j := d.client.get(f"/v1/jobs/{job['id']}"))["status"] != "running" and j, 60, 0.2)
             assert done["status"] == "done" and agents.downloaded == {"d0": True, "d1": True}, (done, agents.downloaded)
             assert (workdir / "ctl-d/data/images" / sha).stat().st_size == image.stat().st_size
             assert "fetched from controller ctl-a" in (workdir / "ctl-d/daemon.log").read_text()

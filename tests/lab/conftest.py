@@ -20,6 +20,7 @@ import yaml
 from provisioner import cli
 from provisioner.errors import HostError
 from provisioner.lab.lab import Lab
+from tests.waiting import wait_until  # noqa: F401 (the lab tests import it from here)
 
 HERE = Path(__file__).resolve().parent
 
@@ -175,17 +176,6 @@ def agent_write(host, guest: str, path: str, text: str) -> None:
     host.agent(guest, {"execute": "guest-file-write",
                        "arguments": {"handle": handle, "buf-b64": base64.b64encode(text.encode()).decode()}})
     host.agent(guest, {"execute": "guest-file-close", "arguments": {"handle": handle}})
-
-
-def wait_until(what: str, ready, timeout: float = 180, every: float = 0.5):
-    """Poll `ready()` until it gives something true, and return that."""
-    end = time.monotonic() + timeout
-    while True:
-        value = ready()
-        if value:
-            return value
-        assert time.monotonic() < end, f"{what}: not within {timeout:.0f}s"
-        time.sleep(every)
 
 
 def agent_exec(host, guest: str, path: str, *args: str, timeout: float = 30) -> int:

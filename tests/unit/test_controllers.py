@@ -60,7 +60,8 @@ def test_a_running_job_is_claimed_once_and_taken_from_a_dead_owner(tmp_path):
     assert store.job_owner(job) == "ctl-a"
     assert store.claim_jobs("ctl-b", set()) == [], "ctl-a's lease holds"
     assert store.claim_jobs("ctl-a", {job}) == [], "ctl-a runs it already"
-    assert store.claim_jobs("ctl-a", set()) == [(job, JobKind.REIMAGE)], "its own, after a restart"
+    assert store.claim_jobs("ctl-a", set()) == [], "just created here, its thread not yet started"
+    assert store.claim_jobs("ctl-a", set(), own=True) == [(job, JobKind.REIMAGE)], "its own, after a restart"
     expire(store, "ctl-a")
     assert store.claim_jobs("ctl-b", set()) == [(job, JobKind.REIMAGE)]
     assert store.claim_jobs("ctl-c", set()) == [], "one claim wins"
