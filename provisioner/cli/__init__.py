@@ -231,7 +231,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in (_add_serve, _add_nodes, _add_images_and_jobs, _add_guests, _add_nightly_and_jobs, _add_lab):
         add(sub)
+    _json_after_the_command(parser)
     return parser
+
+
+def _json_after_the_command(parser: argparse.ArgumentParser) -> None:
+    """`--json` is taken after the command too (`provisioner nodes --json`), at any depth
+    (`provisioner image list --json`). Given there, it is set; not given, the value from
+    before the command stands (SUPPRESS leaves the attribute alone)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in set(action.choices.values()):
+                child.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                                   help="machine-readable output")
+                _json_after_the_command(child)
 
 
 def _settings(args: argparse.Namespace) -> config.Settings:

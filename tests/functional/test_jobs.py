@@ -76,6 +76,13 @@ def test_tags_name_targets_and_bad_labels_change_nothing(fleet):
     assert "tags frontend; upgrade domain 3" in out
     code, out, _ = fleet.cli("nodes", "--tag", "frontend")
     assert "web-1" in out and "web-2" not in out
+    # --json after the command as well as before it, at any depth: the same output.
+    for before, after in ((("--json", "nodes"), ("nodes", "--json")),
+                          (("--json", "show", "web-1"), ("show", "web-1", "--json")),
+                          (("--json", "image", "list"), ("image", "list", "--json"))):
+        first, second = fleet.cli(*before), fleet.cli(*after)
+        assert first[0] == second[0] == 0 and first[1] == second[1], (before, first, second)
+        json.loads(first[1])
     code, out, err = fleet.cli("reimage", "frontend", "--image", "host", "--dry-run")
     assert code == 0, err
     assert "1 nodes in 1 batches" in out and "batch 1: web-1" in out
