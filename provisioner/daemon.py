@@ -37,7 +37,8 @@ class Daemon:
                                     access_log=AccessLog(s.log_dir / "http-access.log"),
                                     limits=Limits(max_connections=s.http_max_connections, max_busy=s.http_max_busy,
                                                   request_timeout=s.http_request_timeout,
-                                                  idle_timeout=s.http_idle_timeout, io_timeout=s.http_io_timeout))
+                                                  idle_timeout=s.http_idle_timeout, io_timeout=s.http_io_timeout),
+                                    observe=self.svc.conductor.metrics.http)
         except OSError as exc:
             raise ConfigError(f"cannot serve HTTP on {s.server_listen}:{s.server_http_port}: {exc}") from exc
         self.tftp = TftpService(

@@ -20,6 +20,8 @@ from .power import PowerDriver, PowerManager, make_driver
 from .secrets import SecretBox
 from .sshkeys import operator_key
 from .store import Store
+from .telemetry import Metrics
+from .telemetry.fleet import FleetCollector
 from .statuses import GUEST_JOBS
 from .workflows.controllers import ControllerRole
 from .workflows.heartbeats import Heartbeats
@@ -88,7 +90,10 @@ class Services:
         power = PowerManager(driver or make_driver(settings), min_interval=settings.power_min_interval,
                              retries=settings.power_retries, backoff=settings.power_backoff,
                              verify_timeout=settings.power_verify_timeout)
-        conductor = Conductor(settings, store, power, box)
+        metrics = Metrics()
+        power.observe = metrics.bmc_command
+        store.on_move = metrics.moved
+        conductor = Conductor(settings, store, power, box, metrics=metrics)
         renderer = Renderer()
         counters = Counters()
         dhcp = DhcpService(settings, renderer, counters, on_unknown_mac=store.record_discovered) \
@@ -127,8 +132,12 @@ class Services:
             return [(c["name"], c["address"]) for c in store.controllers()
                     if c["alive"] and c["address"] and c["name"] != settings.controller]
 
+        metrics.add(FleetCollector(
+            lambda: {"nodes": store.tally_nodes(), "lost": store.tally_lost_hosts(), "jobs": store.tally_jobs(),
+                     "members": store.tally_job_members(), "guests": store.tally_guests()},
+            counters.snapshot, lambda: dhcp.restarts if dhcp is not None else 0))
         catalog = Catalog(settings.data_dir / "images", store, peer_token=box.derive("controller-peer"), peers=peers)
-        multicast = MulticastService(settings, store, catalog)
+        multicast = MulticastService(settings, store, catalog, counters)
         deploy = DeployFlow(conductor, catalog, multicast)
         heartbeats = Heartbeats(conductor)
         agents = AgentService(conductor, deploy, heartbeats)

@@ -41,7 +41,7 @@ class BootRoutes:
         if path.parent != root or not path.is_file():
             raise NotFound(f"no boot artifact {name!r}")
         self.svc.counters.add(f"http:maintenance/{name}")
-        return Response(file=path)
+        return Response(file=path, on_sent=lambda n: self.svc.counters.add("bytes:http", n))
 
     def image(self, req: Request) -> Response:
         path = self.svc.catalog.local(req.params["sha256"])  # fetched from another controller if need be

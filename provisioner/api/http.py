@@ -152,6 +152,7 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""  # no need to tell every client which Python answers
     router: Router
     access_log: Callable[[str], None]
+    observe: Callable[[str, int, int], None]  # method, status, bytes sent: the metrics
     request: Connection
     rfile: Reader  # type: ignore[assignment]
     rest: bytes | None = None
@@ -249,6 +250,7 @@ class _Handler(BaseHTTPRequestHandler):
             LOG.exception("http: %s %s failed", self.command, raw_path)
             response = error_response(500, "InternalError", f"internal error: {exc}")
         sent = self._send(response)
+        self.observe(self.command, response.status, sent)
         self.access_log(f"{self.address_string()} {self.command} {raw_path} {response.status} {sent} "
                         f"{time.monotonic() - started:.3f}")
 
@@ -332,8 +334,10 @@ class HttpService:
     connection loop (server.py)."""
 
     def __init__(self, router: Router, *, listen: str, port: int, socket_path: Path | None,
-                 access_log: AccessLog, limits: Limits | None = None) -> None:
-        handler = type("Handler", (_Handler,), {"router": router, "access_log": access_log.write})
+                 access_log: AccessLog, limits: Limits | None = None,
+                 observe: Callable[[str, int, int], None] | None = None) -> None:
+        handler = type("Handler", (_Handler,), {"router": router, "access_log": access_log.write,
+                                                "observe": staticmethod(observe or (lambda *told: None))})
         self.tcp = socket.create_server((listen, port), backlog=1024)
         listeners = [self.tcp]
         if socket_path is not None:

@@ -14,7 +14,7 @@ from .auth import Authorizer
 from .boot import BootRoutes, artifact_paths
 from .fleet import FleetRoutes
 from .guests import GuestRoutes
-from .http import Request, Route, Router
+from .http import Request, Response, Route, Router
 from .nodes import NodeRoutes
 from .openapi import openapi_document
 
@@ -30,8 +30,14 @@ def build_router(svc: Services) -> Router:
     def document(req: Request) -> Any:
         return openapi_document(router.routes)
 
+    def metrics(req: Request) -> Response:
+        body, content_type = svc.conductor.metrics.exposition()
+        return Response(body=body, content_type=content_type)
+
     own = [Route("GET", "/v1/health", health, AuthKind.NONE, "Liveness of the daemon"),
-           Route("GET", "/v1/openapi.json", document, AuthKind.NONE, "This document")]
+           Route("GET", "/v1/openapi.json", document, AuthKind.NONE, "This document"),
+           Route("GET", "/metrics", metrics, AuthKind.OPERATOR,
+                 "Prometheus metrics: the fleet, jobs, steps, BMC commands, boot servers (docs/metrics.md)")]
     for route in own + NodeRoutes(svc).routes() + FleetRoutes(svc).routes() + GuestRoutes(svc).routes() \
             + AgentRoutes(svc).routes() + BootRoutes(svc).routes():
         router.add(route)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import socket
 import struct
 import tempfile
@@ -168,6 +169,7 @@ class TftpService:
             LOG.info("tftp: %s to %s", SCRIPT, raddress)
             script = tempfile.TemporaryFile()  # a real file (see _new_server), gone once closed
             script.write(self._render_script().encode())
+            self.counters.add("bytes:tftp", script.tell())
             script.seek(0)
             return script
         if key in LOADERS:
@@ -176,7 +178,9 @@ class TftpService:
                 self.counters.add(f"tftp:{key}")
                 self._log(raddress, name, "sent")
                 LOG.info("tftp: %s to %s", key, raddress)
-                return path.open("rb")
+                handle = path.open("rb")
+                self.counters.add("bytes:tftp", os.fstat(handle.fileno()).st_size)  # handed to the transfer
+                return handle
             LOG.error("tftp: %s requested by %s but %s is missing (install Debian's ipxe)",
                       key, raddress, path)
         self.counters.add("tftp:refused")

@@ -37,12 +37,25 @@ class PowerManager:
         self._clock = clock
         self._slots: dict[tuple[str, int], _BmcSlot] = {}
         self._slots_lock = threading.Lock()
+        # Told of each command sent: driver, command, seconds, and the kind of error (None: it worked).
+        self.observe: Callable[[str, str, float, str | None], None] = lambda *told: None
 
     def _slot(self, bmc: BmcCredentials) -> _BmcSlot:
         with self._slots_lock:
             return self._slots.setdefault((bmc.address, bmc.port), _BmcSlot())
 
-    def _call(self, bmc: BmcCredentials, what: str, fn: Callable[[], T]) -> T:
+    def _timed(self, bmc: BmcCredentials, command: str, fn: Callable[[], T]) -> T:
+        started = time.monotonic()
+        error: str | None = None
+        try:
+            return fn()
+        except PowerError as exc:
+            error = type(exc).__name__
+            raise
+        finally:
+            self.observe(bmc.driver.value, command, time.monotonic() - started, error)
+
+    def _call(self, bmc: BmcCredentials, what: str, fn: Callable[[], T], command: str) -> T:
         """Run one BMC command under its lock and interval, retrying transient errors."""
         slot = self._slot(bmc)
         delay = self.backoff
@@ -54,7 +67,7 @@ class PowerManager:
                 if wait > 0:
                     self._sleep(wait)
                 try:
-                    return fn()
+                    return self._timed(bmc, command, fn)
                 except PowerError as exc:
                     if not exc.retryable or attempt > self.retries:
                         raise
@@ -70,22 +83,23 @@ class PowerManager:
         slot = self._slot(bmc)
         with slot.lock:
             try:
-                return self.driver.get_power(bmc)
+                return self._timed(bmc, "get_power", lambda: self.driver.get_power(bmc))
             finally:
                 slot.last_command = self._clock()
 
     def status(self, bmc: BmcCredentials) -> PowerState:
-        return self._call(bmc, "power status", lambda: self.driver.get_power(bmc))
+        return self._call(bmc, "power status", lambda: self.driver.get_power(bmc), "get_power")
 
     def set_boot_device(self, bmc: BmcCredentials, device: BootDevice, mode: BootMode | None = None,
                         secure_boot: bool | None = None) -> None:
-        self._call(bmc, f"boot device {device}", lambda: self.driver.set_boot_device(bmc, device, mode, secure_boot))
+        self._call(bmc, f"boot device {device}", lambda: self.driver.set_boot_device(bmc, device, mode, secure_boot),
+                   "set_boot_device")
 
     def secure_boot(self, bmc: BmcCredentials) -> bool | None:
-        return self._call(bmc, "Secure Boot state", lambda: self.driver.get_secure_boot(bmc))
+        return self._call(bmc, "Secure Boot state", lambda: self.driver.get_secure_boot(bmc), "get_secure_boot")
 
     def _set_and_verify(self, bmc: BmcCredentials, wanted: PowerState) -> PowerState:
-        self._call(bmc, f"power {wanted}", lambda: self.driver.set_power(bmc, wanted))
+        self._call(bmc, f"power {wanted}", lambda: self.driver.set_power(bmc, wanted), "set_power")
         deadline = self._clock() + self.verify_timeout
         while True:
             actual = self.status(bmc)

@@ -18,6 +18,7 @@ from .guests import GuestRows
 from .jobs import JobRows
 from .base import SqlBase
 from .controllers import ControllerRows
+from .tallies import TallyRows
 from .engines import Connection
 
 LOG = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ def _set_values(db: Connection, node_id: int, values: dict[str, Any]) -> None:
     db.execute(f"UPDATE nodes SET {cols}, updated_at = ? WHERE id = ?", (*values.values(), time.time(), node_id))
 
 
-class Store(ImageRows, JobRows, GuestRows, ControllerRows, SqlBase):
+class Store(ImageRows, JobRows, GuestRows, ControllerRows, TallyRows, SqlBase):
     """Thread-safe access to the database; every write is one transaction."""
 
     # -- nodes ----------------------------------------------------------------
@@ -263,6 +264,7 @@ class Store(ImageRows, JobRows, GuestRows, ControllerRows, SqlBase):
             self._event(db, node.id, now, event.value, current.value, new.value,
                         step.value if step else None, error or message)
             self._moved(node.id)
+        self.on_move(node.id, current.value, new.value, step.value if step and target else None)
         LOG.info("node %s: %s -> %s%s", node.name, current, new,
                  f" ({error or message})" if (error or message) else "")
         return self.node_by_id(node.id)
@@ -278,6 +280,7 @@ class Store(ImageRows, JobRows, GuestRows, ControllerRows, SqlBase):
                 raise InvalidTransition(node=node.name, event=f"start {step}", state="not " + expect_state.value)
             self._event(db, node.id, time.time(), "step", expect_state.value, expect_state.value, step.value,
                         message)
+        self.on_move(node.id, expect_state.value, expect_state.value, step.value)
         LOG.info("node %s: %s: %s", node.name, expect_state, step)
         return self.node_by_id(node.id)
 

@@ -9,7 +9,7 @@ import logging
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .engines import Connection, connect, describe
 from .schema import MIGRATIONS
@@ -33,6 +33,9 @@ class SqlBase:
         self._pending_nodes: set[int] = set()
         self._pending_events = False
         self._generation = 0
+        # Told of each committed move of a node: (node id, from state, to state, step it
+        # entered or None); a step within a state has from == to. The metrics listen.
+        self.on_move: Callable[[int, str, str, str | None], None] = lambda *moved: None
         self.migrate()
 
     @property

@@ -103,6 +103,7 @@ class AgentService:
 
     def heartbeat(self, node: Node) -> dict[str, Any]:
         self.store.update_node(node.id, agent_last_seen=self.conductor.clock())
+        self.conductor.metrics.heartbeat("agent")
         pending = []
         for cmd in self.store.pending_commands(node):
             self.store.set_command_status(cmd["id"], CommandStatus.SENT)
@@ -148,6 +149,7 @@ class AgentService:
         return node
 
     def host_heartbeat(self, node: Node, body: dict[str, Any]) -> dict[str, Any]:
+        self.conductor.metrics.heartbeat("host")
         facts = body.get("facts")
         typed = HostFacts.parse(facts)
         if node.host_lost:

@@ -17,16 +17,18 @@ from ..power import PowerManager
 from ..secrets import SecretBox
 from ..states import STEP_LABELS, Event, State, Step
 from ..store import Store
+from ..telemetry import Metrics
 
 LOG = logging.getLogger(__name__)
 
 
 class Conductor:
     def __init__(self, settings: Settings, store: Store, power: PowerManager, box: SecretBox,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.store = store
         self.power = power
+        self.metrics = metrics or Metrics()
         self.box = box
         self.clock = clock
         self._pool = ThreadPoolExecutor(max_workers=settings.server_workers,

@@ -70,6 +70,7 @@ class Heartbeats:
             if node.host_last_seen is None or not self.conductor.holds(node.rack):
                 continue
             self.conductor.store.update_node(node.id, host_lost=1)
+            self.conductor.metrics.host_lost()
             self.conductor.store.record_event(node, "host", "host agent silent: lost, last seen "
                                               + time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(node.host_last_seen)))
             LOG.warning("node %s: host agent silent since %s", node.name, node.host_last_seen)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..boot.counters import Counters
 from ..agent.protocol import DeployMulticast
 from ..boot.udpcast import (Sender, SenderOptions, SenderReport, SenderState, SessionAddress, sender_command,
                             stale_senders)
@@ -78,8 +79,9 @@ class BatchSession:
 
 
 class MulticastService:
-    def __init__(self, settings: Settings, store: Store, catalog: Catalog) -> None:
+    def __init__(self, settings: Settings, store: Store, catalog: Catalog, counters: Counters | None = None) -> None:
         self.settings = settings
+        self.counters = counters or Counters()
         self.store = store
         self.catalog = catalog
         self.run_dir = settings.data_dir / "run"
@@ -176,6 +178,7 @@ class MulticastService:
         if session.sender is not None:
             session.sender.stop()
         stats = session.stats()
+        self.counters.add("multicast_bytes_sent", int(stats["sent_bytes"] or 0))
         if stats["strangers"]:
             LOG.warning("multicast %s: joined by %s, which no deploy was offered", session.name,
                         ", ".join(stats["strangers"]))

@@ -5,6 +5,7 @@ import urllib.error
 import urllib.request
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import run_agent
 
@@ -43,6 +44,21 @@ def test_enroll_inspect_ready_with_the_real_agent(running, workdir):
         assert words in out
     code, out, _ = running.cli("nodes", "--rack", "rack-1")
     assert code == 0 and "web-1" in out and "ready" in out
+    # The metrics say the same, over TCP with the operator token (and not without it).
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{running.url}/metrics")
+    assert refused.value.code == 401
+    token = running.settings.operator_token_file.read_text().strip()
+    req = urllib.request.Request(f"{running.url}/metrics", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req) as resp:
+        assert resp.headers["Content-Type"].startswith("text/plain; version=")
+        families = {f.name: f for f in text_string_to_metric_families(resp.read().decode())}
+    value = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples}
+    assert value[("provisioner_nodes", (("rack", "rack-1"), ("state", "ready")))] == 1
+    assert value[("provisioner_node_transitions_total", (("from_state", "inspecting"), ("to_state", "ready")))] == 1
+    assert value[("provisioner_bmc_command_duration_seconds_count",
+                  (("command", "set_power"), ("driver", "ipmi")))] >= 1
+    assert value[("provisioner_step_duration_seconds_count", (("state", "inspecting"), ("step", "wait-inspection")))] == 1
 
 
 def test_agent_calls_need_this_boots_token(running, workdir):
