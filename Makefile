@@ -13,11 +13,13 @@ LAB_INVENTORY := /var/lib/provisioner-lab/inventory.yaml
 setup: $(VENV)/.installed
 	@.ci/install-debian-packages
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml provisioner/web/package-lock.json
 	@.ci/install-debian-packages
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e ".[test]"
+	# The dashboard's browser libraries, as published on the npm registry (no build step).
+	cd provisioner/web && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
 	touch $@
 
 maintenance-image: setup

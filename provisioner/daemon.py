@@ -13,7 +13,7 @@ import time
 from types import FrameType
 from typing import Callable
 
-from .api.http import HttpService
+from .api.http import HttpService, Router
 from .api.routes import artifact_paths, build_router
 from .api.server import Limits
 from .boot.accesslog import AccessLog
@@ -22,6 +22,7 @@ from .config import Settings
 from .errors import ConfigError
 from .power import PowerDriver
 from .services import Services
+from .web.routes import WebRoutes
 
 LOG = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ class Daemon:
         self.svc = Services.build(settings, driver)
         s = settings
         try:
-            self.http = HttpService(build_router(self.svc), listen=s.server_listen, port=s.server_http_port,
+            self.http = HttpService(self._router(), listen=s.server_listen, port=s.server_http_port,
                                     socket_path=s.server_socket,
                                     access_log=AccessLog(s.log_dir / "http-access.log"),
                                     limits=Limits(max_connections=s.http_max_connections, max_busy=s.http_max_busy,
@@ -75,6 +76,13 @@ class Daemon:
         LOG.info("provisioner serving: http %s:%d, tftp %s:%d, socket %s, data %s",
                  self.settings.server_listen, self.http.port, self.settings.server_listen,
                  self.settings.server_tftp_port, self.settings.server_socket, self.settings.data_dir)
+
+    def _router(self) -> Router:
+        """The API's routes, and the dashboard's over them (it reads the API's documents)."""
+        router = build_router(self.svc)
+        for route in WebRoutes(self.svc, router).routes():
+            router.add(route)
+        return router
 
     def stop(self) -> None:
         if self._stopped.is_set():

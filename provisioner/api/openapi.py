@@ -12,6 +12,8 @@ from ..statuses import AuthKind
 def openapi_document(routes: Iterable[Any]) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
+        if route.template == "/ui" or route.template.startswith("/ui/"):
+            continue  # the dashboard's pages: HTML for a browser, not the API
         op: dict[str, Any] = {
             "summary": route.summary,
             "responses": {"200": {"description": "OK"}, "4XX": {"description": "Error",

@@ -1,0 +1,85 @@
+"""The dashboard over plain HTTP, as a browser and as a hostile client would use it: the
+login, a page per kind, the live fragments, and the actions' guards. (The lab drives it
+in a real browser: tests/lab/test_dashboard.py.)"""
+
+from __future__ import annotations
+
+import http.client
+import urllib.parse
+
+from .conftest import Running
+
+
+def call(running: Running, method: str, path: str, body: str = "", headers: dict | None = None):
+    host, port = running.url[len("http://"):].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn.request(method, path, body=body.encode(), headers=headers or {})
+    resp = conn.getresponse()
+    data = resp.read().decode()
+    conn.close()
+    return resp.status, dict(resp.getheaders()), data
+
+
+def sign_in(running: Running) -> str:
+    token = running.settings.operator_token_file.read_text().strip()
+    status, headers, _ = call(running, "POST", "/ui/login", urllib.parse.urlencode({"token": token, "next": "/ui/jobs"}),
+                              {"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 303 and headers["Location"] == "/ui/jobs"
+    cookie = headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and token not in cookie
+    return cookie.split(";")[0]
+
+
+def test_the_dashboard_needs_a_sign_in_and_shows_the_fleet(running):
+    for i, name in enumerate(("web-1", "web-2")):
+        code, _, err = running.cli(*running.enroll_args(f"52:54:00:77:00:0{i}", "10.0.0.9", "rack-1", "--name", name,
+                                                        "--no-inspect"))
+        assert code == 0, err
+    # Signed out: every page goes to the login form, and keeps where it was going.
+    status, headers, _ = call(running, "GET", "/ui/nodes/web-1")
+    assert status == 303 and headers["Location"] == "/ui/login?next=%2Fui%2Fnodes%2Fweb-1"
+    status, headers, _ = call(running, "GET", "/ui/racks", headers={"Cookie": "provisioner_session=v1.99999999999.forged"})
+    assert status == 303, "a forged cookie is no session"
+    status, _, page = call(running, "POST", "/ui/login", "token=wrong", {"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 401 and "That is not the operator token." in page
+    status, headers, _ = call(running, "POST", "/ui/login", "token=" + running.settings.operator_token_file.read_text()
+                              .strip() + "&next=//evil.example/", {"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 303 and headers["Location"] == "/ui/racks", "never sent to another site after signing in"
+    cookie = sign_in(running)
+    auth = {"Cookie": cookie}
+    status, headers, page = call(running, "GET", "/ui/racks", headers=auth)
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert "script-src 'self'" in headers["Content-Security-Policy"]
+    assert 'id="rack-rack-1"' in page and "web-1" in page and "web-2" in page and 'data-state="enrolled"' in page
+    for path, words in (("/ui/nodes/web-1", "Power off"), ("/ui/jobs", "No job yet"), ("/ui/images", "No image yet"),
+                        ("/ui/roles", "No guest yet"), ("/ui/static/htmx.min.js", "htmx"),
+                        ("/ui/static/pico.min.css", "Pico CSS")):
+        status, _, page = call(running, "GET", path, headers=auth)
+        assert status == 200 and words in page, (path, page[:300])
+    status, _, page = call(running, "GET", "/ui/nodes/nope", headers=auth)
+    assert status == 404 and "no node" in page
+    assert call(running, "GET", "/ui/static/..%2F..%2Fsession.py", headers=auth)[0] == 404
+
+    # Live: nothing moved since the page's last event, then a node moved.
+    status, _, page = call(running, "GET", "/ui/racks", headers=auth)
+    after = page.split("/ui/changes?after=")[1].split('"')[0]
+    assert call(running, "GET", f"/ui/changes?after={after}", headers=auth)[0] == 204
+    running.client.post("/v1/power", {"action": "on", "target": "web-2"})
+    status, _, page = call(running, "GET", f"/ui/changes?after={after}", headers=auth)
+    assert status == 200 and 'hx-swap-oob="true"' in page and "web-2" in page and "web-1" not in page
+
+    # Actions: htmx's header is required (a form on another site cannot send it).
+    action = "/ui/nodes/web-1/power/off"
+    status, _, page = call(running, "POST", action, headers=auth)
+    assert status == 403 and "refused" in page
+    status, _, page = call(running, "POST", action, headers={**auth, "HX-Request": "true", "Origin": "http://evil.example"})
+    assert status == 403
+    status, _, page = call(running, "POST", action, headers={**auth, "HX-Request": "true"})
+    assert status == 200 and "web-1: power off" in page
+    status, _, page = call(running, "POST", "/ui/jobs/12345/abort", headers={**auth, "HX-Request": "true"})
+    assert status == 200 and 'class="flash bad"' in page
+    assert call(running, "POST", action, headers={"HX-Request": "true"})[0] == 401
+
+    # Signing out ends the session in the browser.
+    status, headers, _ = call(running, "POST", "/ui/logout", headers=auth)
+    assert status == 303 and "Max-Age=0" in headers["Set-Cookie"]
