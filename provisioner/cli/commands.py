@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from ..client import Client
-from ..display.output import Progress, node_detail, node_rows, print_json, table, timestamp
+from ..display.live import LiveView
+from ..display.output import node_detail, node_row, node_rows, print_json, table, timestamp
 from ..errors import InvalidInput, NotFound, ProvisionerError
 from ..states import STABLE, State
 from .inventory import load_inventory, read_password_file
@@ -25,15 +26,15 @@ def _q(ident: str) -> str:
 
 def wait_stable(client: Client, names: list[str], as_json: bool) -> list[dict[str, Any]]:
     """Poll until every named node is in a stable state, showing progress."""
-    progress = Progress()
     started = time.monotonic()
-    while True:
-        nodes = [client.get(f"/v1/nodes/{_q(n)}") for n in names]
-        if not as_json:
-            progress.update(nodes, time.monotonic() - started)
-        if all(n["state"] in _STABLE for n in nodes):
-            return nodes
-        time.sleep(_POLL)
+    with LiveView(("node", "rack", "state", "step")) as view:
+        while True:
+            nodes = [client.get(f"/v1/nodes/{_q(n)}") for n in names]
+            if not as_json:
+                view.update([node_row(n) for n in nodes], time.monotonic() - started)
+            if all(n["state"] in _STABLE for n in nodes):
+                return nodes
+            time.sleep(_POLL)
 
 
 def _finish(client: Client, names: list[str], args: argparse.Namespace, errors: list[str]) -> int:

@@ -19,7 +19,7 @@ from .fetch import fetch
 
 
 class Progress:
-    """One line rewritten in place on a terminal; a line every 10% otherwise."""
+    """One line with a bar, rewritten in place on a terminal; a line every 10% otherwise."""
 
     def __init__(self, label: str, quiet: bool) -> None:
         self.label = label
@@ -36,7 +36,11 @@ class Progress:
             return
         self.last = pct
         rate = done / max(time.monotonic() - self.started, 1e-6)
-        text = f"{self.label}: {_size(done)}" + (f" of {_size(total)} ({pct}%)" if total else "") + \
+        bar = ""
+        if self.tty and total:
+            filled = min(24, done * 24 // total)
+            bar = "[" + "#" * filled + "." * (24 - filled) + "] "
+        text = f"{self.label}: {bar}{_size(done)}" + (f" of {_size(total)} ({pct}%)" if total else "") + \
                f", {_size(int(rate))}/s"
         sys.stderr.write(("\r" + text + "\033[K") if self.tty else text + "\n")
         sys.stderr.flush()

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..client import Client
+from ..display.live import LiveView, Row
 from ..display.output import print_json, size_text, table, tally, timestamp
 from ..errors import InvalidInput
 from ..guests.roles import template_names
@@ -39,25 +40,27 @@ def show_deploy_plan(doc: dict[str, Any]) -> None:
 
 
 def follow_deploy(client: Client, job_id: int, as_json: bool) -> int:
-    seen: dict[str, str] = {}
     started = time.monotonic()
-    while True:
-        job = client.get(f"/v1/jobs/{job_id}")
-        for g in job["guests"]:
-            line = f"{g['status']} {g.get('message') or ''}"
-            if not as_json and seen.get(g["name"]) != line:
-                seen[g["name"]] = line
-                sent = f" ({size_text(g['bytes'])} of images sent)" if g.get("bytes") else ""
-                print(f"[{time.monotonic() - started:6.1f}s] {g['name']:<16} {g['host']:<14} {g['status']:<8} "
-                      f"{g.get('message') or ''}{sent}", flush=True)
-        if job["status"] != JobStatus.RUNNING:
-            break
-        time.sleep(1.0)
+    with LiveView(("guest", "host", "status", "detail"), out=sys.stdout) as view:
+        while True:
+            job = client.get(f"/v1/jobs/{job_id}")
+            if not as_json:
+                view.update([guest_row(g) for g in job["guests"]], time.monotonic() - started)
+            if job["status"] != JobStatus.RUNNING:
+                break
+            time.sleep(1.0)
     if as_json:
         print_json(job)
     else:
         print(f"\ndeploy job {job['id']} {job['status']}: {tally(job['guests'])}")
     return 0 if job["status"] == JobStatus.DONE else 1
+
+
+def guest_row(g: dict[str, Any]) -> Row:
+    sent = f" ({size_text(g['bytes'])} of images sent)" if g.get("bytes") else ""
+    message = g.get("message") or ""
+    return Row(g["name"], (g["name"], g["host"], g["status"], message + sent),
+               f"{g['name']:<16} {g['host']:<14} {g['status']:<8} {message}{sent}")
 
 
 def cmd_deploy(client: Client, args: argparse.Namespace) -> int:

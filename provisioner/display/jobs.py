@@ -3,11 +3,13 @@ the table it ends with."""
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any
 
 from ..client import Client
 from ..statuses import JobStatus, MemberStatus
+from .live import LiveView, Row, fraction
 from .output import print_json, progress_text, size_text, table, tally
 
 
@@ -80,32 +82,34 @@ def follow(client: Client, job: dict[str, Any], as_json: bool) -> int:
     return 0 if job["status"] == JobStatus.DONE else 1
 
 
+def member_rows(job: dict[str, Any]) -> list[Row]:
+    """A job's guests and nodes in a live view."""
+    rows = []
+    for g in job.get("guests") or []:  # moved or stopped before their hosts go, or back after
+        message = g.get("message") or ""
+        rows.append(Row("guest " + g["name"], (f"guest {g['name']}", g["host"], g["status"], f"{g['action']} {message}"),
+                        f"guest {g['name']:<10} {g['status']:<8} {g['action']} {g['host']}: {message}"))
+    for m in job["nodes"]:
+        if m["status"] == MemberStatus.RUNNING:
+            what = m.get("step") or m.get("state") or ""  # between its last step and the job's note
+        else:
+            what = m.get("message") or (m.get("last_error") if m["status"] == MemberStatus.FAILED else "") or ""
+        if m["status"] == MemberStatus.RUNNING and m.get("progress"):
+            what += ": " + progress_text(m["progress"])
+        rows.append(Row(m["name"], (m["name"], m["rack"], m["status"], what),
+                        f"{m['name']:<16} {m['status']:<8} {what}",
+                        fraction(m.get("progress")) if m["status"] == MemberStatus.RUNNING else None))
+    return rows
+
+
 def watch(client: Client, job: dict[str, Any], show: bool) -> dict[str, Any]:
-    """Poll a reimage or rollback job until it ends (printing each node's changes if `show`)."""
-    seen: dict[str, str] = {}
+    """Poll a reimage or rollback job until it ends (showing its members live if `show`)."""
     started = time.monotonic()
-    while True:
-        for g in job.get("guests") or []:  # moved or stopped before their hosts go, or back after
-            line = f"{g['status']} {g.get('message') or ''}"
-            if show and seen.get("guest " + g["name"]) != line:
-                seen["guest " + g["name"]] = line
-                print(f"[{time.monotonic() - started:6.1f}s] guest {g['name']:<10} {g['status']:<8} {g['action']} "
-                      f"{g['host']}: {g.get('message') or ''}", flush=True)
-        for m in job["nodes"]:
-            line = f"{m['status']} {m.get('step') or ''} {m.get('message') or ''} {progress_text(m.get('progress'))}"
-            if show and seen.get(m["name"]) != line:
-                seen[m["name"]] = line
-                if m["status"] == MemberStatus.RUNNING:
-                    what = m.get("step") or m.get("state") or ""  # between its last step and the job's note
-                else:
-                    what = m.get("message") or (m.get("last_error") if m["status"] == MemberStatus.FAILED else "") or ""
-                if m["status"] == MemberStatus.RUNNING and m.get("progress"):
-                    what += ": " + progress_text(m["progress"])
-                print(f"[{time.monotonic() - started:6.1f}s] {m['name']:<16} {m['status']:<8} {what}", flush=True)
-        if job["status"] != JobStatus.RUNNING:
-            break
-        time.sleep(1.0)
-        job = client.get(f"/v1/jobs/{job['id']}")
-    return job
-
-
+    with LiveView(("member", "where", "status", "detail"), out=sys.stdout) as view:
+        while True:
+            if show:
+                view.update(member_rows(job), time.monotonic() - started)
+            if job["status"] != JobStatus.RUNNING:
+                return job
+            time.sleep(1.0)
+            job = client.get(f"/v1/jobs/{job['id']}")

@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any, Iterable, Sequence, TextIO
 
+from .live import Row, fraction
 from ..models import BmcDriver
 
 
@@ -122,23 +123,13 @@ def node_detail(n: dict[str, Any], out: TextIO | None = None) -> None:
                       f"link {'up' if nic.get('carrier') else 'down'} {nic.get('speed_mbps') or ''}\n")
 
 
-class Progress:
-    """One line per change of a node's state or step, with the time since the start."""
-
-    def __init__(self, out: TextIO | None = None) -> None:
-        self.out = out or sys.stderr
-        self.seen: dict[str, tuple[str, str | None]] = {}
-
-    def update(self, nodes: Iterable[dict[str, Any]], elapsed: float) -> None:
-        for n in nodes:
-            key = (n["state"], n.get("step"))
-            if self.seen.get(n["name"]) == key:
-                continue
-            self.seen[n["name"]] = key
-            detail = f" ({n['step']})" if n.get("step") else ""
-            error = f": {n['last_error']}" if n.get("last_error") else ""
-            self.out.write(f"[{elapsed:5.0f}s] {n['name']:<16} {n['state']}{detail}{error}\n")
-            self.out.flush()
+def node_row(n: dict[str, Any]) -> Row:
+    """A node in a live view: its state and step (with the write's progress)."""
+    detail = f" ({n['step']})" if n.get("step") else ""
+    error = f": {n['last_error']}" if n.get("last_error") else ""
+    progress = progress_text(n.get("progress"))
+    return Row(n["name"], (n["name"], n["rack"], n["state"], (n.get("step") or "") + (f" {progress}" if progress else "")),
+               f"{n['name']:<16} {n['state']}{detail}{error}", fraction(n.get("progress")))
 
 
 def _bmc_line(bmc: dict[str, Any]) -> str:

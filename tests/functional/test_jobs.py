@@ -3,7 +3,15 @@ real agent and host APIs (the lab tests run the real agents on real nodes): tags
 targets, upgrade-domain batches, claimed nodes, --abort between batches; then guest
 placement over the hosts that came back."""
 
+import fcntl
 import json
+import os
+import pty
+import re
+import struct
+import sys
+import termios
+import threading
 import subprocess
 import time
 import urllib.error
@@ -256,3 +264,52 @@ def test_a_secure_boot_node_is_kept_so_and_a_host_that_booted_without_it_fails(r
     play_deploy(running, name, facts={"secure_boot": True})
     code, out, _ = running.cli("show", name)
     assert "Secure Boot" in out
+
+
+def _reimage_cli(fleet, name: str, tty: bool) -> str:
+    """`provisioner reimage NAME` as a process, its output on a pseudo-terminal or a pipe,
+    while the test plays the node's agents; what it printed."""
+    argv = [sys.executable, "-m", "provisioner", "--api", f"unix://{fleet.settings.server_socket}",
+            "reimage", name, "--image", "host"]
+    env = {**os.environ, "COLUMNS": "120", "LINES": "40"}
+    if not tty:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+        play_deploy(fleet, name)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, out
+        return out.decode()
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    proc = subprocess.Popen(argv, stdin=follower, stdout=follower, stderr=follower, env=env, close_fds=True)
+    os.close(follower)
+    chunks: list[bytes] = []
+    reader = threading.Thread(target=lambda: _drain(leader, chunks), daemon=True)
+    reader.start()
+    play_deploy(fleet, name)
+    assert proc.wait(timeout=60) == 0, b"".join(chunks)
+    reader.join(timeout=10)
+    os.close(leader)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def _drain(fd: int, chunks: list[bytes]) -> None:
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:  # the process ended: EIO on the leader
+            return
+        if not data:
+            return
+        chunks.append(data)
+
+
+def test_progress_is_a_live_table_on_a_terminal_and_plain_lines_otherwise(fleet):
+    on_terminal = _reimage_cli(fleet, "web-1", tty=True)
+    # rich redraws the table in place: the cursor goes back up over it, lines are erased.
+    assert "\x1b[2K" in on_terminal and re.search(r"\x1b\[\d*A", on_terminal), on_terminal[-800:]
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", on_terminal)
+    assert re.search(r"member\s+where\s+status\s+detail\s+progress", text) and "web-1   rack-1  done" in text, text
+    assert not re.search(r"^\[\s*\d+\.\ds\] web-1", on_terminal, re.M), "no plain progress lines on a terminal"
+    piped = _reimage_cli(fleet, "web-2", tty=False)
+    assert "\x1b[" not in piped, "no terminal codes in a log"
+    assert re.search(r"^\[\s*\d+\.\ds\] web-2\s+done\s+active", piped, re.M), piped

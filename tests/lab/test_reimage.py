@@ -26,11 +26,14 @@ from pathlib import Path
 
 import libvirt
 import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 
 from provisioner.boot.accesslog import dnsmasq_time, parse_time
 from provisioner.lab import hypervisor
 
 from .conftest import enroll_missing
+from .dashboard import Dashboard
 from .uefi import assert_booted_its_entry, assert_secure_boot_node, boot_entry, firmware_state
 from .variants import patched
 
@@ -86,7 +89,13 @@ def import_image(lab, path: Path, name: str) -> str:
     return sha_of(lab, name)
 
 
-def test_reimage_all_upgrade_domain_by_upgrade_domain(all_lab):
+@pytest.fixture
+def dash(all_lab):
+    with Dashboard(all_lab) as dashboard:
+        yield dashboard
+
+
+def test_reimage_all_upgrade_domain_by_upgrade_domain(all_lab, dash):
     lab = all_lab
     v1 = import_image(lab, HOST_IMAGE, "host")
 
@@ -96,11 +105,22 @@ def test_reimage_all_upgrade_domain_by_upgrade_domain(all_lab):
     assert f"batch 1: {N1}, {UEFI}" in out and f"batch 2: {N2}, {SECURE}" in out, out
     assert all(node(lab, n)["state"] == "ready" for n in ALL), "a dry run changed something"
 
+    # The dashboard, in a real browser on the provisioning network, watches N1's tile.
+    dash.sign_in("/ui/racks")
+    n1_id = node(lab, N1)["id"]
+    assert dash.tile_state(n1_id) == "ready"
+    dash.shot("racks-ready")
+    metrics_before = dash.metrics()
     started = time.time()
     vbmc_before = (lab.lab.dir / "logs/vbmcd.log").read_text()
+    watch = dash.watch_tile(n1_id)
     code, out, err = lab.cli("reimage", "all", "--image", "host", "--max-unavailable", "2")
     assert code == 0, out + err
     assert re.search(r"job \d+ done: 4 done", out), out
+    seen = watch.stop(until="active")
+    assert seen[0] == "ready" and "deploying" in seen and seen[-1] == "active", seen
+    assert not watch.reloaded(), "the page was reloaded: the tiles must change in place"
+    dash.shot("racks-active")
     last = lab.client.get("/v1/jobs?limit=1")["jobs"][-1]["id"]
     members = {m["name"]: m for m in lab.client.get(f"/v1/jobs/{last}")["nodes"]}
     assert max(members[N1]["ended_at"], members[UEFI]["ended_at"]) <= \
@@ -143,6 +163,75 @@ def test_reimage_all_upgrade_domain_by_upgrade_domain(all_lab):
     assert_secure_boot_node(lab, SECURE, started)
     code, out, err = lab.cli("power", "off", SECURE)  # the modules after this one do not need it
     assert code == 0, out + err
+    check_dashboard_and_metrics(lab, dash, metrics_before, started)
+
+
+def check_dashboard_and_metrics(lab, dash: Dashboard, before: dict, started: float) -> None:
+    """After the reimage: the node's page and console tail, the job page, the metrics
+    against the database, then a job aborted from its page."""
+    job = lab.client.get("/v1/jobs?limit=1")["jobs"][-1]
+    dash.open(f"/ui/jobs/{job['id']}")
+    assert dash.wait_for("the job's status", "#job-status").text == "done"
+    dash.shot("job-done")
+    dash.open(f"/ui/nodes/{N1}")
+    assert dash.wait_for("the node's state", "#node-state").text == "active"
+    dash.driver.find_element(By.ID, "open-console").click()
+    text = WebDriverWait(dash.driver, 20).until(lambda d: d.find_element(By.ID, "console").text.strip(),
+                                                "the console tail")
+    log = lab.lab.console_log(N1).read_text(errors="replace")
+    assert "no console log" not in text and text.splitlines()[-1].strip()[:60] in log, text[-500:]
+    dash.shot("node-console")
+
+    # /metrics: the fleet's gauges are the database's counts; what the reimage added to
+    # the counters is what the database recorded of it.
+    after = dash.metrics()
+    nodes = lab.client.get("/v1/nodes")["nodes"]
+    for rack, state in {(n["rack"], n["state"]) for n in nodes}:
+        want = sum(1 for n in nodes if (n["rack"], n["state"]) == (rack, state))
+        assert after[("provisioner_nodes", (("rack", rack), ("state", state)))] == want, (rack, state)
+    assert sum(v for (name, _), v in after.items() if name == "provisioner_nodes") == len(nodes)
+
+    def grew(name: str, labels: tuple = ()) -> float:
+        return after.get((name, labels), 0) - before.get((name, labels), 0)
+
+    events = [e for n in ALL for e in lab.events(n, started)]
+    moves = {}
+    for e in events:
+        if e["from_state"] and e["to_state"] and e["from_state"] != e["to_state"]:
+            key = (("from_state", e["from_state"]), ("to_state", e["to_state"]))
+            moves[key] = moves.get(key, 0) + 1
+    assert moves == {k: grew("provisioner_node_transitions_total", k) for k in moves} and \
+        sum(grew("provisioner_node_transitions_total", k) for (name, k) in after
+            if name == "provisioner_node_transitions_total") == sum(moves.values()), moves
+    write = (("state", "deploying"), ("step", "write-image"))
+    assert grew("provisioner_step_duration_seconds_count", write) == len(ALL)
+    sessions = job["stats"].get("multicast") or []
+    members = lab.client.get(f"/v1/jobs/{job['id']}")["nodes"]
+    http = sum(s["http_bytes"] for s in sessions) if sessions else sum(m["bytes"] or 0 for m in members)
+    assert grew("provisioner_image_bytes_served_total", (("path", "unicast"),)) == http, (sessions, members)
+    assert grew("provisioner_image_bytes_served_total", (("path", "multicast"),)) == \
+        sum(s["sent_bytes"] for s in sessions), sessions
+    jobs = lab.client.get("/v1/jobs?limit=1000")["jobs"]
+    assert after[("provisioner_jobs", (("kind", "reimage"), ("status", "done")))] == \
+        sum(1 for j in jobs if (j["kind"], j["status"]) == ("reimage", "done"))
+    assert grew("provisioner_bmc_command_duration_seconds_count", (("command", "set_boot_device"), ("driver", "ipmi")))\
+        >= 4, "two IPMI nodes: network boot, then disk"
+    assert grew("provisioner_agent_heartbeats_total", (("agent", "host"),)) >= 1
+
+    # Abort a job from its page: a rollback of rack-1 one node at a time, aborted while
+    # its first batch runs; the second node is never touched.
+    code, out, err = lab.cli("rollback", "rack-1", "--max-unavailable", "1", "--no-wait")
+    assert code == 0, out + err
+    job = lab.client.get("/v1/jobs?limit=1")["jobs"][-1]
+    dash.open(f"/ui/jobs/{job['id']}")
+    dash.wait_for("the abort button", "#abort").click()
+    dash.driver.switch_to.alert.accept()  # the confirmation
+    WebDriverWait(dash.driver, 20).until(lambda d: "abort requested" in d.find_element(By.ID, "flash").text)
+    dash.shot("job-abort")
+    done = lab.wait_job(job["id"])
+    assert done["status"] == "aborted" and sorted(m["status"] for m in done["nodes"]) == ["done", "skipped"], done
+    WebDriverWait(dash.driver, 20).until(lambda d: d.find_element(By.ID, "job-status").text == "aborted")
+    dash.shot("job-aborted")
 
 
 def test_the_uefi_node_boots_its_host_from_disk_with_the_provisioner_stopped(all_lab):
