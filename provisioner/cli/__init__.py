@@ -13,7 +13,7 @@ from typing import Sequence
 from .. import __version__, config
 from ..client import Client
 from ..errors import ProvisionerError
-from . import commands, endpoints, fleet, guests
+from . import commands, completion, endpoints, fleet, guests
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -178,6 +178,12 @@ def _add_nightly_and_jobs(sub: argparse._SubParsersAction) -> None:  # type: ign
                    help="where junit.xml and report.html go (default ./nightly-report)")
     p.add_argument("--max-unavailable", metavar="N|P%", help="machines down at once (default 50%%)")
 
+    p = sub.add_parser("completion", help="print the bash completion script: eval \"$(provisioner completion bash)\"")
+    p.add_argument("shell", choices=("bash",))
+    p = sub.add_parser("complete", help="names of a kind for shell completion, from the daemon (the script uses it)")
+    p.add_argument("kind", choices=completion.KINDS)
+    p.add_argument("prefix", nargs="?", default="")
+
     p = sub.add_parser("job", help="reimage, rollback and deploy jobs: all, or one in detail")
     p.add_argument("job", nargs="?", type=int)
     sub.add_parser("controllers", help="the controllers sharing the fleet: racks, jobs, leases")
@@ -289,6 +295,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "lab":
             from ..lab import cli as lab_cli
             return lab_cli.run(args)
+        if args.command == "completion":
+            return completion.cmd_completion(parser, args)
+        if args.command == "complete":
+            return completion.cmd_complete(_client(settings), args)
         if args.command == "nightly":
             from ..nightly.run import cmd_nightly
             return cmd_nightly(_client(settings), args)

@@ -8,6 +8,7 @@ import json
 import os
 import pty
 import re
+import shlex
 import struct
 import sys
 import termios
@@ -16,6 +17,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -313,3 +315,31 @@ def test_progress_is_a_live_table_on_a_terminal_and_plain_lines_otherwise(fleet)
     piped = _reimage_cli(fleet, "web-2", tty=False)
     assert "\x1b[" not in piped, "no terminal codes in a log"
     assert re.search(r"^\[\s*\d+\.\ds\] web-2\s+done\s+active", piped, re.M), piped
+
+
+def _complete(fleet, line: str) -> list[str]:
+    """What bash offers for the last word of `line` with our completion script loaded."""
+    exe = str(Path(sys.executable).parent / "provisioner")
+    words = [exe, "--api", f"unix://{fleet.settings.server_socket}", *line.split(" ")]
+    script = subprocess.run([exe, "completion", "bash"], capture_output=True, text=True, check=True).stdout
+    probe = (script + "\nCOMP_WORDS=(" + " ".join(shlex.quote(w) for w in words) + ")\n"
+             f"COMP_CWORD={len(words) - 1}\n_provisioner\nprintf '%s\\n' \"${{COMPREPLY[@]}}\"\n")
+    done = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and not done.stderr, done.stderr
+    return [w for w in done.stdout.splitlines() if w]
+
+
+def test_bash_completion_names_come_from_the_daemon(fleet):
+    assert _complete(fleet, "sh") == ["show"]
+    assert _complete(fleet, "show we") == ["web-1", "web-2"]
+    assert _complete(fleet, "reimage ") == ["all", "rack-1", "web-1", "web-2"]
+    assert _complete(fleet, "reimage web-1 --im") == ["--image"]
+    assert _complete(fleet, "reimage web-1 --image h") == ["host", "host:1"]
+    assert _complete(fleet, "image show ") == ["host", "host:1"]
+    assert _complete(fleet, "nodes --state re") == ["ready"]
+    assert _complete(fleet, "image ") == ["import", "list", "remove", "show"]
+    # No daemon there: no names, and not a word of error in the command line.
+    words = [str(Path(sys.executable).parent / "provisioner"), "--api", "unix:///nonexistent.sock", "complete",
+             "node", ""]
+    done = subprocess.run(words, capture_output=True, text=True, timeout=30)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
