@@ -15,6 +15,7 @@ from .boot import BootRoutes, artifact_paths
 from .fleet import FleetRoutes
 from .guests import GuestRoutes
 from .http import Request, Response, Route, Router
+from .nights import NightRoutes
 from .nodes import NodeRoutes
 from .openapi import openapi_document
 
@@ -39,6 +40,6 @@ def build_router(svc: Services) -> Router:
            Route("GET", "/metrics", metrics, AuthKind.OPERATOR,
                  "Prometheus metrics: the fleet, jobs, steps, BMC commands, boot servers (docs/metrics.md)")]
     for route in own + NodeRoutes(svc).routes() + FleetRoutes(svc).routes() + GuestRoutes(svc).routes() \
-            + AgentRoutes(svc).routes() + BootRoutes(svc).routes():
+            + NightRoutes(svc).routes() + AgentRoutes(svc).routes() + BootRoutes(svc).routes():
         router.add(route)
     return router

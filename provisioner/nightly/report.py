@@ -27,6 +27,8 @@ class Machine:
     inspection: dict[str, Any] = field(default_factory=dict)
     checks: list[dict[str, Any]] = field(default_factory=list)
     console: str = ""
+    history: list[dict[str, Any]] = field(default_factory=list)  # its last nights, newest (this one) first
+    flags: list[str] = field(default_factory=list)  # what stands out in them
 
     @property
     def failed(self) -> bool:
@@ -42,7 +44,8 @@ class Machine:
         return {"name": self.name, "rack": self.rack, "image": self.image, "failed": self.failed,
                 "reason": self.reason() if self.failed else None, "reimage_error": self.reimage_error,
                 "reimage_seconds": self.reimage_seconds, "phases": [list(p) for p in self.phases],
-                "inspection": self.inspection, "checks": self.checks}
+                "inspection": self.inspection, "checks": self.checks, "last_nights": self.history,
+                "flags": self.flags}
 
 
 def junit(pool: str, machines: list[Machine], started: float, ended: float) -> ET.Element:
@@ -84,6 +87,10 @@ def write_report(directory: Path, pool: str, plan: dict[str, Any], machines: lis
     tmp.replace(files["junit"])
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
                              undefined=jinja2.StrictUndefined)
+    env.globals["dict"] = dict
+    for m in machines:
+        for n in m.history:
+            n.setdefault("started", time.strftime("%Y-%m-%d %H:%M", time.gmtime(n["started_at"])))
     html = env.get_template("report.html.j2").render(
         pool=pool, plan=plan, machines=machines, job_id=job_id,
         started=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)), took=f"{ended - started:.0f}",

@@ -19,6 +19,7 @@ from ..statuses import MemberStatus
 from .report import Machine, write_report
 
 CONSOLE_TAIL = 8 * 1024
+LAST_NIGHTS = 7  # shown per machine in the report
 
 
 def _q(name: str) -> str:
@@ -42,6 +43,20 @@ def inspection_summary(node: dict[str, Any]) -> dict[str, Any]:
     hw = node.get("hardware") or {}
     return {"cpus": hw.get("cpus"), "memory_mib": hw.get("memory_mib"), "disks": ", ".join(hw.get("disks") or []),
             "serial": hw.get("serial"), "mac": node.get("mac")}
+
+
+def remember(client: Client, pool: str, job: int | None, started: float, ended: float,
+             machines: dict[str, Machine]) -> None:
+    """Record tonight with the daemon, and read each machine's last nights back (with
+    what stands out in them) for the report."""
+    client.post("/v1/nights", {"pool": pool, "job": job, "started_at": started, "ended_at": ended, "machines": [
+        {"name": m.name, "rack": m.rack, "passed": not m.failed, "reason": m.reason() if m.failed else None,
+         "phases": [list(p) for p in m.phases]} for m in machines.values()]})
+    names = ",".join(_q(n) for n in machines)
+    history = client.get(f"/v1/nights/machines?nodes={names}&limit={LAST_NIGHTS}")["machines"]
+    for name, m in machines.items():
+        m.history = history.get(name, {}).get("nights", [])
+        m.flags = history.get(name, {}).get("flags", [])
 
 
 def cmd_nightly(client: Client, args: argparse.Namespace) -> int:
@@ -99,7 +114,9 @@ def cmd_nightly(client: Client, args: argparse.Namespace) -> int:
                 m.console = client.get(f"/v1/nodes/{_q(m.name)}/console?bytes={CONSOLE_TAIL}")["text"]
             except Exception as exc:  # noqa: BLE001 - the report says why there is none
                 m.console = f"(no console log: {exc})"
-    files = write_report(report_dir, args.pool, plan, list(machines.values()), started, time.time(),
+    ended = time.time()
+    remember(client, args.pool, job["id"] if job else None, started, ended, machines)
+    files = write_report(report_dir, args.pool, plan, list(machines.values()), started, ended,
                          job["id"] if job else None)
     failed = [m for m in machines.values() if m.failed]
     if args.json:
@@ -111,6 +128,9 @@ def cmd_nightly(client: Client, args: argparse.Namespace) -> int:
               [[m.name, m.rack, "done" if m.reimage_error is None else "failed",
                 f"{sum(c['ok'] for c in m.checks)}/{len(m.checks)}" if m.checks else "-",
                 "FAIL: " + m.reason() if m.failed else "pass"] for m in machines.values()])
+        for m in machines.values():
+            for flag in m.flags:
+                print(f"{m.name}: {flag}")
         print(f"\n{len(machines) - len(failed)} passed, {len(failed)} failed")
         print(f"report: {files['html']}\njunit:  {files['junit']}")
     sys.stdout.flush()

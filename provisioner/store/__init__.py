@@ -19,6 +19,7 @@ from .jobs import JobRows
 from .base import SqlBase
 from .controllers import ControllerRows
 from .tallies import TallyRows
+from .nights import NightRows
 from .engines import Connection
 
 LOG = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def _set_values(db: Connection, node_id: int, values: dict[str, Any]) -> None:
     db.execute(f"UPDATE nodes SET {cols}, updated_at = ? WHERE id = ?", (*values.values(), time.time(), node_id))
 
 
-class Store(ImageRows, JobRows, GuestRows, ControllerRows, TallyRows, SqlBase):
+class Store(ImageRows, JobRows, GuestRows, ControllerRows, TallyRows, NightRows, SqlBase):
     """Thread-safe access to the database; every write is one transaction."""
 
     # -- nodes ----------------------------------------------------------------

@@ -237,4 +237,27 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX jobs_status ON jobs (status);
     ALTER TABLE events ADD COLUMN controller TEXT;
     """,
+    # 13: the nightly run remembers: each night, and each machine's result and phase times
+    # in it, so a machine that keeps failing or a phase that grows slower stands out
+    """
+    CREATE TABLE nights (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        pool TEXT NOT NULL,
+        job_id INTEGER,
+        started_at REAL NOT NULL,
+        ended_at REAL NOT NULL,
+        passed INTEGER NOT NULL,
+        failed INTEGER NOT NULL
+    );
+    CREATE TABLE night_machines (
+        night_id INTEGER NOT NULL REFERENCES nights (id) ON DELETE CASCADE,
+        node TEXT NOT NULL,
+        rack TEXT NOT NULL,
+        passed INTEGER NOT NULL,
+        reason TEXT,
+        phases TEXT NOT NULL,
+        PRIMARY KEY (night_id, node)
+    );
+    CREATE INDEX night_machines_node ON night_machines (node, night_id);
+    """,
 )

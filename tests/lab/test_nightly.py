@@ -84,6 +84,13 @@ def test_nightly_with_the_checks_playbook_passes_when_all_is_well(nightly_lab, t
     # The playbook's own words reach the report: what each host showed.
     assert "2 CPUs (inspection: 2)" in found[(GOOD, "cpus")].findtext("system-out")
     assert "ping 10.99.0.1" in found[(BROKEN, "network")].findtext("system-out")
+    # The report remembers: the machine whose BMC failed last night shows that night too.
+    history = lab.client.get(f"/v1/nights/machines?nodes={GOOD},{BROKEN}")["machines"]
+    assert [n["passed"] for n in history[BROKEN]["nights"][:2]] == [True, False], history[BROKEN]
+    assert history[BROKEN]["nights"][1]["reason"].startswith("reimage: ")
+    assert [n["passed"] for n in history[GOOD]["nights"][:2]] == [True, True]
+    html = (tmp_path / "report.html").read_text()
+    assert html.count('title="reimage: ') == 1 and "<th>night</th>" in html
 
 
 def test_the_checks_api_checks_active_hosts_and_says_why_it_cannot_check_others(nightly_lab):
