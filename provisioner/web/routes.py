@@ -179,7 +179,8 @@ class WebRoutes:
         node = self.api("GET", f"/v1/nodes/{name}")
         events = self.api("GET", f"/v1/nodes/{name}/events")["events"][-30:]
         guests = self.api("GET", "/v1/guests", {"host": node["name"]})["guests"]
-        return self.render("node.html.j2", node=node, events=list(reversed(events)), guests=guests,
+        nights = self.api("GET", "/v1/nights/machines", {"nodes": node["name"]})["machines"].get(node["name"])
+        return self.render("node.html.j2", node=node, events=list(reversed(events)), guests=guests, nights=nights,
                            inspection=json.dumps(node.get("inspection"), indent=2, sort_keys=True)
                            if node.get("inspection") else "")
 

@@ -56,6 +56,14 @@ def test_the_dashboard_needs_a_sign_in_and_shows_the_fleet(running):
                         ("/ui/static/pico.min.css", "Pico CSS")):
         status, _, page = call(running, "GET", path, headers=auth)
         assert status == 200 and words in page, (path, page[:300])
+    # A machine's last nights, with what stands out, on its page.
+    for i, passed in enumerate((False, True, False)):
+        running.client.post("/v1/nights", {"pool": "rack-1", "job": None, "started_at": 1.7e9 + i, "ended_at": 1.7e9 + 9,
+                                           "machines": [{"name": "web-1", "rack": "rack-1", "passed": passed,
+                                                         "reason": None if passed else "checks: disk: 1 bad sector",
+                                                         "phases": [["write-image", 60.0]]}]})
+    status, _, page = call(running, "GET", "/ui/nodes/web-1", headers=auth)
+    assert "Last nights" in page and "failed 2 of its last 3 nights" in page and "1 bad sector" in page
     status, _, page = call(running, "GET", "/ui/nodes/nope", headers=auth)
     assert status == 404 and "no node" in page
     assert call(running, "GET", "/ui/static/..%2F..%2Fsession.py", headers=auth)[0] == 404
