@@ -14,6 +14,7 @@
           beside the peers' published figures (bench/healing.py)
   scale  100, 1,000 and 10,000 simulated nodes through the real API on one daemon, SQLite and PostgreSQL:
          daemon CPU per node (vs the 100-node run), list latency, idle CPU, RSS (bench/scale.py)
+  dashboard  the dashboard's pages at 100 and 1,000 simulated nodes, signed in (bench/dashboard.py)
 Run as root: `make bench` (or sudo .venv/bin/python bench/run.py [--only http,tftp,...]).
 Results go to bench/results/latest.json and are printed as Markdown."""
 
@@ -46,6 +47,7 @@ from laydown import bench_laydown  # noqa: E402
 from multicast import bench_multicast  # noqa: E402
 from reimage import bench_reimage  # noqa: E402
 from scale import bench_scale  # noqa: E402
+from dashboard import bench_dashboard  # noqa: E402
 
 HTTP_PORT, NGINX_PORT, TFTP_PORT = 18481, 18482, 16969
 
@@ -251,7 +253,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only",
                         default="http,tftp,enroll,laydown,reimage,guests,bmc,firmware,multicast,endpoints,healing,"
-                                "scale")
+                                "scale,dashboard")
     parser.add_argument("--host-image", type=Path, default=REPO / "build/images/host/host.qcow2")
     parser.add_argument("--http-mb", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
@@ -289,6 +291,8 @@ def main() -> int:
                 results["healing"] = bench_healing(work, args.host_image)
             elif name == "scale":
                 results["scale"] = bench_scale([100, 1000, 10000], ["sqlite", "postgresql"])
+            elif name == "dashboard":
+                results["dashboard"] = bench_dashboard([100, 1000])
         finally:
             shutil.rmtree(work, ignore_errors=True)
     out = REPO / "bench/results"
