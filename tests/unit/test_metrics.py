@@ -97,3 +97,34 @@ def test_bmc_commands_are_timed_and_their_errors_counted_by_kind():
     labels = (("command", "get_power"), ("driver", "redfish"))
     assert got[("provisioner_bmc_command_duration_seconds_count", labels)] == 2, "the retry is a command too"
     assert got[("provisioner_bmc_command_errors_total", labels + (("error", "BmcUnreachable"),))] == 1
+
+
+def test_the_docs_and_the_grafana_dashboard_name_only_metrics_the_daemon_exposes(tmp_path):
+    import json
+    import re
+    from pathlib import Path
+
+    store = new_store(tmp_path)
+    metrics = Metrics()
+    counters = Counters()
+    counters.add("dhcp:discover")
+    metrics.add(FleetCollector(lambda: {"nodes": [], "lost": [], "jobs": [], "members": [], "guests": []},
+                               counters.snapshot, lambda: 0))
+    metrics.moved(1, "ready", "deploying", "power-on")
+    metrics.moved(1, "deploying", "deploying", "wait-agent")
+    metrics.bmc_command("ipmi", "get_power", 0.1, "BmcUnreachable")
+    metrics.heartbeat("host")
+    metrics.host_lost()
+    metrics.http("GET", 200, 10)
+    text = metrics.exposition()[0].decode()
+    exposed = {f.name for f in text_string_to_metric_families(text)}
+    exposed |= {s.name for f in text_string_to_metric_families(text) for s in f.samples}
+    exposed |= {"provisioner_nodes", "provisioner_hosts_lost_now", "provisioner_jobs", "provisioner_job_members",
+                "provisioner_guests"}  # gauges with no series while the fleet is empty
+    repo = Path(__file__).resolve().parents[2]
+    dashboard = json.loads((repo / "docs/grafana-dashboard.json").read_text())
+    used = {name for p in dashboard["panels"] for t in p["targets"] for name in re.findall(r"provisioner_\w+", t["expr"])}
+    documented = set(re.findall(r"`(provisioner_\w+)`", (repo / "docs/metrics.md").read_text()))
+    assert used and used <= exposed, used - exposed
+    assert documented and documented <= exposed, documented - exposed
+    store.close()
