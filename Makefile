@@ -39,17 +39,21 @@ wheelhouse: setup
 # The main job in the virtual lab: lab up, enroll every node to ready, import the host
 # image, reimage every node to it (both racks at once: each is its own fault domain),
 # then roll one host back to its pristine base.
-demo: maintenance-image host-image
+demo: maintenance-image host-image guest-image
 	$(SUDO) $(BIN)/provisioner lab down
 	$(SUDO) $(BIN)/provisioner lab up --nodes 2 --racks 2 --firmware mixed --bmc mixed --secure-boot on
 	$(SUDO) $(BIN)/provisioner enroll --from $(LAB_INVENTORY)
 	$(SUDO) $(BIN)/provisioner image import build/images/host/host.qcow2 --name host
 	$(SUDO) $(BIN)/provisioner reimage all --image host --max-unavailable 100%
 	$(SUDO) $(BIN)/provisioner rollback lab-r1-n1
+	$(SUDO) $(BIN)/provisioner image import build/images/guest/guest.qcow2 --name guest
+	$(SUDO) $(BIN)/provisioner deploy docs/examples/hello-roles.yaml
 	$(SUDO) $(BIN)/provisioner nodes
+	$(SUDO) $(BIN)/provisioner guests
 	@echo
-	@echo "The lab stays up: try 'sudo $(BIN)/provisioner show lab-r1-n1', 'provisioner job',"
-	@echo "'provisioner power off rack-1'; 'sudo $(BIN)/provisioner lab down' removes it."
+	@echo "The lab stays up. The dashboard: http://127.0.0.1:8180/ui (sign in with the token in"
+	@echo "/var/lib/provisioner-lab/data/operator.token). Try 'sudo $(BIN)/provisioner show lab-r1-n1',"
+	@echo "'provisioner job', 'provisioner power off rack-1'; 'sudo $(BIN)/provisioner lab down' removes it."
 
 test: setup
 	$(MAKE) test-unit test-functional test-lab

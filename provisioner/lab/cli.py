@@ -42,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
             sys.stdout.write("the lab is down\n")
         else:
             sys.stdout.write(f"namespace {doc['namespace']}, bridge {doc['bridge']}, daemon {doc['daemon']}, "
-                             f"vbmcd {doc['vbmcd']}\ninventory {doc['inventory']}\n")
+                             f"vbmcd {doc['vbmcd']}\ninventory {doc['inventory']}\n"
+                             + (f"dashboard {doc['dashboard']}\n" if doc.get("dashboard") else ""))
             table(["name", "mac", "rack", "domain", "bmc", "memory", "vcpus", "firmware"],
                   [[n["name"], n["mac"], n["rack"], n["domain"], n["bmc"], f"{n['memory_mib']} MiB",
                     n["vcpus"], "uefi" if n["uefi"] else "bios"] for n in doc["nodes"]])

@@ -10,6 +10,7 @@ import logging
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -52,6 +53,7 @@ class LabConfig:
     bmc_user: str = "admin"
     redfish_port: int = 8443
     http_port: int = 8080
+    dashboard_port: int = 8180  # on this machine's loopback: the lab daemon's HTTP (its /ui)
 
 
 # What `lab up --firmware/--bmc` accept; "mixed" gives odd racks the first kind, even racks
@@ -84,6 +86,7 @@ class LabNode:
 class LabState:
     nodes: list[LabNode] = field(default_factory=list)
     daemon_pid: int | None = None
+    forward_pid: int | None = None  # the dashboard port (forward.py)
     created_at: float = 0.0
     # True when Vagrant makes the nodes (the Vagrantfile): the lab then also offers a libvirt
     # network and storage pool, both named after the namespace, and adopts each node.
@@ -111,6 +114,7 @@ class Lab:
             return None
         doc = json.loads(self.state_file.read_text())
         return LabState(nodes=[LabNode(**n) for n in doc["nodes"]], daemon_pid=doc.get("daemon_pid"),
+                        forward_pid=doc.get("forward_pid"),
                         created_at=doc.get("created_at", 0.0), vagrant=doc.get("vagrant", False),
                         database=doc.get("database", "sqlite"))
 
@@ -215,8 +219,34 @@ class Lab:
         self._write_inventory(state)
         say("provisioner daemon inside the namespace")
         state.daemon_pid = self._start_daemon()
+        state.forward_pid = self._start_forward(say)
         self.save(state)
         return state
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{self.cfg.dashboard_port}/ui"
+
+    def _start_forward(self, say: Any) -> int | None:
+        """The dashboard port on this machine's loopback (None, with a warning, if taken)."""
+        with (self.dir / "logs/forward.log").open("ab") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "provisioner.lab.forward", self.cfg.netns, self.cfg.address,
+                                     str(self.cfg.http_port), str(self.cfg.dashboard_port)],
+                                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+
+        def listening() -> bool:
+            if proc.poll() is not None:
+                return True
+            with socket.socket() as probe:
+                return probe.connect_ex(("127.0.0.1", self.cfg.dashboard_port)) == 0
+
+        system.wait_for(listening, 10, "the dashboard port")
+        if proc.poll() is not None:
+            say(f"dashboard port 127.0.0.1:{self.cfg.dashboard_port} is taken: the dashboard is only reachable "
+                f"inside the namespace (see {self.dir / 'logs/forward.log'})")
+            return None
+        say(f"dashboard at {self.dashboard_url} (sign in with {self.dir / 'data/operator.token'})")
+        return proc.pid
 
     def _make_node(self, conn: Any, state: LabState, i: int, racks: int, shape: dict[str, Any], say: Any) -> None:
         rack_no = i % racks + 1
@@ -369,6 +399,8 @@ class Lab:
                                "bridge": f"{self.cfg.bridge} {self.cfg.address}/{self.cfg.prefix}",
                                "inventory": str(self.inventory_file), "state_dir": str(self.dir),
                                "daemon_pid": state.daemon_pid, "database": state.database,
+                               "dashboard": self.dashboard_url if state.forward_pid and
+                               system.pid_alive(state.forward_pid) else None,
                                "daemon": "running" if state.daemon_pid and system.pid_alive(state.daemon_pid)
                                else "stopped",
                                "vbmcd": "running" if self.bmcs.pids() else "stopped", "nodes": []}
@@ -395,6 +427,8 @@ class Lab:
     def down(self) -> None:
         """Remove everything the lab made; safe to run on a half-built or absent lab."""
         state = self.load() or LabState()
+        if state.forward_pid and system.pid_alive(state.forward_pid):
+            system.stop_pids([state.forward_pid])
         self.stop_daemon()
         self.postgres.stop()  # after the daemon; nothing if it never ran
         self.bmcs.stop()

@@ -1,6 +1,7 @@
-"""The dashboard in a real browser, on the lab's daemon: Chromium reaches it over TCP on
-the provisioning network (netns_port.py), signs in with the operator token, and watches
-tiles change without reloading. Screenshots go to build/screenshots (CI's artefacts)."""
+"""The dashboard in a real browser, on the lab's daemon: Chromium reaches it through the
+lab's dashboard port (provisioner/lab/forward.py: TCP into the provisioning network),
+signs in with the operator token, and watches tiles change without reloading.
+Screenshots go to build/screenshots (CI's artefacts)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.browser import browser
 
-from .netns_port import NetnsPort
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
 
@@ -24,8 +24,8 @@ SCREENSHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
 class Dashboard:
     def __init__(self, handle) -> None:
         self.handle = handle
-        cfg = handle.lab.cfg
-        self.port = NetnsPort(cfg.netns, cfg.address, cfg.http_port)
+        assert handle.lab.status()["dashboard"], "the lab's dashboard port is not up (see logs/forward.log)"
+        self.base = handle.lab.dashboard_url.removesuffix("/ui")
         self._browser = browser()
         self.driver = self._browser.__enter__()
         self.token = (handle.data / "operator.token").read_text().strip()
@@ -33,7 +33,6 @@ class Dashboard:
 
     def close(self) -> None:
         self._browser.__exit__(None, None, None)
-        self.port.close()
 
     def __enter__(self) -> "Dashboard":
         return self
@@ -42,7 +41,7 @@ class Dashboard:
         self.close()
 
     def open(self, path: str) -> None:
-        self.driver.get(self.port.url + path)
+        self.driver.get(self.base + path)
 
     def wait_for(self, what: str, css: str, timeout: float = 30):
         return WebDriverWait(self.driver, timeout, poll_frequency=0.2).until(
@@ -62,7 +61,7 @@ class Dashboard:
 
     def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         """GET /metrics over TCP with the operator token, parsed by prometheus_client."""
-        request = urllib.request.Request(self.port.url + "/metrics", headers={"Authorization": f"Bearer {self.token}"})
+        request = urllib.request.Request(self.base + "/metrics", headers={"Authorization": f"Bearer {self.token}"})
         with urllib.request.urlopen(request, timeout=30) as resp:
             text = resp.read().decode()
         return {(s.name, tuple(sorted(s.labels.items()))): s.value

@@ -1,14 +1,18 @@
-"""A port on this machine's loopback that leads into the lab's network namespace: each
-connection is made from inside the namespace (setns on its own thread) to an address on
-the provisioning network, and the bytes are pumped both ways. The browser test reaches
-the daemon's dashboard this way, over TCP as a browser on the provisioning network would."""
+"""The lab's dashboard port: a port on this machine's loopback that leads to the lab
+daemon's HTTP port inside the lab's network namespace. Each connection is made from
+inside the namespace (setns on its own thread) and the bytes are pumped both ways, so a
+browser on this machine talks TCP to the daemon as one on the provisioning network
+would. `lab up` runs it as a process of its own (`python -m provisioner.lab.forward`);
+`lab down` stops it."""
 
 from __future__ import annotations
 
 import ctypes
 import os
 import socket
+import sys
 import threading
+import time
 
 CLONE_NEWNET = 0x40000000
 
@@ -24,9 +28,9 @@ def _enter(netns: str) -> None:
 
 
 class NetnsPort:
-    def __init__(self, netns: str, address: str, port: int) -> None:
+    def __init__(self, netns: str, address: str, port: int, listen_port: int = 0) -> None:
         self.netns, self.target = netns, (address, port)
-        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener = socket.create_server(("127.0.0.1", listen_port))
         self.port = self.listener.getsockname()[1]
         self._open: set[socket.socket] = set()
         self._closed = threading.Event()
@@ -74,3 +78,15 @@ class NetnsPort:
         self.listener.close()
         for sock in list(self._open):
             sock.close()
+
+
+def main(argv: list[str]) -> int:
+    """NETNS ADDRESS PORT LISTEN_PORT: forward until killed."""
+    netns, address, port, listen = argv[0], argv[1], int(argv[2]), int(argv[3])
+    NetnsPort(netns, address, port, listen)
+    while True:
+        time.sleep(3600)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
