@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
@@ -89,7 +90,10 @@ class TileWatch:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            state = self.dash.tile_state(self.node_id)
+            try:
+                state = self.dash.tile_state(self.node_id)
+            except StaleElementReferenceException:  # swapped between finding it and reading it
+                continue
             if state and (not self.seen or self.seen[-1] != state):
                 self.seen.append(state)
             time.sleep(0.5)
