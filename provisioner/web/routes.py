@@ -48,12 +48,7 @@ class WebRoutes:
         self.svc = svc
         self.router = router
         self.sessions = Sessions(svc.operator_token)
-        self.env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
-                                      undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-        self.env.filters["ago"] = _ago
-        self.env.filters["size"] = _size
-        self.env.filters["q"] = lambda v: urllib.parse.quote(str(v), safe="")
-        self.env.globals.update(step_label=lambda s: STEP_LABELS.get(Step(s), s) if s else "", poll=POLL_SECONDS)
+        self.env = templates()
 
     # -- plumbing ---------------------------------------------------------------------
     def api(self, method: str, path: str, query: dict[str, str] | None = None, body: Any = None) -> Any:
@@ -263,6 +258,28 @@ class WebRoutes:
             ("GET", "/ui/static/{asset}", self.asset, "Dashboard: its scripts and styles"),
         ]
         return [Route(method, path, handler, none, summary) for method, path, handler, summary in pages]
+
+
+def templates() -> jinja2.Environment:
+    """The pages' templates. Autoescaped: inspection data, console text and messages come
+    from machines. A field an API document lacks renders empty (ChainableUndefined): a
+    live view must not fail on an optional field, such as a write's total before it is known."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
+                             undefined=jinja2.ChainableUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["ago"] = _ago
+    env.filters["size"] = _size
+    env.filters["q"] = lambda v: urllib.parse.quote(str(v), safe="")
+    env.globals.update(step_label=_step_label, poll=POLL_SECONDS)
+    return env
+
+
+def _step_label(step: str | None) -> str:
+    if not step:
+        return ""
+    try:
+        return STEP_LABELS[Step(step)]
+    except ValueError:
+        return str(step)
 
 
 def _redirect(location: str) -> Response:

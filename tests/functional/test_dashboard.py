@@ -5,6 +5,8 @@ in a real browser: tests/lab/test_dashboard.py.)"""
 from __future__ import annotations
 
 import http.client
+import subprocess
+import time
 import urllib.parse
 
 from .conftest import Running
@@ -91,3 +93,52 @@ def test_the_dashboard_needs_a_sign_in_and_shows_the_fleet(running):
     # Signing out ends the session in the browser.
     status, headers, _ = call(running, "POST", "/ui/logout", headers=auth)
     assert status == 303 and "Max-Age=0" in headers["Set-Cookie"]
+
+
+def test_in_a_real_browser_actions_are_confirmed_and_answered_in_the_page(running, workdir):
+    """Debian's Chromium through Selenium: sign in, power a node off from its page and abort
+    a job from its page, each after the page's confirmation; the answer shows in the page
+    and the page stays whole (a fragment must not replace the place answers go)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.browser import browser
+
+    for i, name in enumerate(("web-1", "web-2")):
+        code, _, err = running.cli(*running.enroll_args(f"52:54:00:78:00:0{i}", "10.0.0.9", "rack-1", "--name", name,
+                                                        "--no-inspect"))
+        assert code == 0, err
+        with running.daemon.svc.store._tx() as db:  # as if inspected: ready
+            db.execute("UPDATE nodes SET state = 'ready' WHERE name = ?", (name,))
+    image = workdir / "host.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "64M"], check=True)
+    assert running.cli("image", "import", str(image), "--name", "host")[0] == 0
+    token = running.settings.operator_token_file.read_text().strip()
+    with browser() as b:
+        wait = WebDriverWait(b, 15, poll_frequency=0.1)
+        b.get(running.url + "/ui/nodes/web-2")
+        b.find_element(By.ID, "token").send_keys(token)
+        b.find_element(By.ID, "sign-in").click()
+        wait.until(lambda d: d.current_url.endswith("/ui/nodes/web-2"))
+        b.find_element(By.ID, "power-off").click()
+        assert b.switch_to.alert.text == "Power off web-2?"
+        b.switch_to.alert.dismiss()  # said no: nothing is sent
+        b.find_element(By.ID, "power-off").click()
+        b.switch_to.alert.accept()
+        wait.until(lambda d: "web-2: power off" in d.find_element(By.ID, "flash").text)
+        assert running.client.get("/v1/nodes/web-2")["power_state"] == "off"
+        assert [e for e in running.client.get("/v1/nodes/web-2/events")["events"] if e["event"] == "power"][-1]
+
+        code, out, err = running.cli("reimage", "rack-1", "--image", "host", "--max-unavailable", "1", "--no-wait")
+        assert code == 0, out + err
+        job = running.client.get("/v1/jobs?limit=1")["jobs"][-1]["id"]
+
+        b.get(running.url + f"/ui/jobs/{job}")
+        assert b.find_element(By.ID, "job-status").text == "running"
+        b.find_element(By.ID, "abort").click()
+        b.switch_to.alert.accept()
+        wait.until(lambda d: "abort requested" in d.find_element(By.ID, "flash").text)
+        assert running.client.get(f"/v1/jobs/{job}")["abort"]
+        time.sleep(2.5)  # a poll of the job's fragment later, the page is still whole
+        assert b.find_element(By.ID, "flash").text and b.find_element(By.ID, "job-status").text
+        assert not [e for e in b.get_log("browser") if e["level"] == "SEVERE"], b.get_log("browser")
