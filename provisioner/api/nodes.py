@@ -177,7 +177,10 @@ class NodeRoutes:
         return {"results": self.checks.run(names, playbook)}
 
     def racks(self, req: Request) -> Any:
-        return {"racks": self.svc.store.racks()}
+        counts: dict[str, dict[str, int]] = {}
+        for (rack, state), n in self.svc.store.tally_nodes():
+            counts.setdefault(rack, {})[state] = n
+        return {"racks": self.svc.store.racks(), "nodes": counts}
 
     def discovered(self, req: Request) -> Any:
         return {"discovered": self.svc.store.discovered()}
@@ -214,7 +217,7 @@ class NodeRoutes:
                   "One agent command and its result"),
             Route("POST", "/v1/power", self.power, op,
                   "Power on/off/cycle/status a node (name or MAC) or a rack", POWER_BODY),
-            Route("GET", "/v1/racks", self.racks, op, "Racks in use"),
+            Route("GET", "/v1/racks", self.racks, op, "Racks in use, with their nodes counted by state"),
             Route("GET", "/v1/discovered", self.discovered, op,
                   "Unknown MACs seen by DHCP (dhcp.unknown_macs = discover)"),
             Route("GET", "/v1/stats", self.stats, op,

@@ -141,12 +141,19 @@ class WebRoutes:
         racks: dict[str, list[dict[str, Any]]] = {}
         for node in nodes:
             racks.setdefault(node["rack"], []).append(node)
-        counts: dict[str, int] = {}
-        for node in nodes:
-            counts[node["state"]] = counts.get(node["state"], 0) + 1
         last = self.api("GET", "/v1/events", {"after": "0", "limit": "1"})["last"]
-        return self.render("racks.html.j2", racks=racks, counts=counts, states=[s.value for s in State],
-                           after=last, total=len(nodes))
+        return self.render("racks.html.j2", racks=racks, counts=self.counts(), after=last, total=len(nodes))
+
+    def counts(self) -> dict[str, Any]:
+        """Nodes by state, fleet-wide and per rack (one GROUP BY, however many nodes)."""
+        per_rack = self.api("GET", "/v1/racks")["nodes"]
+        fleet: dict[str, int] = {}
+        for states in per_rack.values():
+            for state, n in states.items():
+                fleet[state] = fleet.get(state, 0) + n
+        order = [s.value for s in State]
+        return {"fleet": [(s, fleet[s]) for s in order if fleet.get(s)],
+                "racks": {rack: [(s, states[s]) for s in order if states.get(s)] for rack, states in per_rack.items()}}
 
     def changes(self, req: Request) -> Response:
         """The tiles of nodes that moved since event `after`, swapped in out of band, and
@@ -167,7 +174,7 @@ class WebRoutes:
                 moved[name] = self.api("GET", f"/v1/nodes/{urllib.parse.quote(name, safe='')}")
             except NotFound:
                 continue  # deleted since
-        return self.render("changes.html.j2", nodes=list(moved.values()), after=feed["next"])
+        return self.render("changes.html.j2", nodes=list(moved.values()), after=feed["next"], counts=self.counts())
 
     def node(self, req: Request) -> Response:
         name = urllib.parse.quote(req.params["node"], safe="")

@@ -77,6 +77,7 @@ def test_the_dashboard_needs_a_sign_in_and_shows_the_fleet(running):
     running.client.post("/v1/power", {"action": "on", "target": "web-2"})
     status, _, page = call(running, "GET", f"/ui/changes?after={after}", headers=auth)
     assert status == 200 and 'hx-swap-oob="true"' in page and "web-2" in page and "web-1" not in page
+    assert 'id="legend" hx-swap-oob="true"' in page and "enrolled 2" in page, "the counts are live too"
 
     # Actions: htmx's header is required (a form on another site cannot send it).
     action = "/ui/nodes/web-1/power/off"
