@@ -122,8 +122,9 @@ def test_reimage_all_upgrade_domain_by_upgrade_domain(all_lab, dash):
     assert seen[0] == "ready" and "deploying" in seen and seen[-1] == "active", seen
     assert not watch.reloaded(), "the page was reloaded: the tiles must change in place"
     ids = [node(lab, n)["id"] for n in ALL]
-    WebDriverWait(dash.driver, 20, ignored_exceptions=(StaleElementReferenceException,)).until(lambda d: all(dash.tile_state(i) == "active" for i in ids) and
-                                         "active 4" in d.find_element(By.ID, "legend").text, "every tile active")
+    WebDriverWait(dash.driver, 20, ignored_exceptions=(StaleElementReferenceException,)).until(
+        lambda d: all(dash.tile_state(i) == "active" for i in ids) and "active 4" in d.find_element(By.ID, "legend").text,
+        "every tile active")
     assert not watch.reloaded()
     dash.shot("racks-active")
     last = lab.client.get("/v1/jobs?limit=1")["jobs"][-1]["id"]
