@@ -53,6 +53,16 @@ def _operator_token(path: Path) -> str:
     return token
 
 
+def endpoint_health(endpoints: EndpointService) -> list[tuple[tuple[str, ...], int]]:
+    """(endpoint, health) -> members, for the metrics."""
+    counts: dict[tuple[str, ...], int] = {}
+    for e in endpoints.listing():
+        for m in e["members"]:
+            key = (f"{e['name']}:{e['port']}", str(m["health"]))
+            counts[key] = counts.get(key, 0) + 1
+    return sorted(counts.items())
+
+
 @dataclass
 class Services:
     settings: Settings
@@ -135,7 +145,7 @@ class Services:
         metrics.add(FleetCollector(
             lambda: {"nodes": store.tally_nodes(), "lost": store.tally_lost_hosts(), "jobs": store.tally_jobs(),
                      "members": store.tally_job_members(), "guests": store.tally_guests()},
-            counters.snapshot, lambda: dhcp.restarts if dhcp is not None else 0))
+            counters.snapshot, lambda: dhcp.restarts if dhcp is not None else 0, lambda: endpoint_health(endpoints)))
         catalog = Catalog(settings.data_dir / "images", store, peer_token=box.derive("controller-peer"), peers=peers)
         multicast = MulticastService(settings, store, catalog, counters)
         deploy = DeployFlow(conductor, catalog, multicast)

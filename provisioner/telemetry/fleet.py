@@ -1,6 +1,7 @@
 """The fleet as the database holds it, read at each scrape: nodes by rack and state, jobs
-and their members, guests by role and state, lost hosts; and the boot servers' counters
-(DHCP, TFTP, boot files over HTTP) with the DHCP child's restarts."""
+and their members, guests by role and state, lost hosts; role endpoints' members by
+health (the load balancer's checks); and the boot servers' counters (DHCP, TFTP, boot
+files over HTTP) with the DHCP child's restarts."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ from ..store.tallies import Tally
 
 class FleetCollector(Collector):
     def __init__(self, tallies: Callable[[], dict[str, Tally]], counters: Callable[[], dict[str, int]],
-                 dhcp_restarts: Callable[[], int]) -> None:
+                 dhcp_restarts: Callable[[], int], members: Callable[[], Tally] = lambda: []) -> None:
         self._tallies = tallies
         self._counters = counters
         self._dhcp_restarts = dhcp_restarts
+        self._members = members
 
     def describe(self) -> list[Metric]:
         return []  # read at scrape only: registering must not query the database
@@ -54,5 +56,10 @@ class FleetCollector(Collector):
         images.add_metric(["unicast"], counts.get("image_bytes_served", 0))
         images.add_metric(["multicast"], counts.get("multicast_bytes_sent", 0))
         yield images
+        health = GaugeMetricFamily("provisioner_endpoint_members", "Role endpoints' members by health, as the "
+                                   "load balancer's checks see them", labels=["endpoint", "health"])
+        for values, count in self._members():
+            health.add_metric(list(values), count)
+        yield health
         yield CounterMetricFamily("provisioner_dhcp_restarts", "Times the DHCP child (dnsmasq) was restarted",
                                   value=self._dhcp_restarts())

@@ -215,7 +215,10 @@ class WebRoutes:
         roles: dict[str, list[dict[str, Any]]] = {}
         for guest in guests:
             roles.setdefault(guest["role"], []).append(guest)
-        endpoints = {e["role"]: e for e in self.api("GET", "/v1/endpoints")["endpoints"]}
+        endpoints: dict[str, list[dict[str, Any]]] = {}
+        for endpoint in self.api("GET", "/v1/endpoints")["endpoints"]:
+            endpoints.setdefault(endpoint["role"], []).append(endpoint)
+            roles.setdefault(endpoint["role"], [])
         return self.render("roles.html.j2", roles=roles, endpoints=endpoints)
 
     # -- actions (each confirmed in the page first) -------------------------------------------

@@ -22,6 +22,18 @@ from tests.browser import browser
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
 
 
+def scrape(handle) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The lab daemon's GET /metrics over TCP (the lab's dashboard port) with the operator
+    token, parsed by prometheus_client: (name, sorted labels) -> value."""
+    token = (handle.data / "operator.token").read_text().strip()
+    request = urllib.request.Request(handle.lab.dashboard_url.removesuffix("/ui") + "/metrics",
+                                     headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        text = resp.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
 class Dashboard:
     def __init__(self, handle) -> None:
         self.handle = handle
@@ -61,12 +73,7 @@ class Dashboard:
         return path
 
     def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        """GET /metrics over TCP with the operator token, parsed by prometheus_client."""
-        request = urllib.request.Request(self.base + "/metrics", headers={"Authorization": f"Bearer {self.token}"})
-        with urllib.request.urlopen(request, timeout=30) as resp:
-            text = resp.read().decode()
-        return {(s.name, tuple(sorted(s.labels.items()))): s.value
-                for family in text_string_to_metric_families(text) for s in family.samples}
+        return scrape(self.handle)
 
     def tile_state(self, node_id: int) -> str | None:
         found = self.driver.find_elements(By.ID, f"node-{node_id}")

@@ -31,6 +31,7 @@ from provisioner.lab import hypervisor
 from provisioner.sshkeys import new_keypair
 
 from .conftest import LabSshd, agent_exec, agent_read, agent_write, enroll_missing, import_missing, wait_until
+from .dashboard import scrape
 from .loadgen import Load
 
 REPO = Path(__file__).resolve().parents[2]
@@ -261,6 +262,12 @@ def test_guests_answer_by_address_and_by_name_and_the_vip_serves_the_role(guest_
     assert code == 0 and f"web-2.{DOMAIN}" in out and f"web {web['vip']}:80 up" in out, out
     code, out, _ = g.cli("endpoints")
     assert code == 0 and web["vip"] in out and f"web.{DOMAIN}" in out, out
+    # The metrics say the same: guests by role and state, the endpoint's members by health.
+    metrics = scrape(g.h)
+    for role in {guest["role"] for guest in guests.values()}:
+        want = sum(1 for guest in guests.values() if (guest["role"], guest["state"]) == (role, "ready"))
+        assert metrics.get(("provisioner_guests", (("role", role), ("state", "ready"))), 0) == want, role
+    assert metrics[("provisioner_endpoint_members", (("endpoint", "web:80"), ("health", "up")))] == 3
 
 
 def test_reset_brings_a_guest_back_to_pristine_and_the_same_file_changes_nothing(guest_lab):
