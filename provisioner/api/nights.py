@@ -13,7 +13,7 @@ from .http import Request, Response, Route
 from .views import page_limit
 
 NIGHT_BODY = {"type": "object", "required": ["pool", "started_at", "ended_at", "machines"], "properties": {
-    "pool": {"type": "string"}, "job": {"type": ["integer", "null"]}, "started_at": {"type": "number"},
+    "pool": {"type": "string"}, "job": {"type": "integer", "nullable": True}, "started_at": {"type": "number"},
     "ended_at": {"type": "number"}, "machines": {"type": "array", "items": {"type": "object"}}}}
 
 

@@ -9,6 +9,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+from ..display.live import can_redraw
 from ..client import Client
 from ..display.jobs import follow, job_rows, show_plan, transfer_lines
 from ..display.output import print_json, size_text as _size, table, timestamp
@@ -24,7 +25,7 @@ class Progress:
     def __init__(self, label: str, quiet: bool) -> None:
         self.label = label
         self.quiet = quiet
-        self.tty = sys.stderr.isatty()
+        self.tty = can_redraw(sys.stderr)
         self.last = -1
         self.started = time.monotonic()
 

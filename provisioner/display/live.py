@@ -1,10 +1,12 @@
 """Progress of long work (enroll, inspect, reimage, rollback, deploy) for people. On a
 terminal: one table redrawn in place, a progress bar per row that has one (rich's Live);
-otherwise (a pipe, a CI log): one plain line per change of a row, with the time since
-the start. rich is used here and nowhere else."""
+otherwise (a pipe, a CI log, a terminal without cursor movement: TERM=dumb): one plain
+line per change of a row, with the time since the start. rich is used here and nowhere
+else."""
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from typing import TextIO
@@ -13,6 +15,11 @@ from rich.console import Console
 from rich.live import Live
 from rich.progress_bar import ProgressBar
 from rich.table import Table
+
+
+def can_redraw(out: TextIO) -> bool:
+    """A terminal that can move its cursor: not a pipe, and not TERM=dumb (CI's, Emacs')."""
+    return out.isatty() and os.environ.get("TERM", "") not in ("", "dumb")
 
 
 @dataclass(frozen=True)
@@ -27,7 +34,7 @@ class LiveView:
     def __init__(self, columns: tuple[str, ...], out: TextIO | None = None, tty: bool | None = None) -> None:
         self.out = out or sys.stderr
         self.columns = columns
-        self.tty = self.out.isatty() if tty is None else tty
+        self.tty = can_redraw(self.out) if tty is None else tty
         self._seen: dict[str, str] = {}
         self._live: Live | None = None
         if self.tty:

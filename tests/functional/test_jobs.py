@@ -273,7 +273,7 @@ def _reimage_cli(fleet, name: str, tty: bool) -> str:
     while the test plays the node's agents; what it printed."""
     argv = [sys.executable, "-m", "provisioner", "--api", f"unix://{fleet.settings.server_socket}",
             "reimage", name, "--image", "host"]
-    env = {**os.environ, "COLUMNS": "120", "LINES": "40"}
+    env = {**os.environ, "COLUMNS": "120", "LINES": "40", "TERM": "xterm-256color" if tty else "dumb"}
     if not tty:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
         play_deploy(fleet, name)

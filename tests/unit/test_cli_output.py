@@ -1,3 +1,5 @@
+import io
+
 from provisioner.display.output import progress_text, size_text
 
 
@@ -56,3 +58,30 @@ def test_a_reimage_plan_lists_each_guest_move_or_stop_under_its_batch(capsys):
     assert "  batch 1: n1\n    guest web-1 (web): move n1 -> h3\n  batch 2: n2\n" in out, out
     assert "    guest db-1 (db): stop on n2, made again there once it is back " \
            "(healing.on_reimage is stop)" in out, out
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_live_view_redraws_only_on_a_terminal_that_can_move_its_cursor(monkeypatch):
+    from provisioner.display.live import LiveView, Row
+
+    row = Row("web-1", ("web-1", "rack-1", "running", "write-image"), "web-1  running write-image", 0.5)
+    for term, live in (("xterm-256color", True), ("dumb", False), ("", False)):
+        monkeypatch.setenv("TERM", term)
+        out = _Terminal()
+        with LiveView(("node", "rack", "status", "detail"), out=out) as view:
+            assert view.tty is live, term
+            view.update([row], 1.0)
+            view.update([row], 2.0)
+        text = out.getvalue()
+        if live:
+            assert "\x1b[" in text and "web-1" in text
+        else:
+            assert text == "[   1.0s] web-1  running write-image\n", "one plain line per change"
+    piped = io.StringIO()
+    monkeypatch.setenv("TERM", "xterm-256color")
+    with LiveView(("node",), out=piped) as view:
+        assert view.tty is False
