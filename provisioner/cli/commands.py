@@ -99,17 +99,22 @@ def cmd_inspect(client: Client, args: argparse.Namespace) -> int:
     return _finish(client, [node["name"]], args, [])
 
 
+def all_nodes(client: Client, query: str = "") -> list[dict[str, Any]]:
+    """Every node the query selects, page after page (each page one indexed read)."""
+    nodes: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        page = client.get("/v1/nodes?" + "&".join(p for p in (query, f"cursor={cursor}" if cursor else "") if p))
+        nodes += page["nodes"]
+        cursor = page.get("next")
+        if not cursor:
+            return nodes
+
+
 def cmd_nodes(client: Client, args: argparse.Namespace) -> int:
     query = "&".join(f"{k}={_q(v)}" for k, v in (("rack", args.rack), ("tag", args.tag),
                                                    ("state", args.state)) if v)
-    doc: dict[str, Any] = {"nodes": []}
-    cursor = None
-    while True:  # every page, each one indexed read
-        page = client.get("/v1/nodes?" + "&".join(p for p in (query, f"cursor={cursor}" if cursor else "") if p))
-        doc["nodes"] += page["nodes"]
-        cursor = page.get("next")
-        if not cursor:
-            break
+    doc: dict[str, Any] = {"nodes": all_nodes(client, query)}
     if args.json:
         print_json(doc)
     elif doc["nodes"]:

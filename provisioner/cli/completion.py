@@ -8,10 +8,10 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from typing import Any
 
 from ..client import Client
 from ..errors import ProvisionerError
+from .commands import all_nodes
 
 # What a command's first free word names (the lab's and the daemon's own commands need none).
 ARGUMENTS = {
@@ -106,17 +106,18 @@ def cmd_completion(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
 def names(client: Client, kind: str) -> list[str]:
     """Every name of a kind the daemon knows."""
     if kind in ("node", "target", "node-or-guest"):
-        found = [n["name"] for n in _all_nodes(client)]
+        nodes = all_nodes(client)
+        found = [n["name"] for n in nodes]
         if kind == "target":
             found += [r for r in client.get("/v1/racks")["racks"]] + ["all"]
-            found += sorted({f"tag:{t}" for n in _all_nodes(client) for t in n.get("tags") or []})
+            found += sorted({f"tag:{t}" for n in nodes for t in n.get("tags") or []})
         if kind == "node-or-guest":
             found += [g["name"] for g in client.get("/v1/guests")["guests"]]
         return found
     if kind == "rack":
         return list(client.get("/v1/racks")["racks"])
     if kind == "tag":
-        return sorted({t for n in _all_nodes(client) for t in n.get("tags") or []})
+        return sorted({t for n in all_nodes(client) for t in n.get("tags") or []})
     if kind == "image":
         rows = client.get("/v1/images")["images"]
         return sorted({r["name"] for r in rows} | {r["ref"] for r in rows})
@@ -132,16 +133,6 @@ def names(client: Client, kind: str) -> list[str]:
         from ..states import State
         return [s.value for s in State]
     return []
-
-
-def _all_nodes(client: Client) -> list[dict[str, Any]]:
-    nodes, cursor = [], ""
-    while True:
-        page = client.get("/v1/nodes?limit=5000" + (f"&cursor={cursor}" if cursor else ""))
-        nodes += page["nodes"]
-        cursor = page.get("next") or ""
-        if not cursor:
-            return nodes
 
 
 def cmd_complete(client: Client, args: argparse.Namespace) -> int:

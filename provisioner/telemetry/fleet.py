@@ -25,7 +25,7 @@ class FleetCollector(Collector):
         return []  # read at scrape only: registering must not query the database
 
     def collect(self) -> Iterator[Metric]:
-        t = self._tallies()
+        t, counts = self._tallies(), self._counters()
         for name, text, labels, key in (
                 ("provisioner_nodes", "Nodes by rack and state", ["rack", "state"], "nodes"),
                 ("provisioner_hosts_lost_now", "Active hosts whose host agent is silent, by rack", ["rack"], "lost"),
@@ -39,12 +39,11 @@ class FleetCollector(Collector):
             yield family
         boot = CounterMetricFamily("provisioner_boot_requests", "What the boot servers answered: DHCP "
                                    "messages, TFTP and HTTP boot files", labels=["server", "what"])
-        for key, value in sorted(self._counters().items()):  # read again below: counters only grow
+        for key, value in sorted(counts.items()):
             server, sep, what = key.partition(":")
             if sep and server in ("dhcp", "tftp", "http"):
                 boot.add_metric([server, what], value)
         yield boot
-        counts = self._counters()
         sent = CounterMetricFamily("provisioner_boot_bytes", "Bytes of boot files sent (TFTP loaders and "
                                    "scripts, the maintenance image over HTTP)", labels=["server"])
         for server in ("tftp", "http"):

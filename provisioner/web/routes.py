@@ -158,14 +158,13 @@ class WebRoutes:
     def changes(self, req: Request) -> Response:
         """The tiles of nodes that moved since event `after`, swapped in out of band, and
         the poller again with the newest event's id; 204 (nothing to swap) if none moved.
-        Nodes at work are sent each time too: their progress moves without events."""
+        Nodes writing an image are sent each time too: their progress moves without events."""
         raw = req.query.get("after", "0")
         if not raw.isdigit() or len(raw) > 18:
             raise InvalidInput("after must be an event id")
         feed = self.api("GET", "/v1/events", {"after": raw, "limit": "5000"})
         names = {e["node"] for e in feed["events"] if e.get("node")}
-        busy = [n for n in self.all_nodes(state=State.DEPLOYING.value) + self.all_nodes(state=State.INSPECTING.value)
-                if n["progress"]]
+        busy = [n for n in self.all_nodes(state=State.DEPLOYING.value) if n["progress"]]  # only a write has one
         if not names and not busy:
             return Response(status=204)
         moved = {n["name"]: n for n in busy}
