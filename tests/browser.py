@@ -32,3 +32,18 @@ def browser(width: int = 1400, height: int = 900) -> Iterator[webdriver.Chrome]:
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+def text_of(driver: webdriver.Chrome, element_id: str) -> str | None:
+    """An element's text read in one step inside the page (None when it is not there).
+    The dashboard's fragments are swapped by polling: an element found by WebDriver and then
+    read can be gone between the two calls (a stale element); one script cannot."""
+    return driver.execute_script(
+        "const e = document.getElementById(arguments[0]); return e ? e.innerText : null;", element_id)
+
+
+def attribute_of(driver: webdriver.Chrome, element_id: str, name: str) -> str | None:
+    """An element's attribute read in one step inside the page (see text_of)."""
+    return driver.execute_script(
+        "const e = document.getElementById(arguments[0]); return e ? e.getAttribute(arguments[1]) : null;",
+        element_id, name)

@@ -103,7 +103,7 @@ def test_in_a_real_browser_actions_are_confirmed_and_answered_in_the_page(runnin
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from tests.browser import browser
+    from tests.browser import browser, text_of
 
     for i, name in enumerate(("web-1", "web-2")):
         code, _, err = running.cli(*running.enroll_args(f"52:54:00:78:00:0{i}", "10.0.0.9", "rack-1", "--name", name,
@@ -126,7 +126,7 @@ def test_in_a_real_browser_actions_are_confirmed_and_answered_in_the_page(runnin
         b.switch_to.alert.dismiss()  # said no: nothing is sent
         b.find_element(By.ID, "power-off").click()
         b.switch_to.alert.accept()
-        wait.until(lambda d: "web-2: power off" in d.find_element(By.ID, "flash").text)
+        wait.until(lambda d: "web-2: power off" in (text_of(d, "flash") or ""))
         assert running.client.get("/v1/nodes/web-2")["power_state"] == "off"
         assert [e for e in running.client.get("/v1/nodes/web-2/events")["events"] if e["event"] == "power"][-1]
 
@@ -135,11 +135,11 @@ def test_in_a_real_browser_actions_are_confirmed_and_answered_in_the_page(runnin
         job = running.client.get("/v1/jobs?limit=1")["jobs"][-1]["id"]
 
         b.get(running.url + f"/ui/jobs/{job}")
-        assert b.find_element(By.ID, "job-status").text == "running"
+        assert text_of(b, "job-status") == "running"
         b.find_element(By.ID, "abort").click()
         b.switch_to.alert.accept()
-        wait.until(lambda d: "abort requested" in d.find_element(By.ID, "flash").text)
+        wait.until(lambda d: "abort requested" in (text_of(d, "flash") or ""))
         assert running.client.get(f"/v1/jobs/{job}")["abort"]
         time.sleep(2.5)  # a poll of the job's fragment later, the page is still whole
-        assert b.find_element(By.ID, "flash").text and b.find_element(By.ID, "job-status").text
+        assert text_of(b, "flash") and text_of(b, "job-status")
         assert not [e for e in b.get_log("browser") if e["level"] == "SEVERE"], b.get_log("browser")

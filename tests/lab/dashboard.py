@@ -11,12 +11,12 @@ import urllib.request
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
-from selenium.common.exceptions import StaleElementReferenceException
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.browser import browser
+from tests.browser import attribute_of, browser, text_of
 
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
@@ -76,8 +76,24 @@ class Dashboard:
         return scrape(self.handle)
 
     def tile_state(self, node_id: int) -> str | None:
-        found = self.driver.find_elements(By.ID, f"node-{node_id}")
-        return found[0].get_attribute("data-state") if found else None
+        return attribute_of(self.driver, f"node-{node_id}", "data-state")
+
+    def click(self, element_id: str, timeout: float = 30) -> None:
+        """Click an element by id once it is there, again if a poll swapped it in between."""
+        WebDriverWait(self.driver, timeout, poll_frequency=0.2,
+                      ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)).until(
+            lambda d: d.find_element(By.ID, element_id).click() or True, f"#{element_id} clicked")
+
+    def text(self, element_id: str) -> str:
+        """An element's text now ("" when absent), read in one step: never stale."""
+        return (text_of(self.driver, element_id) or "").strip()
+
+    def wait_text(self, what: str, element_id: str, predicate=bool, timeout: float = 20) -> str:
+        """Wait until the element's text satisfies `predicate`; return that text."""
+        def satisfied(_driver) -> list[str] | None:
+            text = self.text(element_id)
+            return [text] if predicate(text) else None
+        return WebDriverWait(self.driver, timeout, poll_frequency=0.2).until(satisfied, what)[0]
 
     def watch_tile(self, node_id: int) -> "TileWatch":
         return TileWatch(self, node_id)
@@ -97,10 +113,7 @@ class TileWatch:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            try:
-                state = self.dash.tile_state(self.node_id)
-            except StaleElementReferenceException:  # swapped between finding it and reading it
-                continue
+            state = self.dash.tile_state(self.node_id)
             if state and (not self.seen or self.seen[-1] != state):
                 self.seen.append(state)
             time.sleep(0.5)

@@ -26,8 +26,6 @@ from pathlib import Path
 
 import libvirt
 import pytest
-from selenium.common.exceptions import StaleElementReferenceException
-from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from provisioner.boot.accesslog import dnsmasq_time, parse_time
@@ -122,8 +120,8 @@ def test_reimage_all_upgrade_domain_by_upgrade_domain(all_lab, dash):
     assert seen[0] == "ready" and "deploying" in seen and seen[-1] == "active", seen
     assert not watch.reloaded(), "the page was reloaded: the tiles must change in place"
     ids = [node(lab, n)["id"] for n in ALL]
-    WebDriverWait(dash.driver, 20, ignored_exceptions=(StaleElementReferenceException,)).until(
-        lambda d: all(dash.tile_state(i) == "active" for i in ids) and "active 4" in d.find_element(By.ID, "legend").text,
+    WebDriverWait(dash.driver, 20).until(
+        lambda d: all(dash.tile_state(i) == "active" for i in ids) and "active 4" in dash.text("legend"),
         "every tile active")
     assert not watch.reloaded()
     dash.shot("racks-active")
@@ -177,13 +175,12 @@ def check_dashboard_and_metrics(lab, dash: Dashboard, before: dict, started: flo
     against the database, then a job aborted from its page."""
     job = lab.client.get("/v1/jobs?limit=1")["jobs"][-1]
     dash.open(f"/ui/jobs/{job['id']}")
-    assert dash.wait_for("the job's status", "#job-status").text == "done"
+    assert dash.wait_text("the job's status", "job-status") == "done"
     dash.shot("job-done")
     dash.open(f"/ui/nodes/{N1}")
-    assert dash.wait_for("the node's state", "#node-state").text == "active"
-    dash.driver.find_element(By.ID, "open-console").click()
-    text = WebDriverWait(dash.driver, 20).until(lambda d: d.find_element(By.ID, "console").text.strip(),
-                                                "the console tail")
+    assert dash.wait_text("the node's state", "node-state") == "active"
+    dash.click("open-console")
+    text = dash.wait_text("the console tail", "console")
     log = lab.lab.console_log(N1).read_text(errors="replace")
     assert "no console log" not in text and text.splitlines()[-1].strip()[:60] in log, text[-500:]
     dash.shot("node-console")
@@ -230,13 +227,13 @@ def check_dashboard_and_metrics(lab, dash: Dashboard, before: dict, started: flo
     assert code == 0, out + err
     job = lab.client.get("/v1/jobs?limit=1")["jobs"][-1]
     dash.open(f"/ui/jobs/{job['id']}")
-    dash.wait_for("the abort button", "#abort").click()
+    dash.click("abort")
     dash.driver.switch_to.alert.accept()  # the confirmation
-    WebDriverWait(dash.driver, 20).until(lambda d: "abort requested" in d.find_element(By.ID, "flash").text)
+    dash.wait_text("the abort's answer", "flash", lambda t: "abort requested" in t)
     dash.shot("job-abort")
     done = lab.wait_job(job["id"])
     assert done["status"] == "aborted" and sorted(m["status"] for m in done["nodes"]) == ["done", "skipped"], done
-    WebDriverWait(dash.driver, 20).until(lambda d: d.find_element(By.ID, "job-status").text == "aborted")
+    dash.wait_text("the job aborted", "job-status", lambda t: t == "aborted")
     dash.shot("job-aborted")
 
 
