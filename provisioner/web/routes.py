@@ -20,6 +20,7 @@ from ..services import Services
 from ..states import STEP_LABELS, State, Step
 from ..statuses import AuthKind
 from ..api.http import Request, Response, Route, Router
+from .rackpages import RackRange, paginate
 from .session import COOKIE, Sessions, cookie_value
 
 LOG = logging.getLogger(__name__)
@@ -137,15 +138,22 @@ class WebRoutes:
             cursor = doc["next"]
 
     def racks(self, req: Request) -> Response:
-        nodes = self.all_nodes()
-        racks: dict[str, list[dict[str, Any]]] = {}
-        for node in nodes:
-            racks.setdefault(node["rack"], []).append(node)
+        """A page of racks (see rackpages.py): the newest event is read first, so that
+        whatever moves while the page is drawn is swapped in again by its first poll."""
         last = self.api("GET", "/v1/events", {"after": "0", "limit": "1"})["last"]
-        return self.render("racks.html.j2", racks=racks, counts=self.counts(), after=last, total=len(nodes))
+        counts = self.counts()
+        pages = paginate(counts["sizes"])
+        raw = req.query.get("page", "1")
+        if not raw.isdigit() or len(raw) > 6 or int(raw) < 1:
+            raise InvalidInput("page must be a page number, from 1")
+        page = pages[min(int(raw), len(pages)) - 1]  # past the end (the fleet shrank): the last
+        racks = {rack: self.all_nodes(rack=rack) for rack in page.racks}
+        return self.render("racks.html.j2", racks=racks, counts=counts, after=last, span=page.range, pages=pages,
+                           page=page, total=sum(counts["sizes"].values()))
 
     def counts(self) -> dict[str, Any]:
-        """Nodes by state, fleet-wide and per rack (one GROUP BY, however many nodes)."""
+        """Nodes by state, fleet-wide and per rack, and each rack's size (one GROUP BY,
+        however many nodes)."""
         per_rack = self.api("GET", "/v1/racks")["nodes"]
         fleet: dict[str, int] = {}
         for states in per_rack.values():
@@ -153,27 +161,47 @@ class WebRoutes:
                 fleet[state] = fleet.get(state, 0) + n
         order = [s.value for s in State]
         return {"fleet": [(s, fleet[s]) for s in order if fleet.get(s)],
-                "racks": {rack: [(s, states[s]) for s in order if states.get(s)] for rack, states in per_rack.items()}}
+                "racks": {rack: [(s, states[s]) for s in order if states.get(s)] for rack, states in per_rack.items()},
+                "sizes": {rack: sum(states.values()) for rack, states in per_rack.items()}}
 
     def changes(self, req: Request) -> Response:
-        """The tiles of nodes that moved since event `after`, swapped in out of band, and
-        the poller again with the newest event's id; 204 (nothing to swap) if none moved.
-        Nodes writing an image are sent each time too: their progress moves without events."""
+        """What moved since event `after` among the racks of the poll's range, swapped in
+        out of band, and the poller again with the newest event's id; 204 (nothing to
+        swap) if nothing moved. A moved node's tile replaces its own; a rack that gained
+        nodes is drawn again whole, and if a rack was born in the range, every rack of
+        the range is (each swap replaces by id, so a repeated one changes nothing).
+        Nodes writing an image are sent each time: their progress moves without events."""
         raw = req.query.get("after", "0")
         if not raw.isdigit() or len(raw) > 18:
             raise InvalidInput("after must be an event id")
+        span = RackRange.parse(req.query)
         feed = self.api("GET", "/v1/events", {"after": raw, "limit": "5000"})
         names = {e["node"] for e in feed["events"] if e.get("node")}
-        busy = [n for n in self.all_nodes(state=State.DEPLOYING.value) if n["progress"]]  # only a write has one
+        enrolled = {e["node"] for e in feed["events"] if e.get("node") and e["event"] == "enroll"}
+        busy = [n for n in self.all_nodes(state=State.DEPLOYING.value)
+                if n["progress"] and span.holds(n["rack"])]  # only a write has progress
         if not names and not busy:
             return Response(status=204)
         moved = {n["name"]: n for n in busy}
         for name in sorted(names - set(moved)):
             try:
-                moved[name] = self.api("GET", f"/v1/nodes/{urllib.parse.quote(name, safe='')}")
+                doc = self.api("GET", f"/v1/nodes/{urllib.parse.quote(name, safe='')}")
             except NotFound:
                 continue  # deleted since
-        return self.render("changes.html.j2", nodes=list(moved.values()), after=feed["next"], counts=self.counts())
+            if span.holds(doc["rack"]):
+                moved[name] = doc
+        counts = self.counts()
+        shown = sorted(rack for rack in counts["sizes"] if span.holds(rack))
+        grown: dict[str, int] = {}
+        for doc in moved.values():
+            if doc["name"] in enrolled:
+                grown[doc["rack"]] = grown.get(doc["rack"], 0) + 1
+        born = any(n == counts["sizes"].get(rack) for rack, n in grown.items())
+        redrawn = shown if born else sorted(grown)
+        racks = {rack: self.all_nodes(rack=rack) for rack in redrawn}
+        return self.render("changes.html.j2", after=feed["next"], span=span, counts=counts, every_rack=born,
+                           racks=racks, nodes=[n for n in moved.values() if n["rack"] not in racks],
+                           live_counts=[rack for rack in shown if rack not in racks])
 
     def node(self, req: Request) -> Response:
         name = urllib.parse.quote(req.params["node"], safe="")
@@ -248,8 +276,8 @@ class WebRoutes:
         none = AuthKind.NONE  # the dashboard checks its own session (a redirect, not a 401)
         pages: list[tuple[str, str, Page, str]] = [
             ("GET", "/ui", lambda req: _redirect("/ui/racks"), "The dashboard"),
-            ("GET", "/ui/racks", self.page(self.racks), "Dashboard: racks as grids of nodes, live"),
-            ("GET", "/ui/changes", self.page(self.changes), "Dashboard: nodes that moved since an event (fragment)"),
+            ("GET", "/ui/racks", self.page(self.racks), "Dashboard: racks as grids of nodes, live (?page=N)"),
+            ("GET", "/ui/changes", self.page(self.changes), "Dashboard: what moved since an event, in a range of racks (fragment)"),
             ("GET", "/ui/nodes/{node}", self.page(self.node), "Dashboard: one node"),
             ("GET", "/ui/nodes/{node}/summary", self.page(self.node_summary), "Dashboard: a node's state (fragment)"),
             ("GET", "/ui/nodes/{node}/console", self.page(self.console), "Dashboard: a node's console tail"),

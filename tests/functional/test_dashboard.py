@@ -9,6 +9,8 @@ import subprocess
 import time
 import urllib.parse
 
+from provisioner.web import rackpages
+
 from .conftest import Running
 
 
@@ -22,6 +24,12 @@ def call(running: Running, method: str, path: str, body: str = "", headers: dict
     return resp.status, dict(resp.getheaders()), data
 
 
+def enroll(running: Running, name: str, rack: str, i: int) -> None:
+    code, _, err = running.cli(*running.enroll_args(f"52:54:00:77:01:0{i}", "10.0.0.9", rack, "--name", name,
+                                                    "--no-inspect"))
+    assert code == 0, err
+
+
 def sign_in(running: Running) -> str:
     token = running.settings.operator_token_file.read_text().strip()
     status, headers, _ = call(running, "POST", "/ui/login", urllib.parse.urlencode({"token": token, "next": "/ui/jobs"}),
@@ -32,7 +40,7 @@ def sign_in(running: Running) -> str:
     return cookie.split(";")[0]
 
 
-def test_the_dashboard_needs_a_sign_in_and_shows_the_fleet(running):
+def test_the_dashboard_needs_a_sign_in_and_shows_the_fleet(running, monkeypatch):
     for i, name in enumerate(("web-1", "web-2")):
         code, _, err = running.cli(*running.enroll_args(f"52:54:00:77:00:0{i}", "10.0.0.9", "rack-1", "--name", name,
                                                         "--no-inspect"))
@@ -72,12 +80,40 @@ def test_the_dashboard_needs_a_sign_in_and_shows_the_fleet(running):
 
     # Live: nothing moved since the page's last event, then a node moved.
     status, _, page = call(running, "GET", "/ui/racks", headers=auth)
-    after = page.split("/ui/changes?after=")[1].split('"')[0]
+    after = page.split("/ui/changes?after=")[1].split("&")[0]
     assert call(running, "GET", f"/ui/changes?after={after}", headers=auth)[0] == 204
     running.client.post("/v1/power", {"action": "on", "target": "web-2"})
     status, _, page = call(running, "GET", f"/ui/changes?after={after}", headers=auth)
     assert status == 200 and 'hx-swap-oob="true"' in page and "web-2" in page and "web-1" not in page
     assert 'id="legend" hx-swap-oob="true"' in page and "enrolled 2" in page, "the counts are live too"
+    # A node enrolled after the page loaded: its rack is drawn again, with it.
+    after = page.split("/ui/changes?after=")[1].split("&")[0]
+    enroll(running, "web-3", "rack-1", 3)
+    status, _, page = call(running, "GET", f"/ui/changes?after={after}", headers=auth)
+    assert '<section class="rack" id="rack-rack-1" hx-swap-oob="true">' in page and "web-3" in page
+    assert 'id="racks"' not in page
+    # A rack born since: every rack of the page's range is drawn again, the new one with them.
+    after = page.split("/ui/changes?after=")[1].split("&")[0]
+    enroll(running, "db-1", "rack-2", 4)
+    status, _, page = call(running, "GET", f"/ui/changes?after={after}", headers=auth)
+    assert '<div id="racks" hx-swap-oob="true">' in page and 'id="rack-rack-2"' in page and "web-3" in page
+    assert call(running, "GET", "/ui/changes?after=0&from=../x", headers=auth)[0] == 400
+
+    # Pages of whole racks when the fleet outgrows one (a budget of 3 tiles here): each
+    # page draws its racks, its poll keeps to its range.
+    monkeypatch.setattr(rackpages, "TILES_PER_PAGE", 3)
+    status, _, page = call(running, "GET", "/ui/racks", headers=auth)
+    assert status == 200 and "page 1 of 2" in page and 'id="rack-rack-1"' in page and 'id="rack-rack-2"' not in page
+    assert 'href="/ui/racks?page=2"' in page and "upto=rack-2" in page
+    status, _, page = call(running, "GET", "/ui/racks?page=2", headers=auth)
+    assert "page 2 of 2" in page and 'id="rack-rack-2"' in page and "web-1" not in page and "from=rack-2" in page
+    assert "page 2 of 2" in call(running, "GET", "/ui/racks?page=9", headers=auth)[2], "past the end: the last"
+    assert call(running, "GET", "/ui/racks?page=x", headers=auth)[0] == 400
+    after = page.split("/ui/changes?after=")[1].split("&")[0]
+    running.client.post("/v1/power", {"action": "on", "target": "web-1"})
+    status, _, page = call(running, "GET", f"/ui/changes?after={after}&from=rack-2&upto=", headers=auth)
+    assert "web-1" not in page and 'id="legend"' in page, "another page's node is not swapped in here"
+    monkeypatch.undo()
 
     # Actions: htmx's header is required (a form on another site cannot send it).
     action = "/ui/nodes/web-1/power/off"
@@ -103,7 +139,7 @@ def test_in_a_real_browser_actions_are_confirmed_and_answered_in_the_page(runnin
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from tests.browser import browser, text_of
+    from tests.browser import attribute_of, browser, text_of
 
     for i, name in enumerate(("web-1", "web-2")):
         code, _, err = running.cli(*running.enroll_args(f"52:54:00:78:00:0{i}", "10.0.0.9", "rack-1", "--name", name,
@@ -116,7 +152,7 @@ def test_in_a_real_browser_actions_are_confirmed_and_answered_in_the_page(runnin
     assert running.cli("image", "import", str(image), "--name", "host")[0] == 0
     token = running.settings.operator_token_file.read_text().strip()
     with browser() as b:
-        wait = WebDriverWait(b, 15, poll_frequency=0.1)
+        wait = WebDriverWait(b, 15, poll_frequency=0.1)  # a poll is every 2 s
         b.get(running.url + "/ui/nodes/web-2")
         b.find_element(By.ID, "token").send_keys(token)
         b.find_element(By.ID, "sign-in").click()
@@ -142,4 +178,16 @@ def test_in_a_real_browser_actions_are_confirmed_and_answered_in_the_page(runnin
         assert running.client.get(f"/v1/jobs/{job}")["abort"]
         time.sleep(2.5)  # a poll of the job's fragment later, the page is still whole
         assert text_of(b, "flash") and text_of(b, "job-status")
+
+        # Nodes enrolled while the racks page is open appear in it, in their rack or in
+        # a rack born since, without a reload.
+        b.get(running.url + "/ui/racks")
+        wait.until(lambda d: attribute_of(d, "poller", "hx-get"))
+        b.execute_script("window.provisionerTestMark = 'not reloaded';")
+        enroll(running, "web-3", "rack-1", 5)
+        enroll(running, "db-1", "rack-2", 6)
+        ids = [running.client.get(f"/v1/nodes/{n}")["id"] for n in ("web-3", "db-1")]
+        wait.until(lambda d: all(attribute_of(d, f"node-{i}", "data-state") == "enrolled" for i in ids))
+        assert "rack-2" in (text_of(b, "rack-rack-2") or "") and "web-3" in (text_of(b, "rack-rack-1") or "")
+        assert b.execute_script("return window.provisionerTestMark;") == "not reloaded"
         assert not [e for e in b.get_log("browser") if e["level"] == "SEVERE"], b.get_log("browser")
