@@ -20,6 +20,7 @@ from ..services import Services
 from ..states import STEP_LABELS, State, Step
 from ..statuses import AuthKind
 from ..api.http import Request, Response, Route, Router
+from . import rackpages
 from .rackpages import RackRange, paginate
 from .session import COOKIE, Sessions, cookie_value
 
@@ -169,7 +170,8 @@ class WebRoutes:
         out of band, and the poller again with the newest event's id; 204 (nothing to
         swap) if nothing moved. A moved node's tile replaces its own; a rack that gained
         nodes is drawn again whole, and if a rack was born in the range, every rack of
-        the range is (each swap replaces by id, so a repeated one changes nothing).
+        the range is (each swap replaces by id, so a repeated one changes nothing) unless
+        the range outgrew a page: then the browser is told to load the page again.
         Nodes writing an image are sent each time: their progress moves without events."""
         raw = req.query.get("after", "0")
         if not raw.isdigit() or len(raw) > 18:
@@ -197,6 +199,10 @@ class WebRoutes:
             if doc["name"] in enrolled:
                 grown[doc["rack"]] = grown.get(doc["rack"], 0) + 1
         born = any(n == counts["sizes"].get(rack) for rack, n in grown.items())
+        if born and len(shown) > 1 and sum(counts["sizes"][r] for r in shown) > rackpages.TILES_PER_PAGE:
+            # The range outgrew a page (racks enrolled while it was open): the browser
+            # loads the page again, cut afresh, rather than draw them all every poll.
+            return Response(status=200, headers={"HX-Refresh": "true"})
         redrawn = shown if born else sorted(grown)
         racks = {rack: self.all_nodes(rack=rack) for rack in redrawn}
         return self.render("changes.html.j2", after=feed["next"], span=span, counts=counts, every_rack=born,

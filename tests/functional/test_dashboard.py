@@ -113,6 +113,17 @@ def test_the_dashboard_needs_a_sign_in_and_shows_the_fleet(running, monkeypatch)
     running.client.post("/v1/power", {"action": "on", "target": "web-1"})
     status, _, page = call(running, "GET", f"/ui/changes?after={after}&from=rack-2&upto=", headers=auth)
     assert "web-1" not in page and 'id="legend"' in page, "another page's node is not swapped in here"
+    # Racks born in the last page's range: drawn in it while it fits a page, then the
+    # browser is told to load the page again (cut afresh) rather than draw them all.
+    after = page.split("/ui/changes?after=")[1].split("&")[0]
+    enroll(running, "db-2", "rack-3", 7)
+    status, headers, page = call(running, "GET", f"/ui/changes?after={after}&from=rack-2&upto=", headers=auth)
+    assert '<div id="racks" hx-swap-oob="true">' in page and 'id="rack-rack-3"' in page and "HX-Refresh" not in headers
+    after = page.split("/ui/changes?after=")[1].split("&")[0]
+    enroll(running, "db-3", "rack-4", 8)
+    enroll(running, "db-4", "rack-4", 9)
+    status, headers, page = call(running, "GET", f"/ui/changes?after={after}&from=rack-2&upto=", headers=auth)
+    assert status == 200 and headers.get("HX-Refresh") == "true" and not page
     monkeypatch.undo()
 
     # Actions: htmx's header is required (a form on another site cannot send it).
