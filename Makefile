@@ -65,8 +65,12 @@ test-unit: setup
 test-functional: setup
 	$(SUDO) $(PY) -m pytest -q tests/functional
 
+# The lab tier's groups side by side, each with a lab of its own (tests/lab/conftest.py), one
+# per pytest-xdist worker; vmstat says how busy the machine was.
+LAB_WORKERS ?= 3
 test-lab: maintenance-image host-image guest-image wheelhouse
-	$(SUDO) $(PY) -m pytest -q --durations=0 tests/lab
+	$(SUDO) $(PY) -m tests.lab.sampled $(PY) -m pytest -q --durations=0 -n $(LAB_WORKERS) --dist loadscope \
+		--no-loadscope-reorder tests/lab
 
 bench: maintenance-image host-image
 	$(SUDO) $(PY) bench/run.py

@@ -69,13 +69,12 @@ def _drop_guest(pool: Pool, conn: libvirt.virConnect, name: str) -> None:
 
 
 def bench_guests(work: Path, rounds: int) -> dict[str, Any]:
-    from provisioner.lab import hypervisor
     from provisioner.lab.lab import Lab
 
     lab = Lab()
     lab.down()
     lab.up(nodes=1, racks=1, memory_mib=256)
-    conn = hypervisor.connect()
+    conn = lab.connect()
     try:
         pool = Pool(conn, work / "pool", name=POOL)
         results: dict[str, Any] = {"rounds": rounds}

@@ -43,7 +43,6 @@ NODE = "lab-r1-n1"
 
 def bench_healing(work: Path, host_image: Path) -> dict[str, Any]:
     sys.path.insert(0, str(REPO))
-    from provisioner.lab import hypervisor
     from provisioner.lab.lab import Lab
     from tests.lab.conftest import LabSshd
     from tests.waiting import wait_until
@@ -84,7 +83,7 @@ def bench_healing(work: Path, host_image: Path) -> dict[str, Any]:
             return [e for e in client.get(f"/v1/nodes/{NODE}/events")["events"]
                     if e["event"] == kind and e["ts"] >= since]
 
-        conn = hypervisor.connect()
+        conn = lab.connect()
         try:
             with Load(lab.cfg.netns, f"http://{vip}/", work, rate=20) as load:
                 time.sleep(2)

@@ -214,10 +214,15 @@ def _add_lab(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                     help="no nodes: the Vagrantfile makes them on the lab's network ('vagrant up')")
     adopt = lab.add_parser("adopt", help="take in a node Vagrant made: virtual BMC, inventory (the "
                            "Vagrantfile's trigger runs it)")
-    adopt.add_argument("name", metavar="DOMAIN")
+    adopt.add_argument("domain", metavar="DOMAIN")
     adopt.add_argument("--rack", required=True)
-    lab.add_parser("status", help="what the lab is running")
-    lab.add_parser("down", help="remove everything the lab created")
+    status = lab.add_parser("status", help="what each lab is running (one with --name)")
+    down = lab.add_parser("down", help="remove everything the lab created (every lab with --all)")
+    down.add_argument("--all", action="store_true", help="every lab on this machine")
+    for action in (up, adopt, status, down):
+        action.add_argument("--name", default=None,
+                            help="which lab: several run side by side, each with its own namespace, "
+                                 "subnet, libvirtd and daemon (default 'lab')")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Callable, Sequence
 
 from ..errors import LabError
 from . import system
 
 
 class VirtualBmcs:
-    def __init__(self, netns: str, state_dir: Path, log_file: Path) -> None:
+    def __init__(self, inside: Callable[[Sequence[str]], list[str]], netns: str, state_dir: Path,
+                 log_file: Path) -> None:
+        """`inside` makes a command run in the lab, seeing the lab's libvirtd."""
+        self.inside = inside
         self.netns = netns
         self.dir = state_dir
         self.conf = state_dir / "virtualbmc.conf"
@@ -39,22 +43,22 @@ class VirtualBmcs:
             "[log]\n"
             f"logfile = {self.log_file}\n"
             "debug = true\n")
-        system.run([self._tool("vbmcd")], netns=self.netns, env=self.env)
+        system.run(self.inside([self._tool("vbmcd")]), env=self.env)
         system.wait_for(lambda: bool(self.pids()), 20, "vbmcd to start")
 
     def add(self, domain: str, port: int, username: str, password: str) -> None:
         vbmc = self._tool("vbmc")
-        system.run([vbmc, "add", domain, "--port", str(port), "--address", "127.0.0.1",
-                    # KEY=VALUE: a generated password may start with '-', which argparse would
-                    # take for an option.
-                    f"--username={username}", f"--password={password}",
-                    "--libvirt-uri", "qemu:///system"], netns=self.netns, env=self.env, secrets=[password])
-        system.run([vbmc, "start", domain], netns=self.netns, env=self.env)
+        system.run(self.inside([vbmc, "add", domain, "--port", str(port), "--address", "127.0.0.1",
+                                # KEY=VALUE: a generated password may start with '-', which
+                                # argparse would take for an option.
+                                f"--username={username}", f"--password={password}",
+                                "--libvirt-uri", "qemu:///system"]), env=self.env, secrets=[password])
+        system.run(self.inside([vbmc, "start", domain]), env=self.env)
 
     def remove(self, domain: str) -> None:
         vbmc = self._tool("vbmc")
-        system.run([vbmc, "stop", domain], netns=self.netns, env=self.env, check=False)
-        system.run([vbmc, "delete", domain], netns=self.netns, env=self.env)
+        system.run(self.inside([vbmc, "stop", domain]), env=self.env, check=False)
+        system.run(self.inside([vbmc, "delete", domain]), env=self.env)
 
     def pids(self) -> list[int]:
         """vbmcd's processes (it forks one per BMC; its pid file says 0 after daemonizing)."""

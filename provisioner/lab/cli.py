@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import asdict
+from typing import Any
 
 from ..display.output import print_json, table
-from .lab import Lab
+from .instances import DEFAULT_NAME, check_name
+from .lab import Lab, every_lab
 
 
 def _say(msg: str) -> None:
@@ -16,7 +18,9 @@ def _say(msg: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    lab = Lab()
+    name = check_name(args.name or DEFAULT_NAME)
+    lab = Lab(name)
+    flag = "" if name == DEFAULT_NAME else f" --name {name}"
     if args.lab_command == "up":
         lab.up(nodes=args.nodes, racks=args.racks, memory_mib=args.memory, vcpus=args.vcpus,
                disk_gib=args.disk, firmware="uefi" if args.uefi else args.firmware, bmc=args.bmc,
@@ -28,27 +32,42 @@ def run(args: argparse.Namespace) -> int:
             _say("up: now 'vagrant up' makes the nodes, then "
                  f"'provisioner enroll --from {lab.inventory_file}'")
         else:
-            _say(f"up: enroll the nodes with 'provisioner enroll --from {lab.inventory_file}'")
+            _say(f"up: enroll the nodes with 'provisioner --api unix://{lab.cfg.socket} enroll --from "
+                 f"{lab.inventory_file}'" if flag else f"up: enroll the nodes with 'provisioner enroll --from "
+                 f"{lab.inventory_file}'")
     if args.lab_command == "adopt":
-        node = lab.adopt(args.name, args.rack, progress=None if args.json else _say)
+        node = lab.adopt(args.domain, args.rack, progress=None if args.json else _say)
         if args.json:
             print_json(asdict(node))
         return 0
-    if args.lab_command in ("up", "status"):
-        doc = lab.status()
-        if args.json:
-            print_json(doc)
-        elif not doc["up"]:
-            sys.stdout.write("the lab is down\n")
-        else:
-            sys.stdout.write(f"namespace {doc['namespace']}, bridge {doc['bridge']}, daemon {doc['daemon']}, "
-                             f"vbmcd {doc['vbmcd']}\ninventory {doc['inventory']}\n"
-                             + (f"dashboard {doc['dashboard']}\n" if doc.get("dashboard") else ""))
-            table(["name", "mac", "rack", "domain", "bmc", "memory", "vcpus", "firmware"],
-                  [[n["name"], n["mac"], n["rack"], n["domain"], n["bmc"], f"{n['memory_mib']} MiB",
-                    n["vcpus"], "uefi" if n["uefi"] else "bios"] for n in doc["nodes"]])
+    if args.lab_command == "up" or (args.lab_command == "status" and args.name):
+        _show([lab.status()], args.json)
         return 0
-    lab.down()
-    if not args.json:
-        _say("down: nothing left behind")
+    if args.lab_command == "status":
+        _show([each.status() for each in every_lab()], args.json, every=True)
+        return 0
+    labs = every_lab() if args.all else [lab]
+    for each in labs:
+        each.down()
+        if not args.json:
+            _say(f"down: lab {each.cfg.name}: nothing left behind")
+    if args.json:
+        print_json({"down": [each.cfg.name for each in labs]})
     return 0
+
+
+def _show(docs: list[dict[str, Any]], json: bool, every: bool = False) -> None:
+    if json:
+        print_json(docs if every else docs[0])
+        return
+    up = [doc for doc in docs if doc["up"]]
+    if not up:
+        sys.stdout.write("no lab is up\n" if every else f"lab {docs[0]['name']} is down\n")
+    for doc in up:
+        sys.stdout.write(f"lab {doc['name']}: namespace {doc['namespace']}, bridge {doc['bridge']}, "
+                         f"daemon {doc['daemon']}, vbmcd {doc['vbmcd']}\nsocket {doc['socket']}\n"
+                         f"inventory {doc['inventory']}\n"
+                         + (f"dashboard {doc['dashboard']}\n" if doc.get("dashboard") else ""))
+        table(["name", "mac", "rack", "domain", "bmc", "memory", "vcpus", "firmware"],
+              [[n["name"], n["mac"], n["rack"], n["domain"], n["bmc"], f"{n['memory_mib']} MiB",
+                n["vcpus"], "uefi" if n["uefi"] else "bios"] for n in doc["nodes"]])

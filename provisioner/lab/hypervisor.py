@@ -1,12 +1,16 @@
-"""libvirtd and virtlogd started inside the lab namespace (so the domains' taps land on
-the lab bridge), and the lab's domains defined through libvirt-python."""
+"""A libvirtd and virtlogd of the lab's own, started inside the lab namespace (so the
+domains' taps land on the lab bridge) with a private view of libvirt's directories (so
+several labs, and a libvirtd of the machine's, run side by side); the lab's domains defined
+through libvirt-python."""
 
 from __future__ import annotations
 
 import logging
+import shlex
+import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import libvirt
 
@@ -14,9 +18,6 @@ from ..errors import LabError
 from . import system
 
 LOG = logging.getLogger(__name__)
-URI = "qemu:///system"
-SOCKET = Path("/run/libvirt/libvirt-sock")
-PIDFILE = Path("/run/libvirtd.pid")
 
 _STATE_NAMES = {libvirt.VIR_DOMAIN_RUNNING: "running", libvirt.VIR_DOMAIN_SHUTOFF: "shut off",
                 libvirt.VIR_DOMAIN_PAUSED: "paused", libvirt.VIR_DOMAIN_SHUTDOWN: "shutting down",
@@ -25,33 +26,56 @@ _STATE_NAMES = {libvirt.VIR_DOMAIN_RUNNING: "running", libvirt.VIR_DOMAIN_SHUTOF
 # libvirt prints every error on stderr by default; ours are translated instead.
 libvirt.registerErrorHandler(lambda ctx, err: None, None)
 
-
-def start_daemons(netns: str) -> None:
-    """Start libvirtd and virtlogd in `netns`, unless ours already run there."""
-    ours = set(system.netns_pids(netns))
-    for binary, pidfile in (("virtlogd", Path("/run/virtlogd.pid")), ("libvirtd", PIDFILE)):
-        pid = _pid(pidfile)
-        if pid and system.pid_alive(pid):
-            if pid in ours:
-                continue
-            raise LabError(f"{binary} (pid {pid}) already runs outside the lab namespace: "
-                           f"stop it first (the lab's domains must be started from inside {netns})")
-        system.run([binary, "-d"], netns=netns)
-    system.wait_for(SOCKET.exists, 30, "libvirtd's socket")
+# What a system libvirtd keeps where, each given a directory of the lab's own.
+_VIEW = (("run", "/run/libvirt"), ("lib", "/var/lib/libvirt"), ("log", "/var/log/libvirt"), ("etc", "/etc/libvirt"))
 
 
-def _pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
+class LabLibvirt:
+    """The lab's libvirtd. Inside the lab (its daemons, BMCs, sshd: whatever `inside()`
+    starts), /run/libvirt, /var/lib/libvirt, /var/log/libvirt and /etc/libvirt are the
+    lab's own directories, bound over the system's in that process's mount namespace
+    (`ip netns exec` gives each command one), so `qemu:///system` there is the lab's.
+    From outside, `uri` reaches the same daemon through its socket's real path."""
 
+    def __init__(self, netns: str, directory: Path) -> None:
+        self.netns = netns
+        self.dir = directory
 
-def connect() -> libvirt.virConnect:
-    try:
-        return libvirt.open(URI)
-    except libvirt.libvirtError as exc:
-        raise LabError(f"cannot connect to libvirtd ({URI}): {exc}") from exc
+    @property
+    def socket(self) -> Path:
+        return self.dir / "run/libvirt-sock"
+
+    @property
+    def uri(self) -> str:
+        return f"qemu:///system?socket={self.socket}"
+
+    def log_file(self, domain: str) -> Path:
+        """libvirt's own log of a domain's qemu (its command line, its last words)."""
+        return self.dir / "log/qemu" / f"{domain}.log"
+
+    def inside(self, argv: Sequence[str]) -> list[str]:
+        """`argv` run in the lab's namespace, seeing the lab's libvirt."""
+        binds = " && ".join(f"mkdir -p {target} && mount --bind {shlex.quote(str(self.dir / sub))} {target}"
+                            for sub, target in _VIEW)
+        return ["ip", "netns", "exec", self.netns, "sh", "-c", f'{binds} && exec "$@"', "lab", *argv]
+
+    def start(self) -> None:
+        """virtlogd and libvirtd with the configuration the machine's packages installed
+        (the files only: no domains, networks or pools of the machine's come along)."""
+        for sub, _target in _VIEW:
+            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        for conf in Path("/etc/libvirt").glob("*.conf"):
+            shutil.copy2(conf, self.dir / "etc" / conf.name)
+        shutil.chown(self.dir / "lib", "libvirt-qemu", "libvirt-qemu")
+        for binary in ("virtlogd", "libvirtd"):
+            system.run(self.inside([binary, "-d", "-p", f"/run/libvirt/{binary}.pid"]))
+        system.wait_for(self.socket.exists, 30, "the lab's libvirtd socket")
+
+    def connect(self) -> libvirt.virConnect:
+        try:
+            return libvirt.open(self.uri)
+        except libvirt.libvirtError as exc:
+            raise LabError(f"cannot connect to the lab's libvirtd ({self.uri}): {exc}") from exc
 
 
 def create_disk(path: Path, size_gib: int) -> None:
@@ -65,38 +89,6 @@ def define(conn: libvirt.virConnect, xml: str) -> str:
         return str(conn.defineXML(xml).UUIDString())
     except libvirt.libvirtError as exc:
         raise LabError(f"libvirt refused a lab domain: {exc}") from exc
-
-
-def remove(conn: libvirt.virConnect, name: str) -> None:
-    try:
-        dom = conn.lookupByName(name)
-    except libvirt.libvirtError:
-        return
-    try:
-        if dom.isActive():
-            dom.destroy()
-        dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
-    except libvirt.libvirtError as exc:
-        raise LabError(f"cannot remove lab domain {name}: {exc}") from exc
-    Path(f"/var/log/libvirt/qemu/{name}.log").unlink(missing_ok=True)
-
-
-def remove_guests(conn: libvirt.virConnect, under: Path) -> None:
-    """Domains and storage pools on this machine's libvirtd with their files under `under`
-    (the lab's directory): guests made when this machine is registered as a host, and nodes
-    Vagrant made in the lab's pool, adopted or not."""
-    for dom in conn.listAllDomains(0):
-        if str(under) + "/" in dom.XMLDesc(0):
-            remove(conn, dom.name())
-    for pool in conn.listAllStoragePools(0):
-        target = ET.fromstring(pool.XMLDesc(0)).findtext("target/path") or ""
-        if target == str(under) or target.startswith(str(under) + "/"):
-            try:
-                if pool.isActive():
-                    pool.destroy()
-                pool.undefine()
-            except libvirt.libvirtError as exc:
-                raise LabError(f"cannot remove storage pool {pool.name()}: {exc}") from exc
 
 
 def domain_facts(conn: libvirt.virConnect, name: str) -> dict[str, Any]:
@@ -136,19 +128,6 @@ def offer_pool(conn: libvirt.virConnect, name: str, path: Path) -> None:
         pool.create(0)
     except libvirt.libvirtError as exc:
         raise LabError(f"libvirt refused the lab storage pool {name}: {exc}") from exc
-
-
-def withdraw_network(conn: libvirt.virConnect, name: str) -> None:
-    try:
-        net = conn.networkLookupByName(name)
-    except libvirt.libvirtError:
-        return
-    try:
-        if net.isActive():
-            net.destroy()
-        net.undefine()
-    except libvirt.libvirtError as exc:
-        raise LabError(f"cannot remove the lab network {name}: {exc}") from exc
 
 
 def _network_first(root: ET.Element) -> bool:

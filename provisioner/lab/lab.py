@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,37 +23,15 @@ import jinja2
 from ..client import Client
 from ..errors import LabError, ProvisionerError
 from ..models import BmcDriver
-from . import hypervisor, system
+from . import hypervisor, instances, system
 from .bmc import VirtualBmcs
+from .instances import DEFAULT_NAME, LabConfig
 from .postgres import PgServer
 from .redfish import SECURE_BOOT_CODE, SECURE_BOOT_VARS, RedfishEmulator
 
 LOG = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATES = Path(__file__).parent / "templates"
-
-
-@dataclass
-class LabConfig:
-    """Where and how big the lab is; every field has a default that works here."""
-
-    netns: str = "provlab"
-    bridge: str = "provbr0"
-    address: str = "10.99.0.1"
-    prefix: int = 24
-    address6: str = "fd99::1/64"  # for router advertisements (see dhcp.router_advertisements)
-    bridge_mac: str = "02:99:00:00:00:01"  # locally administered
-    dhcp_range: str = "10.99.0.100,10.99.0.199"
-    guest_range: str = "10.99.0.20-10.99.0.59"
-    endpoint_range: str = "10.99.0.60-10.99.0.69"
-    state_dir: Path = Path("/var/lib/provisioner-lab")
-    socket: Path = Path("/run/provisioner/api.sock")
-    artifacts_dir: Path = REPO / "build/boot"
-    bmc_base_port: int = 6230
-    bmc_user: str = "admin"
-    redfish_port: int = 8443
-    http_port: int = 8080
-    dashboard_port: int = 8180  # on this machine's loopback: the lab daemon's HTTP (its /ui)
 
 
 # What `lab up --firmware/--bmc` accept; "mixed" gives odd racks the first kind, even racks
@@ -92,19 +70,24 @@ class LabState:
     # network and storage pool, both named after the namespace, and adopts each node.
     vagrant: bool = False
     database: str = "sqlite"  # or "postgresql": a PostgreSQL of the lab's own (postgres.py)
+    name: str = DEFAULT_NAME
+    slot: int = 0  # what its subnet, MACs, bridge and dashboard port derive from (instances.py)
+    # The daemon's settings beyond the lab's file (SECTION.KEY -> value, as `serve --set`).
+    settings: dict[str, str] = field(default_factory=dict)
 
 
 DATABASES = ("sqlite", "postgresql")
 
 
 class Lab:
-    def __init__(self, config: LabConfig | None = None) -> None:
-        self.cfg = config or LabConfig()
+    def __init__(self, name: str = DEFAULT_NAME, config: LabConfig | None = None) -> None:
+        self.cfg = config or instances.config_for(name)
         self.dir = self.cfg.state_dir
         self.state_file = self.dir / "lab.json"
-        self.bmcs = VirtualBmcs(self.cfg.netns, self.dir / "bmc", self.dir / "logs/vbmcd.log")
-        self.redfish = RedfishEmulator(self.cfg.netns, self.dir / "redfish", self.dir / "logs/sushy-emulator.log",
-                                       self.cfg.redfish_port)
+        self.libvirt = hypervisor.LabLibvirt(self.cfg.netns, self.dir / "libvirt")
+        self.bmcs = VirtualBmcs(self.libvirt.inside, self.cfg.netns, self.dir / "bmc", self.dir / "logs/vbmcd.log")
+        self.redfish = RedfishEmulator(self.libvirt.inside, self.cfg.netns, self.dir / "redfish",
+                                       self.dir / "logs/sushy-emulator.log", self.cfg.redfish_port)
         self._jinja = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
                                          undefined=jinja2.StrictUndefined, autoescape=True)
 
@@ -116,7 +99,8 @@ class Lab:
         return LabState(nodes=[LabNode(**n) for n in doc["nodes"]], daemon_pid=doc.get("daemon_pid"),
                         forward_pid=doc.get("forward_pid"),
                         created_at=doc.get("created_at", 0.0), vagrant=doc.get("vagrant", False),
-                        database=doc.get("database", "sqlite"))
+                        database=doc.get("database", "sqlite"), name=doc.get("name", self.cfg.name),
+                        slot=doc.get("slot", self.cfg.slot), settings=doc.get("settings", {}))
 
     def save(self, state: LabState) -> None:
         self.state_file.write_text(json.dumps(asdict(state), indent=1) + "\n")
@@ -139,18 +123,22 @@ class Lab:
     def client(self) -> Client:
         return Client(f"unix://{self.cfg.socket}", timeout=30)
 
+    def connect(self) -> Any:
+        """A libvirt connection to the lab's own libvirtd (the caller closes it)."""
+        return self.libvirt.connect()
+
     # -- up -------------------------------------------------------------------
     def up(self, nodes: int = 2, racks: int = 2, memory_mib: int = 2048, vcpus: int = 2,
            disk_gib: int = 20, firmware: str = "bios", bmc: str = "ipmi", progress: Any = None,
-           vagrant: bool = False, secure_boot: str = "off", database: str = "sqlite") -> LabState:
+           vagrant: bool = False, secure_boot: str = "off", database: str = "sqlite",
+           settings: dict[str, str] | None = None) -> LabState:
         """The lab: namespace, bridge, libvirtd, virtual BMCs, the daemon and `nodes` PXE
         domains. With `vagrant`, no domains: the Vagrantfile makes them on the libvirt network
-        and pool offered here, and its trigger calls `adopt` for each."""
+        and pool offered here, and its trigger calls `adopt` for each. `settings` are the
+        daemon's beyond the lab's file (`serve --set`), kept across its restarts."""
         say = progress or (lambda msg: None)
         if os.geteuid() != 0:
             raise LabError("the lab needs root (network namespaces, libvirtd)")
-        if self.load() is not None or system.netns_exists(self.cfg.netns):
-            raise LabError("the lab is already up: 'provisioner lab down' first")
         if not vagrant and (not 1 <= nodes <= 50 or not 1 <= racks <= nodes):
             raise LabError("the lab needs 1-50 nodes and between 1 and that many racks")
         if firmware not in FIRMWARES or bmc not in BMC_KINDS:
@@ -162,6 +150,7 @@ class Lab:
         if secure_boot != "off" and (firmware == "bios" or not (bmc == "redfish" or bmc == firmware == "mixed")):
             raise LabError("Secure Boot needs UEFI nodes behind Redfish BMCs: the BMC switches it off for "
                            "maintenance boots (iPXE is not signed)")
+        self._claim(vagrant, database, settings or {})
         try:
             shape = dict(memory_mib=memory_mib, vcpus=vcpus, disk_gib=disk_gib, firmware=firmware, bmc=bmc,
                          secure_boot=secure_boot)
@@ -171,14 +160,24 @@ class Lab:
             self.down()
             raise
 
+    def _claim(self, vagrant: bool, database: str, settings: dict[str, str]) -> None:
+        """The lab's slot and state file, taken under the machine's lab lock, so that two
+        labs coming up at once get two slots."""
+        with instances.slot_for(self.cfg.name) as slot:
+            if self.load() is not None or system.netns_exists(self.cfg.netns):
+                which = "" if self.cfg.default else f" --name {self.cfg.name}"
+                raise LabError(f"lab {self.cfg.name} is already up: 'provisioner lab down{which}' first")
+            self.cfg = replace(self.cfg, slot=slot)
+            for sub in ("disks", "logs", "bmc", "passwords", "data"):
+                (self.dir / sub).mkdir(parents=True, exist_ok=True)
+            os.chmod(self.dir, 0o755)
+            self.save(LabState(created_at=time.time(), vagrant=vagrant, database=database, name=self.cfg.name,
+                               slot=slot, settings=dict(settings)))
+
     def _up(self, nodes: int, racks: int, shape: dict[str, Any], say: Any, vagrant: bool,
             database: str = "sqlite") -> LabState:
         cfg = self.cfg
-        for sub in ("disks", "logs", "bmc", "passwords", "data"):
-            (self.dir / sub).mkdir(parents=True, exist_ok=True)
-        os.chmod(self.dir, 0o755)
-        state = LabState(created_at=time.time(), vagrant=vagrant, database=database)
-        self.save(state)
+        state = self.load() or LabState()
         if database == "postgresql":
             say(f"PostgreSQL for the daemon, on a unix socket in {self.postgres.dir}")
             self.postgres.start()
@@ -200,9 +199,9 @@ class Lab:
         system.run(["ip", "addr", "add", f"{cfg.address}/{cfg.prefix}", "dev", cfg.bridge], netns=cfg.netns)
         system.run(["ip", "-6", "addr", "add", cfg.address6, "dev", cfg.bridge, "nodad"], netns=cfg.netns)
         system.run(["ip", "link", "set", cfg.bridge, "up"], netns=cfg.netns)
-        say("libvirtd and virtlogd inside the namespace")
-        hypervisor.start_daemons(cfg.netns)
-        conn = hypervisor.connect()
+        say(f"libvirtd and virtlogd of the lab's own, inside the namespace ({self.libvirt.uri})")
+        self.libvirt.start()
+        conn = self.libvirt.connect()
         if vagrant:
             say(f"libvirt network and storage pool '{cfg.netns}' for Vagrant (the bridge; no libvirt DHCP)")
             hypervisor.offer_network(conn, cfg.netns, cfg.bridge)
@@ -251,7 +250,7 @@ class Lab:
     def _make_node(self, conn: Any, state: LabState, i: int, racks: int, shape: dict[str, Any], say: Any) -> None:
         rack_no = i % racks + 1
         uefi = _pick(shape["firmware"], rack_no, "bios", "uefi") == "uefi"
-        node = LabNode(name=f"lab-r{rack_no}-n{i // racks + 1}", mac=f"52:54:00:99:{rack_no:02x}:{i + 1:02x}",
+        node = LabNode(name=f"lab-r{rack_no}-n{i // racks + 1}", mac=f"{self.cfg.mac_prefix}:{rack_no:02x}:{i + 1:02x}",
                        rack=f"rack-{rack_no}", bmc_port=self.cfg.bmc_base_port + i, memory_mib=shape["memory_mib"],
                        vcpus=shape["vcpus"], disk_gib=shape["disk_gib"], uefi=uefi,
                        bmc_driver=_pick(shape["bmc"], rack_no, BmcDriver.IPMI, BmcDriver.REDFISH),
@@ -314,7 +313,7 @@ class Lab:
         for known in state.nodes:
             if known.name == name:
                 return known
-        conn = hypervisor.connect()
+        conn = self.libvirt.connect()
         try:
             facts = hypervisor.adoptable(conn, name, self.cfg.bridge, self.cfg.netns)
         finally:
@@ -357,8 +356,8 @@ class Lab:
     def _start_daemon(self) -> int:
         with (self.dir / "logs/provisioner.log").open("ab") as log:  # the child keeps its own copy
             proc = subprocess.Popen(
-                ["ip", "netns", "exec", self.cfg.netns, sys.executable, "-m", "provisioner",
-                 "--config", str(self.config_file()), "serve"],
+                self.libvirt.inside([sys.executable, "-m", "provisioner", "--config", str(self.config_file()),
+                                     "serve", *self._settings_flags()]),
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
         client = self.client()
 
@@ -374,6 +373,11 @@ class Lab:
 
         system.wait_for(healthy, 30, "the lab daemon to answer")
         return proc.pid
+
+    def _settings_flags(self) -> list[str]:
+        state = self.load()
+        return [f for key, value in sorted((state.settings if state else {}).items())
+                for f in ("--set", f"{key}={value}")]
 
     def stop_daemon(self) -> None:
         """Stop the daemon (and with it DHCP, TFTP and HTTP); restart_daemon starts it again."""
@@ -394,10 +398,11 @@ class Lab:
     def status(self) -> dict[str, Any]:
         state = self.load()
         if state is None:
-            return {"up": False}
-        doc: dict[str, Any] = {"up": True, "namespace": self.cfg.netns,
+            return {"up": False, "name": self.cfg.name}
+        doc: dict[str, Any] = {"up": True, "name": self.cfg.name, "slot": self.cfg.slot, "namespace": self.cfg.netns,
                                "bridge": f"{self.cfg.bridge} {self.cfg.address}/{self.cfg.prefix}",
                                "inventory": str(self.inventory_file), "state_dir": str(self.dir),
+                               "socket": str(self.cfg.socket), "libvirt": self.libvirt.uri,
                                "daemon_pid": state.daemon_pid, "database": state.database,
                                "dashboard": self.dashboard_url if state.forward_pid and
                                system.pid_alive(state.forward_pid) else None,
@@ -405,7 +410,7 @@ class Lab:
                                else "stopped",
                                "vbmcd": "running" if self.bmcs.pids() else "stopped", "nodes": []}
         try:
-            conn = hypervisor.connect()
+            conn = self.libvirt.connect() if self.libvirt.socket.exists() else None
         except LabError:
             conn = None
         for node in state.nodes:
@@ -425,7 +430,8 @@ class Lab:
 
     # -- down -----------------------------------------------------------------
     def down(self) -> None:
-        """Remove everything the lab made; safe to run on a half-built or absent lab."""
+        """Remove everything the lab made; safe to run on a half-built or absent lab. Its
+        libvirtd is its own: its domains, networks and pools go with its directory."""
         state = self.load() or LabState()
         if state.forward_pid and system.pid_alive(state.forward_pid):
             system.stop_pids([state.forward_pid])
@@ -433,21 +439,15 @@ class Lab:
         self.postgres.stop()  # after the daemon; nothing if it never ran
         self.bmcs.stop()
         self.redfish.stop()
-        names = [n.name for n in state.nodes]
-        if hypervisor.SOCKET.exists() and (names or self.dir.exists() or state.vagrant):
-            try:
-                conn = hypervisor.connect()
-                for name in names:
-                    hypervisor.remove(conn, name)
-                hypervisor.remove_guests(conn, self.dir)
-                hypervisor.withdraw_network(conn, self.cfg.netns)  # this machine registered as a host
-                conn.close()
-            except LabError as exc:
-                LOG.warning("lab down: %s", exc)
-        system.stop_pids(system.netns_pids(self.cfg.netns))
+        system.stop_pids(system.netns_pids(self.cfg.netns))  # libvirtd, virtlogd, qemu, sshd, ...
         if system.netns_exists(self.cfg.netns):
             system.run(["ip", "netns", "del", self.cfg.netns], check=False)
         self.cfg.socket.unlink(missing_ok=True)
         with contextlib.suppress(OSError):  # not empty or not there: not ours to remove
             self.cfg.socket.parent.rmdir()  # the daemon made it for its socket
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def every_lab() -> list[Lab]:
+    """Each lab this machine has (up, or left half up by a killed `lab up`)."""
+    return [Lab(name) for name in instances.names()]

@@ -9,6 +9,7 @@ import ipaddress
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable, Sequence
 
 import bcrypt
 from cryptography import x509
@@ -84,7 +85,10 @@ def emulator_command(config: Path, address: str, port: int, cert: Path, key: Pat
 class RedfishEmulator:
     """One emulator for every Redfish node of the lab, on the namespace's loopback."""
 
-    def __init__(self, netns: str, state_dir: Path, log_file: Path, port: int = 8443) -> None:
+    def __init__(self, inside: Callable[[Sequence[str]], list[str]], netns: str, state_dir: Path, log_file: Path,
+                 port: int = 8443) -> None:
+        """`inside` makes a command run in the lab, seeing the lab's libvirtd."""
+        self.inside = inside
         self.netns = netns
         self.dir = state_dir
         self.log_file = log_file
@@ -104,9 +108,8 @@ class RedfishEmulator:
         config.write_text(f"SUSHY_EMULATOR_AUTH_FILE = {str(self.dir / 'htpasswd')!r}\n"
                           f"SUSHY_EMULATOR_ALLOWED_INSTANCES = {domains!r}\n" + SECURE_BOOT_CONFIG)
         with self.log_file.open("ab") as log:
-            subprocess.Popen(["ip", "netns", "exec", self.netns,
-                              *emulator_command(config, "127.0.0.1", self.port, cert, key,
-                                                "--libvirt-uri", "qemu:///system")],
+            subprocess.Popen(self.inside(emulator_command(config, "127.0.0.1", self.port, cert, key,
+                                                          "--libvirt-uri", "qemu:///system")),
                              stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
         system.wait_for(self._listening, 30, "the Redfish emulator to listen")
 

@@ -119,9 +119,10 @@ class SqlBase:
         wait_events(generation) sleeps only if nothing came since."""
         return self._generation
 
-    def wait_events(self, generation: int, timeout: float) -> None:
+    def wait_events(self, generation: int, timeout: float) -> bool:
+        """Wait until an event newer than `generation` is recorded; False at the timeout."""
         with self._changed:
-            self._changed.wait_for(lambda: self._generation != generation, timeout)
+            return self._changed.wait_for(lambda: self._generation != generation, timeout)
 
     # -- schema ---------------------------------------------------------------
     def schema_version(self) -> int:

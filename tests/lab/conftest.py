@@ -10,17 +10,18 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
-from provisioner import cli
-from provisioner.errors import HostError
+from provisioner import cli, config
+from provisioner.errors import HostError, ProvisionerError
 from provisioner.lab.lab import Lab
-from tests.waiting import wait_until  # noqa: F401 (the lab tests import it from here)
+from provisioner.states import Step
+from tests.waiting import note, take, wait_until  # noqa: F401 (the lab tests import wait_until from here)
 
 HERE = Path(__file__).resolve().parent
 
@@ -48,10 +49,12 @@ class LabHandle:
                 "--bmc-password-file", password_file or bmc["password_file"], *protocol]
 
     def wait(self, name: str, predicate, timeout: float = 600) -> dict:
-        end = time.monotonic() + timeout
+        start = time.monotonic()
+        end = start + timeout
         while True:
             doc = self.client.get(f"/v1/nodes/{name}")
             if predicate(doc):
+                note(f"{name} ({doc['state']} {doc['step'] or ''})", time.monotonic() - start, timeout)
                 return doc
             if time.monotonic() > end:
                 raise AssertionError(f"{name} did not get there in {timeout}s: {doc['state']} {doc['step']} "
@@ -60,6 +63,10 @@ class LabHandle:
 
     def log(self, name: str) -> str:
         return (self.data / "logs" / name).read_text()
+
+    def connect(self):
+        """The lab's own libvirtd (the caller closes the connection)."""
+        return self.lab.connect()
 
     def image_bytes(self) -> int:
         """Image bytes our HTTP server has sent to agents (its own counter)."""
@@ -93,10 +100,12 @@ class LabHandle:
         return proc.stdout
 
     def wait_job(self, job_id: int, timeout: float = 900) -> dict:
-        end = time.monotonic() + timeout
+        start = time.monotonic()
+        end = start + timeout
         while True:
             job = self.client.get(f"/v1/jobs/{job_id}")
             if job["status"] != "running":
+                note(f"job {job_id}", time.monotonic() - start, timeout)
                 return job
             assert time.monotonic() < end, f"job {job_id} still running after {timeout}s: {job}"
             time.sleep(1)
@@ -149,8 +158,10 @@ class LabSshd:
         # Its log to a file: a pipe nobody reads fills up after enough sessions (ansible
         # opens many), and sshd then blocks writing to it.
         with (self.work / "sshd.log").open("ab") as log:
-            self.proc = subprocess.Popen(["ip", "netns", "exec", self.lab.cfg.netns, "/usr/sbin/sshd", "-D", "-e",
-                                          "-f", str(self.work / "sshd_config")], stderr=log)
+            # Inside the lab's view of libvirt: its libvirtd is the one a client's
+            # qemu+ssh reaches here.
+            self.proc = subprocess.Popen(self.lab.libvirt.inside(["/usr/sbin/sshd", "-D", "-e",
+                                                                  "-f", str(self.work / "sshd_config")]), stderr=log)
         time.sleep(1)
         assert self.proc.poll() is None, (self.work / "sshd.log").read_text()
 
@@ -190,36 +201,74 @@ def agent_exec(host, guest: str, path: str, *args: str, timeout: float = 30) -> 
         time.sleep(0.2)
 
 
-# -- one lab carried through several modules -----------------------------------------
+# -- labs carried through several modules, side by side ------------------------------
 # Bringing a lab up and down costs little; enrolling, booting and reimaging its nodes is
-# what costs. So most modules share one mixed lab of four nodes in two racks: rack-1
-# (lab-r1-n1, lab-r1-n2) BIOS machines behind IPMI BMCs (virtualbmc), rack-2 UEFI machines
-# behind a Redfish BMC (sushy-tools' emulator), lab-r2-n2 with Secure Boot on. They are
-# carried in this order, each starting from the state the one before left:
-#   playbooks and guests_libvirt (the lab's namespace, bridge and libvirtd only, while no
-#   node runs yet) -> enroll (two nodes, one of each kind; a stranger; kill -9 while
-#   inspecting) -> reimage (all four, then the rollbacks; the UEFI nodes' firmware state,
-#   a boot with the provisioner stopped; lab-r2-n1 ends ready again, lab-r2-n2 powered
-#   off) -> multicast (rack-1 and lab-r2-n2 as one batch: three multicast sessions,
-#   faults, kill -9 of the daemon; lab-r2-n1 stays ready) -> nightly (rack-1 again,
-#   checks; rack-2's lab-r2-n1 still ready) ->
-#   guests_deploy (lab-r1-n1 as nightly left it, an active host, runs nested guests; the
-#   other nodes that ran as hosts are powered off and forgotten, so that it is the only
-#   node host).
-# Modules that need a lab of another shape (Vagrant) run after them; only one lab
-# can be up at a time, so the shared one is taken down first.
-SHARED_ORDER = ("test_playbooks", "test_guests_libvirt", "test_enroll_lab", "test_reimage", "test_multicast",
-                "test_nightly", "test_guests_deploy")
-SHARED_SHAPE = dict(nodes=4, racks=2, memory_mib=2048, vcpus=2, disk_gib=20, firmware="mixed", bmc="mixed",
-                    secure_boot="mixed")
-_shared: dict[str, Any] = {}
+# what costs. So modules share labs, in groups: each group has a lab of its own (its own
+# namespace, subnet, libvirtd and daemon: provisioner/lab/instances.py) and its modules
+# run in the order below, each starting from the state the one before left. The groups
+# run side by side, one per pytest-xdist worker (`make test-lab`; pytest_xdist_make_scheduler
+# below), the longest first; run without xdist, they run one after another.
+#   reimage: a mixed lab of four nodes in two racks: rack-1 (lab-r1-n1, lab-r1-n2) BIOS
+#     machines behind IPMI BMCs (virtualbmc), rack-2 UEFI machines behind a Redfish BMC
+#     (sushy-tools' emulator), lab-r2-n2 with Secure Boot on. enroll (two nodes, one of
+#     each kind; a stranger; kill -9 while inspecting) -> reimage (all four, then the
+#     rollbacks; the UEFI nodes' firmware state, a boot with the provisioner stopped).
+#   guests: one BIOS node (lab-r1-n1), reimaged to an active host, runs nested guests;
+#     this machine, registered as a second host, runs the rest.
+#   mcast: the same mixed four: multicast (rack-1 and lab-r2-n2 as one batch: three
+#     multicast sessions, faults, kill -9 of the daemon; lab-r2-n1 stays ready) -> nightly
+#     (rack-1 again, checks; rack-2's lab-r2-n1 still ready).
+#   misc: playbooks and guests_libvirt (the lab's namespace, bridge and libvirtd only);
+#     then Vagrant (a lab of its own, made by the Vagrantfile) and the guest image (none).
+# A module run alone brings its group's lab up itself, and enrolls and reimages what it needs.
+FOUR = dict(nodes=4, racks=2, memory_mib=2048, vcpus=2, disk_gib=20, firmware="mixed", bmc="mixed",
+            secure_boot="mixed")
+# The daemon's deadlines where a group needs them longer than the lab's file has them,
+# each at least three times what it was measured to take here (docs/design.md, margins):
+# mcast powers a node off mid-write and on again, and its new agent must call home within
+# the write's stall deadline (measured up to 48 s under load), and waits for a batch's
+# three nodes to join one session (their arrivals measured up to 18 s apart beside the
+# other groups); guests boots nested guests (TCG inside TCG: up to 597 s measured beside
+# the other groups).
+GROUPS: dict[str, tuple[tuple[str, ...], dict[str, Any] | None]] = {
+    "reimage": (("test_enroll_lab", "test_reimage"), FOUR),
+    "guests": (("test_guests_deploy",), dict(nodes=1, racks=1, memory_mib=2048, vcpus=2, disk_gib=20,
+                                             settings={"guests.ready_timeout": "1800"})),
+    "mcast": (("test_multicast", "test_nightly"), dict(FOUR, settings={"timeouts.deploy_stall": "180",
+                                                                       "multicast.max_wait": "90"})),
+    "misc": (("test_playbooks", "test_guests_libvirt", "test_vagrant_lab", "test_guest_image"),
+             dict(nodes=1, racks=1, memory_mib=256, vcpus=1, disk_gib=2)),
+}
+ORDER = [(group, module) for group, (modules, _shape) in GROUPS.items() for module in modules]
 
 
+def module_name(item) -> str:
+    return item.module.__name__.rsplit(".", 1)[-1]
+
+
+def group_of(module: str) -> str:
+    return next((group for group, m in ORDER if m == module), "misc")
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """xdist sends each group, whole and in order, to one worker: its scope scheduler, with a
+    test's scope being its module's group. (xdist's own loadgroup marks a group by renaming
+    node ids, which pytest 9 no longer lets a plugin do.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByGroup(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return group_of(nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py"))
+
+    return ByGroup(config, log)
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list) -> None:
-    """Shared-lab modules first, in their order; every other module after them, as found."""
+    """The groups and their modules in ORDER."""
     def rank(item) -> int:
-        name = item.module.__name__.rsplit(".", 1)[-1]
-        return SHARED_ORDER.index(name) if name in SHARED_ORDER else len(SHARED_ORDER)
+        name = module_name(item)
+        return next((i for i, (_g, m) in enumerate(ORDER) if m == name), len(ORDER))
     items.sort(key=rank)  # stable: tests keep their order within a module
 
 
@@ -234,16 +283,61 @@ def _tail(path: Path, lines: int) -> str:
         return "(none)"
 
 
+# Each in-progress step's deadline, by the setting it comes from (workflows/inspect.py and
+# deploy.py); write-image's is a stall deadline (silence from the agent), not a step's whole.
+STEP_DEADLINES = {Step.SET_BOOT_DEVICE: "timeouts_power_on", Step.POWER_ON: "timeouts_power_on",
+                  Step.WAIT_AGENT: "timeouts_agent_boot", Step.WAIT_INSPECTION: "timeouts_inspection",
+                  Step.BOOT_DISK: "timeouts_power_on", Step.WAIT_HOST: "timeouts_host_boot"}
+
+
+def daemon_deadlines(handle: LabHandle, since: float, until: float) -> list[tuple[float, str]]:
+    """How much of its deadline each step the daemon ran between `since` and `until` used,
+    read from the nodes' events (a step starts with its event and ends with the next of
+    another step or state)."""
+    state = handle.lab.load()
+    if state is None:
+        return []
+    used: list[tuple[float, str]] = []
+    try:
+        settings = config.load(handle.lab.dir / "provisioner.toml", overrides=state.settings, environ={})
+        for node in handle.client.get("/v1/nodes")["nodes"]:
+            name = node["name"]
+            current: tuple[str, float] | None = None
+            for event in handle.client.get(f"/v1/nodes/{name}/events")["events"]:
+                step = event.get("step")
+                moved = event.get("from_state") != event.get("to_state")
+                if current and (moved or step != current[0]):
+                    began, ended = current[1], event["ts"]
+                    if current[0] in STEP_DEADLINES and ended >= since and began <= until:
+                        limit = getattr(settings, STEP_DEADLINES[Step(current[0])])
+                        used.append(((ended - began) / limit,
+                                     f"{name} step {current[0]}: {ended - began:.0f}s of {limit:.0f}s"))
+                    current = None
+                if step and (current is None or step != current[0]):
+                    current = (step, event["ts"])
+    except (ProvisionerError, OSError, KeyError, ValueError):
+        pass  # the daemon is stopped or gone: the test's own waits still count
+    return used
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
-    """A failed lab test carries what the lab saw: every node's console tail and the
-    daemon's log tail in the report, and the whole logs directory copied to
-    build/lab-failures/<test> (the lab itself is gone once it is taken down)."""
+    """Each phase's report carries the largest share of a deadline any wait used in it (the
+    test's own waits, and the daemon's steps). A failed lab test carries what the lab saw:
+    every node's console tail and the daemon's log tail in the report, and the whole logs
+    directory copied to build/lab-failures/<test> (the lab itself is gone once it is taken down)."""
+    group = group_of(module_name(item))
+    used = take()
+    handle = _labs.up.get(group)
+    if handle is not None and call.when in ("setup", "call"):
+        used += daemon_deadlines(handle, call.start, call.stop)
+    if used:
+        item.user_properties.append(("deadline", max(used)))
     outcome = yield
     report = outcome.get_result()
     if report.when != "call" or not report.failed:
         return
-    lab = Lab()
+    lab = Lab(group)
     logs = lab.dir / "logs"
     if not logs.is_dir():
         return
@@ -262,53 +356,81 @@ def pytest_runtest_makereport(item, call):
     shutil.copytree(logs, target, ignore_dangling_symlinks=True, dirs_exist_ok=True)
 
 
+_module_deadline: dict[str, tuple[float, str]] = {}
+
+
 def pytest_runtest_logreport(report) -> None:
     module = report.nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
     _module_seconds[module] = _module_seconds.get(module, 0.0) + report.duration
+    for key, value in report.user_properties:
+        if key == "deadline":
+            fraction, what = value
+            if fraction > _module_deadline.get(module, (0.0, ""))[0]:
+                _module_deadline[module] = (fraction, what)
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
-    """The lab tier's time per module (setup, calls and teardown; the shared lab's bring-up
-    counts in the first module that used it, its take-down in the one that ended it)."""
+    """The lab tier's time per module (setup, calls and teardown; a group's lab bring-up
+    counts in the first module that used it, its take-down in the one that ended it) and the
+    largest share of a deadline any of its waits used. Modules of different groups ran side
+    by side: their times add up to more than the tier's."""
     if not _module_seconds:
         return
-    terminalreporter.section("lab time per module")
+    terminalreporter.section("lab time per module, and the largest share of a deadline used")
     for module, seconds in sorted(_module_seconds.items(), key=lambda kv: -kv[1]):
-        terminalreporter.write_line(f"{seconds:8.1f}s  {module}")
-    terminalreporter.write_line(f"{sum(_module_seconds.values()):8.1f}s  in all")
+        fraction, what = _module_deadline.get(module, (0.0, "no wait"))
+        terminalreporter.write_line(f"{seconds:8.1f}s  {module:28s} {fraction:5.0%}  {what}")
+    terminalreporter.write_line(f"{sum(_module_seconds.values()):8.1f}s  in all (side by side)")
+
+
+class Labs:
+    """The labs of this worker's groups: one up at a time (a worker runs its groups one
+    after another), each brought up by the first module of its group that asks, taken down
+    when another group's module asks, or at the end."""
+
+    def __init__(self) -> None:
+        self.up: dict[str, LabHandle] = {}
+
+    def get(self, group: str) -> LabHandle:
+        if group not in self.up:
+            self.close()
+            shape = GROUPS[group][1] or {}
+            lab = Lab(group)
+            lab.down()  # a previous run killed mid-way must not be in the way
+            try:
+                lab.up(**shape, database=os.environ.get("PROVISIONER_LAB_DATABASE", "sqlite"))
+            except BaseException:
+                lab.down()
+                raise
+            self.up[group] = LabHandle(lab)
+        return self.up[group]
+
+    def close(self) -> None:
+        while self.up:
+            _group, handle = self.up.popitem()
+            handle.lab.down()
+
+
+_labs = Labs()
 
 
 def _close_shared() -> None:
-    gen = _shared.pop("gen", None)
-    if gen is not None:
-        gen.close()  # runs _lab's finally: lab down
-
-
-def _lab(**kwargs):
-    """A lab of its own for the tests that ask for one; its daemon's database is SQLite, or
-    PostgreSQL when PROVISIONER_LAB_DATABASE=postgresql (CI sets it: .ci/run)."""
-    kwargs.setdefault("database", os.environ.get("PROVISIONER_LAB_DATABASE", "sqlite"))
-    _close_shared()
-    lab = Lab()
-    lab.down()  # a previous run killed mid-way must not be in the way
-    try:
-        lab.up(**kwargs)
-        yield LabHandle(lab)
-    finally:
-        lab.down()
+    _labs.close()
 
 
 @pytest.fixture(scope="session")
-def shared_lab():
-    """The lab the shared modules carry, brought up by whichever of them runs first and
-    taken down before any other lab comes up (or at the end)."""
-    gen = _lab(**SHARED_SHAPE)
-    handle = next(gen)
-    _shared["gen"] = gen
+def labs():
     try:
-        yield handle
+        yield _labs
     finally:
-        _close_shared()
+        _labs.close()
+
+
+@pytest.fixture(scope="module")
+def shared_lab(labs, request):
+    """The lab of this module's group (its database is SQLite, or PostgreSQL when
+    PROVISIONER_LAB_DATABASE=postgresql: CI sets it, .ci/run)."""
+    return labs.get(group_of(request.module.__name__.rsplit(".", 1)[-1]))
 
 
 def enroll_missing(handle: LabHandle, names: list[str]) -> None:

@@ -1,7 +1,7 @@
 """Run inside the lab namespace (where a host's address is reachable), as the daemon
 would: open libvirt on a host over qemu+libssh with its recorded host key, then with a
 wrong key, then at an address nobody answers. Prints one JSON object.
-    ip netns exec provlab python tests/lab/host_connect_check.py ADDRESS HOST_KEY KEY_FILE KNOWN_DIR"""
+    ip netns exec provlab python tests/lab/host_connect_check.py ADDRESS HOST_KEY KEY_FILE KNOWN_DIR NOBODY"""
 
 import json
 import sys
@@ -28,9 +28,10 @@ def attempt(address: str, host_key: str, key_file: Path, known: Path) -> dict:
 
 def main() -> int:
     address, host_key, key_file, known = sys.argv[1], sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])
+    nobody = sys.argv[5]  # an address on the lab's subnet nothing answers
     print(json.dumps({"recorded": attempt(address, host_key, key_file, known),
                       "changed": attempt(address, new_keypair("impostor")[1], key_file, known),
-                      "unreachable": attempt("10.99.0.254", host_key, key_file, known)}))
+                      "unreachable": attempt(nobody, host_key, key_file, known)}))
     return 0
 
 

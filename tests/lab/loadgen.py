@@ -90,9 +90,10 @@ class Load:
         return next((t for t, page in self.result["answers"] if text in page), None)
 
     def gap(self, text: str) -> float:
-        """The longest time between two answers holding `text` (seconds)."""
-        times = [t for t, page in self.result["answers"] if text in page]
-        return max((b - a for a, b in zip(times, times[1:])), default=0.0)
+        """The longest time without an answer holding `text` (seconds), from the load's start
+        to its end: a member out from the start is missing from then on."""
+        times = [0.0] + [t for t, page in self.result["answers"] if text in page] + [self.result["seconds"]]
+        return max(b - a for a, b in zip(times, times[1:]))
 
     def last(self, text: str) -> float | None:
         return next((t for t, page in reversed(self.result["answers"]) if text in page), None)

@@ -21,7 +21,7 @@ def test_enroll_two_machines_in_two_racks_by_mac(lab):
         assert code == 0, err
     nodes = {name: lab.wait(name, lambda d: d["state"] in ("ready", "inspect-failed")) for name in ENROLLED}
     print(f"\n2 lab nodes enrolled to ready in {time.monotonic() - started:.0f}s")
-    conn = hypervisor.connect()
+    conn = lab.connect()
     dnsmasq, tftp, http = lab.log("dnsmasq.log"), lab.log("tftp.log"), lab.log("http-access.log")
     for name, node in nodes.items():
         assert node["state"] == "ready", node["last_error"]
@@ -29,7 +29,7 @@ def test_enroll_two_machines_in_two_racks_by_mac(lab):
         facts = hypervisor.domain_facts(conn, name)
         assert facts["state"] == "running"
         # DHCP came from our dnsmasq; the loader script from our TFTP; kernel and initramfs over HTTP.
-        ack = re.search(rf"DHCPACK\(provbr0\) (\S+) {mac}", dnsmasq)
+        ack = re.search(rf"DHCPACK\({lab.lab.cfg.bridge}\) (\S+) {mac}", dnsmasq)
         assert ack, f"no DHCPACK for {mac}"
         ip = ack.group(1)
         assert f"{ip} RRQ boot.ipxe sent" in tftp
@@ -62,7 +62,7 @@ def test_enroll_two_machines_in_two_racks_by_mac(lab):
     assert any("powered on via Redfish" in m for m in events), events
     # The UEFI node has no iPXE ROM: OVMF's PXE client fetched the loader (asking its size
     # first, then the file), iPXE then the script, once (no chainload loop).
-    ip = re.search(rf"DHCPACK\(provbr0\) (\S+) {lab.inventory[UEFI_REDFISH]['mac']}", dnsmasq).group(1)
+    ip = re.search(rf"DHCPACK\({lab.lab.cfg.bridge}\) (\S+) {lab.inventory[UEFI_REDFISH]['mac']}", dnsmasq).group(1)
     lines = [line.split(None, 1)[1] for line in tftp.splitlines()]
     loader = [i for i, line in enumerate(lines) if line == f"{ip} RRQ snponly.efi sent"]
     script = [i for i, line in enumerate(lines) if line == f"{ip} RRQ boot.ipxe sent"]
@@ -74,7 +74,7 @@ def test_enroll_two_machines_in_two_racks_by_mac(lab):
 def test_power_off_a_rack_shuts_its_domains_off(lab):
     code, out, err = lab.cli("power", "off", "rack-1")
     assert code == 0, err
-    conn = hypervisor.connect()
+    conn = lab.connect()
     assert hypervisor.domain_facts(conn, "lab-r1-n1")["state"] == "shut off"
     assert hypervisor.domain_facts(conn, "lab-r2-n1")["state"] == "running"  # rack-2 untouched
     conn.close()
@@ -109,18 +109,18 @@ def test_wrong_password_and_unknown_system_against_the_redfish_emulator(lab, tmp
 
 def test_a_mac_that_pxe_boots_but_was_never_enrolled_gets_nothing(lab):
     mac = lab.inventory[STRANGER]["mac"]
-    conn = hypervisor.connect()
+    conn = lab.connect()
     dom = conn.lookupByName(STRANGER)
     dom.create()
     try:
         end = time.monotonic() + 180
-        while not re.search(rf"DHCPDISCOVER\(provbr0\) {mac} ignored", lab.log("dnsmasq.log")):
+        while not re.search(rf"DHCPDISCOVER\({lab.lab.cfg.bridge}\) {mac} ignored", lab.log("dnsmasq.log")):
             assert time.monotonic() < end, "the unenrolled machine never asked for DHCP"
             time.sleep(1)
     finally:
         dom.destroy()
         conn.close()
-    assert not re.search(rf"DHCP(OFFER|ACK)\(provbr0\) \S+ {mac}", lab.log("dnsmasq.log"))
+    assert not re.search(rf"DHCP(OFFER|ACK)\({lab.lab.cfg.bridge}\) \S+ {mac}", lab.log("dnsmasq.log"))
     assert mac not in [n["mac"] for n in lab.client.get("/v1/nodes")["nodes"]]
     # The lab runs with dhcp.unknown_macs = "discover": recorded, still not answered.
     end = time.monotonic() + 10  # the daemon follows dnsmasq's log a moment behind
@@ -162,7 +162,7 @@ def test_kill9_the_daemon_while_a_node_inspects(lab):
     assert any(e["event"] == "resume" for e in events)
     assert node["boot_count"] == 2
     mac = lab.inventory["lab-r2-n1"]["mac"]
-    assert len(re.findall(rf"DHCPACK\(provbr0\) \S+ {mac}", lab.log("dnsmasq.log"))) >= 2
+    assert len(re.findall(rf"DHCPACK\({lab.lab.cfg.bridge}\) \S+ {mac}", lab.log("dnsmasq.log"))) >= 2
     code, out, _ = lab.cli("nodes")
     assert re.search(r"lab-r2-n1\s.*\sready\s", out)
     # The killed daemon's dnsmasq did not outlive it: one DHCP server on the network.

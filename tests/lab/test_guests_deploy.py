@@ -27,7 +27,6 @@ import pytest
 
 from provisioner.hypervisor.domains import GuestHost
 from provisioner.hypervisor.pool import Pool
-from provisioner.lab import hypervisor
 from provisioner.sshkeys import new_keypair
 
 from .conftest import LabSshd, agent_exec, agent_read, agent_write, enroll_missing, import_missing, wait_until
@@ -115,7 +114,7 @@ class GuestLab:
 
     def local(self) -> GuestHost:
         """This machine's libvirtd, directly (to look inside its guests with their agents)."""
-        conn = hypervisor.connect()
+        conn = self.h.lab.connect()
         return GuestHost(conn, Pool(conn, self.h.lab.guest_pool), self.h.lab.dir / "guest-consoles", "qemu")
 
     def on_node(self, command: str) -> str:
@@ -167,10 +166,11 @@ def test_hosts_that_cannot_be_trusted_or_reached_are_not_registered(guest_lab):
     pub.write_text(new_keypair("impostor")[1] + "\n")
     code, _, err = g.cli("host", "add", "testbox", g.h.lab.cfg.address, "--rack", "rack-0", "--host-key", str(pub))
     assert code == 1 and "host key is not the one recorded" in err and "Traceback" not in err, err
-    code, _, err = g.cli("host", "add", "ghost", "10.99.0.254", "--rack", "rack-0", "--host-key",
+    nobody = g.h.lab.cfg.unused_address
+    code, _, err = g.cli("host", "add", "ghost", nobody, "--rack", "rack-0", "--host-key",
                          str(sshd.work / "host_key.pub"))
-    assert code == 1 and "host ghost (10.99.0.254) is unreachable" in err, err
-    code, _, err = g.cli("host", "add", "Bad_Name", "10.99.0.1", "--rack", "rack-0", "--host-key", "x y")
+    assert code == 1 and f"host ghost ({nobody}) is unreachable" in err, err
+    code, _, err = g.cli("host", "add", "Bad_Name", g.h.lab.cfg.address, "--rack", "rack-0", "--host-key", "x y")
     assert code == 2 and "invalid host name" in err, err
     assert [h["name"] for h in json.loads(g.cli("--json", "host", "list")[1])] == [NODE]
 
@@ -277,12 +277,13 @@ def test_reset_brings_a_guest_back_to_pristine_and_the_same_file_changes_nothing
         assert agent_read(local, "web-2", "/root/marker") == "written by the guest\n"
         with g.load() as load:
             code, out, err = g.cli("guest", "reset", "web-2")
-            time.sleep(2)
+            back = time.monotonic() - load.started  # on the load's clock
+            time.sleep(6)  # two rounds of the three members at the slowest rate seen (1 request/s)
         print(f"\n[load] reset of web-2: {load.summary()}")
         assert code == 0 and "ready after" in out, out + err
         assert load.failures == [], load.summary()
         assert load.gap("web-2 ") > 2 * load.gap("web-1 "), "web-2 was out of the endpoint while it was reset"
-        assert load.last("web-2 ") > load.last("web-1 ") - 2, "and back in it once its check passed"
+        assert (load.last("web-2 ") or 0) > back, "and back in it once its check passed: " + load.summary()
         assert agent_read(local, "web-2", "/root/marker") is None, "reset discards the overlay"
         assert agent_read(local, "web-2", "/etc/hostname").strip() == "web-2", "same identity"
         assert agent_read(local, "web-2", "/dev/vdb").startswith("APP-IMAGE v1")
@@ -318,11 +319,12 @@ def test_a_host_whose_key_changed_or_that_is_gone_gets_no_change(guest_lab):
     sshd.start()
     try:
         code, out, err = g.cli("deploy", str(g.roles))
-        assert code == 1 and "host testbox (10.99.0.1): its SSH host key is not the one recorded" in err, err
+        assert code == 1 and f"host testbox ({g.h.lab.cfg.address}): its SSH host key is not the one recorded" in err, err
         assert "nothing was changed" in err
         sshd.stop()
         code, out, err = g.cli("deploy", str(g.roles))
-        assert code == 1 and "host testbox (10.99.0.1) is unreachable" in err and "nothing was changed" in err, err
+        assert code == 1 and f"host testbox ({g.h.lab.cfg.address}) is unreachable" in err and "nothing was changed" in err, \
+            err
         assert g.guests() == before and len(g.jobs()) == jobs
     finally:  # the host as it was registered, whatever happened
         sshd.stop()
@@ -502,16 +504,14 @@ def test_a_guest_whose_service_stops_leaves_its_endpoint_and_comes_back(guest_la
             time.sleep(1)
             stopped = time.monotonic()
             assert agent_exec(local, "web-2", "/usr/bin/killall", "httpd") == 0
-            while g.member("web-2")["health"] != "down":
-                assert time.monotonic() - stopped < 60, g.member("web-2")
-                time.sleep(0.2)
+            wait_until("web-2 out of its endpoint", lambda: g.member("web-2")["health"] == "down", timeout=180,
+                       every=0.2)
             left = time.monotonic() - stopped
             time.sleep(2)
             started = time.monotonic()
             assert agent_exec(local, "web-2", "/usr/sbin/httpd", "-p", "80", "-h", "/var/www") == 0
-            while g.member("web-2")["health"] != "up":
-                assert time.monotonic() - started < 60, g.member("web-2")
-                time.sleep(0.2)
+            wait_until("web-2 back in its endpoint", lambda: g.member("web-2")["health"] == "up", timeout=180,
+                       every=0.2)
             back = time.monotonic() - started
             time.sleep(2)
     finally:
@@ -599,7 +599,7 @@ def test_a_dead_host_is_fenced_and_its_guests_healed_through_a_kill_9(guest_lab)
     assert before["web-1"]["host"] == NODE, before
     vbmc_log, daemon_log = g.h.lab.dir / "logs/vbmcd.log", g.h.lab.dir / "logs/provisioner.log"
     log_at, daemon_at = vbmc_log.stat().st_size, daemon_log.stat().st_size
-    conn = hypervisor.connect()
+    conn = g.h.lab.connect()
     try:
         dom = conn.lookupByName(NODE)
         with g.load() as load:

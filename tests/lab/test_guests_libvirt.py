@@ -20,7 +20,6 @@ from provisioner.guests.render import config_files
 from provisioner.guests.roles import parse_roles
 from provisioner.hypervisor.domains import GuestHost, ImageRef
 from provisioner.hypervisor.pool import Pool, base_name
-from provisioner.lab import hypervisor
 from provisioner.sshkeys import operator_key
 
 from .conftest import LabSshd, agent_read, agent_write
@@ -50,7 +49,7 @@ def image_ref(path: Path) -> ImageRef:
 @pytest.fixture(scope="module")
 def libvirt_host(shared_lab):
     lab = shared_lab.lab  # its namespace, bridge and libvirtd; its nodes are not used
-    conn = hypervisor.connect()
+    conn = lab.connect()
     try:
         pool = Pool(conn, lab.dir / "pool", name=POOL)
         # TCG: this machine's KVM cannot run a BIOS guest (LAB.md).
@@ -126,7 +125,7 @@ def test_the_host_is_reached_over_ssh_with_its_recorded_key_only(libvirt_host):
         sshd.start()
         proc = subprocess.run(["ip", "netns", "exec", lab.cfg.netns, sys.executable,
                                str(REPO / "tests/lab/host_connect_check.py"), lab.cfg.address, sshd.public,
-                               str(key_file), str(lab.dir / "known_hosts")],
+                               str(key_file), str(lab.dir / "known_hosts"), lab.cfg.unused_address],
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr
         result = json.loads(proc.stdout)

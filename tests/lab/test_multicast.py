@@ -23,10 +23,9 @@ from typing import Iterator
 
 import pytest
 
-from provisioner.lab import hypervisor
 from provisioner.processes import pid_alive
 
-from .conftest import enroll_missing
+from .conftest import enroll_missing, wait_until
 from .variants import patched
 
 REPO = Path(__file__).resolve().parents[2]
@@ -86,8 +85,8 @@ def laid_down(lab, name: str, since: float) -> list[str]:
     return [e["message"] for e in lab.events(name, since) if "image laid down" in (e["message"] or "")]
 
 
-def tap_of(name: str) -> str:
-    conn = hypervisor.connect()
+def tap_of(lab, name: str) -> str:
+    conn = lab.connect()
     try:
         xml = conn.lookupByName(name).XMLDesc(0)
     finally:
@@ -127,10 +126,7 @@ def live_session(lab, job_id: int) -> dict | None:
 
 
 def wait_for(what, predicate, timeout: float = 180):
-    end = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < end, f"{what}: not within {timeout}s"
-        time.sleep(0.5)
+    wait_until(what, predicate, timeout)
 
 
 def joined(lab, name: str, since: float) -> bool:
@@ -145,7 +141,7 @@ def test_one_session_reimages_three_nodes_and_a_lossy_node_repairs(trio, tmp_pat
     # 2 % of the UDP packets to N2 lost, from when its agent joined (its tap is the one
     # its maintenance boot has) to the job's end.
     wait_for(f"{N2} joining the session", lambda: joined(lab, N2, started))
-    with packet_loss(lab, tap_of(N2), percent=2) as loss:
+    with packet_loss(lab, tap_of(lab, N2), percent=2) as loss:
         job = lab.wait_job(job_id)
     assert job["status"] == "done", job
     [session] = job["stats"]["multicast"]
@@ -180,7 +176,7 @@ def test_a_node_powered_off_mid_session_and_a_late_one_finish_over_http(trio, tm
     sha, size = new_variant(lab, tmp_path, "mc2")
     started = time.time()
     job_id = start_job(lab, "mc2")
-    conn = hypervisor.connect()
+    conn = lab.connect()
     try:
         lab.wait(SECURE, lambda d: d["step"] == "wait-agent", timeout=120)
         late = conn.lookupByName(SECURE)

@@ -83,7 +83,7 @@ def test_nightly_with_the_checks_playbook_passes_when_all_is_well(nightly_lab, t
             assert case.find("failure") is None, ET.tostring(case).decode()
     # The playbook's own words reach the report: what each host showed.
     assert "2 CPUs (inspection: 2)" in found[(GOOD, "cpus")].findtext("system-out")
-    assert "ping 10.99.0.1" in found[(BROKEN, "network")].findtext("system-out")
+    assert f"ping {lab.lab.cfg.address}" in found[(BROKEN, "network")].findtext("system-out")
     # The report remembers: the machine whose BMC failed last night shows that night too.
     history = lab.client.get(f"/v1/nights/machines?nodes={GOOD},{BROKEN}")["machines"]
     assert [n["passed"] for n in history[BROKEN]["nights"][:2]] == [True, False], history[BROKEN]

@@ -131,7 +131,7 @@ def test_reimage_all_upgrade_domain_by_upgrade_domain(all_lab, dash):
         min(members[N2]["started_at"], members[SECURE]["started_at"]), \
         "the second upgrade domain started before the first came back"
 
-    conn = hypervisor.connect()
+    conn = lab.connect()
     vbmc = (lab.lab.dir / "logs/vbmcd.log").read_text()[len(vbmc_before):]
     try:
         for name in ALL:
@@ -245,7 +245,7 @@ def test_the_uefi_node_boots_its_host_from_disk_with_the_provisioner_stopped(all
     entry = boot_entry(lab, UEFI, 0.0)
     lab.lab.stop_daemon()
     try:
-        conn = hypervisor.connect()
+        conn = lab.connect()
         try:
             dom = conn.lookupByName(UEFI)
             dom.destroy()
@@ -388,7 +388,7 @@ def test_a_corrupted_image_fails_on_its_checksum_and_never_boots(rack_lab, tmp_p
     assert doc["image_sha256"] == sha_of(lab, "host:1"), "a failed deploy must not record the image"
     events = " ".join(e["message"] or "" for e in lab.events(N2, started))
     assert "boot from disk set" not in events
-    conn = hypervisor.connect()
+    conn = lab.connect()
     try:
         assert hypervisor.domain_facts(conn, N2)["state"] == "shut off", "a failed node is left powered off"
     finally:
@@ -406,15 +406,14 @@ def test_power_lost_mid_write_fails_at_the_deadline_then_a_second_reimage_succee
     job_id = int(re.search(r"job (\d+) started", out).group(1))
     lab.wait(N2, lambda d: (d.get("progress") or {}).get("phase") == "writing"
              and d["progress"]["total"] // 4 < d["progress"]["bytes"] < d["progress"]["total"] * 3 // 4, timeout=300)
-    conn = hypervisor.connect()
+    conn = lab.connect()
     try:
         conn.lookupByName(N2).destroy()  # the plug, pulled in libvirt
     finally:
         conn.close()
-    pulled = time.time()
-    doc = lab.wait(N2, lambda d: d["state"] != "deploying", timeout=300)
+    doc = lab.wait(N2, lambda d: d["state"] != "deploying", timeout=600)
     assert doc["state"] == "deploy-failed" and "write-image" in doc["last_error"], doc
-    assert time.time() - pulled >= 30, "failed before its stall deadline"
+    assert "timed out at its deadline" in doc["last_error"], "failed by the stall deadline, not by anything else"
     assert lab.wait_job(job_id)["status"] == "failed"
 
     code, out, err = lab.cli("reimage", N2, "--image", "host-raw")

@@ -12,7 +12,6 @@ import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import libvirt
 import pytest
 import yaml
 
@@ -37,9 +36,10 @@ def vagrant_lab():
     work = Path(tempfile.mkdtemp(prefix="provisioner-vagrant-"))
     env = {**os.environ, "VAGRANT_HOME": str(work / "home"), "VAGRANT_DOTFILE_PATH": str(work / "dot"),
            "VAGRANT_CHECKPOINT_DISABLE": "1", "VAGRANT_DEFAULT_PROVIDER": "libvirt",
-           "PROVISIONER": f"{sys.executable} -m provisioner", "LAB_NODES": "2", "LAB_RACKS": "2"}
-    _close_shared()  # one lab at a time
-    lab = Lab()
+           "PROVISIONER": f"{sys.executable} -m provisioner", "LAB_NODES": "2", "LAB_RACKS": "2",
+           "LAB_NAME": "vagrant"}
+    _close_shared()  # the misc group's lab is done with: its libvirtd need not run beside
+    lab = Lab("vagrant")
     lab.down()
     try:
         lab.up(vagrant=True)
@@ -55,19 +55,19 @@ def vagrant_lab():
 def test_vagrant_up_gives_the_labs_nodes_on_a_network_without_libvirt_dhcp(vagrant_lab):
     lab, _env = vagrant_lab
     assert sorted(lab.inventory) == ["lab-r1-n1", "lab-r2-n1"]
-    assert lab.inventory["lab-r1-n1"]["mac"] == "52:54:00:99:01:01"
+    assert lab.inventory["lab-r1-n1"]["mac"] == f"{lab.lab.cfg.mac_prefix}:01:01"  # the lab's MACs, from its slot
     assert lab.inventory["lab-r2-n1"]["rack"] == "rack-2"
     # One BMC each, though Vagrant adopted them in parallel.
     assert len({n["bmc"]["address"] for n in lab.inventory.values()}) == 2
-    conn = libvirt.open("qemu:///system")
+    conn = lab.connect()  # the lab's own libvirtd, which Vagrant was pointed at
     try:
-        net = ET.fromstring(conn.networkLookupByName("provlab").XMLDesc(0))
-        assert net.find("ip/dhcp") is None and net.find("bridge").get("name") == "provbr0"
+        net = ET.fromstring(conn.networkLookupByName(lab.lab.cfg.netns).XMLDesc(0))
+        assert net.find("ip/dhcp") is None and net.find("bridge").get("name") == lab.lab.cfg.bridge
         for name in lab.inventory:
             dom = conn.lookupByName(name)
             root = ET.fromstring(dom.XMLDesc(0))
             assert root.get("type") == "qemu"  # no nested KVM on this machine: emulation
-            assert root.find("devices/interface/source").get("network") == "provlab"
+            assert root.find("devices/interface/source").get("network") == lab.lab.cfg.netns
             assert root.find("devices/interface/boot").get("order") == "1"  # PXE first
             assert not dom.isActive()  # adopted: powered off until enrolled
     finally:
@@ -77,7 +77,7 @@ def test_vagrant_up_gives_the_labs_nodes_on_a_network_without_libvirt_dhcp(vagra
 def test_adopting_an_unknown_domain_is_one_line_and_changes_nothing(vagrant_lab):
     lab, _env = vagrant_lab
     before = lab.lab.inventory_file.read_text()
-    code, out, err = lab.cli("lab", "adopt", "no-such-node", "--rack", "rack-1")
+    code, out, err = lab.cli("lab", "adopt", "no-such-node", "--rack", "rack-1", "--name", "vagrant")
     assert code != 0
     assert err.strip().count("\n") == 0 and "no domain no-such-node to adopt" in err
     assert lab.lab.inventory_file.read_text() == before
