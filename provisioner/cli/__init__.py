@@ -219,7 +219,13 @@ def _add_lab(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     status = lab.add_parser("status", help="what each lab is running (one with --name)")
     down = lab.add_parser("down", help="remove everything the lab created (every lab with --all)")
     down.add_argument("--all", action="store_true", help="every lab on this machine")
-    for action in (up, adopt, status, down):
+    margins = lab.add_parser("margins", help="how much of its deadline each step and guest of the lab took, "
+                             "largest first (a deadline should be three times what it measures)")
+    margins.add_argument("--top", type=int, default=5, help="how many to show (default 5)")
+    host = lab.add_parser("host", help="register this machine (the lab's libvirtd, over SSH) as a host guests "
+                          "can be placed on, in rack-0")
+    host.add_argument("host_name", nargs="?", default="lab-host", metavar="HOST", help="its name (default lab-host)")
+    for action in (up, adopt, status, down, margins, host):
         action.add_argument("--name", default=None,
                             help="which lab: several run side by side, each with its own namespace, "
                                  "subnet, libvirtd and daemon (default 'lab')")

@@ -10,6 +10,8 @@ from typing import Any
 from ..display.output import print_json, table
 from .instances import DEFAULT_NAME, check_name
 from .lab import Lab, every_lab
+from . import sshd
+from .margins import lab_margins
 
 
 def _say(msg: str) -> None:
@@ -40,6 +42,16 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             print_json(asdict(node))
         return 0
+    if args.lab_command == "host":
+        doc = sshd.register(lab, args.host_name)
+        if args.json:
+            print_json(doc)
+        else:
+            _say(f"host {doc['name']} registered: this machine at {doc['address']} ({doc['rack']}, {doc['cores']} cores, "
+                 f"{doc['memory_mib']} MiB), the lab's own libvirtd")
+        return 0
+    if args.lab_command == "margins":
+        return _margins(lab, args.top, args.json)
     if args.lab_command == "up" or (args.lab_command == "status" and args.name):
         _show([lab.status()], args.json)
         return 0
@@ -53,6 +65,24 @@ def run(args: argparse.Namespace) -> int:
             _say(f"down: lab {each.cfg.name}: nothing left behind")
     if args.json:
         print_json({"down": [each.cfg.name for each in labs]})
+    return 0
+
+
+def _margins(lab: Lab, top: int, as_json: bool) -> int:
+    found = lab_margins(lab)
+    if as_json:
+        print_json([{"share": round(m.share, 3), "what": m.what, "seconds": round(m.seconds, 1),
+                     "deadline": m.deadline} for m in found])
+        return 0
+    if lab.load() is None:
+        sys.stdout.write(f"lab {lab.cfg.name} is down\n")
+        return 1
+    over = [m for m in found if m.share > 1 / 3]
+    sys.stdout.write(f"lab {lab.cfg.name}: the largest shares of a deadline used, of {len(found)} waits\n")
+    for margin in found[:top]:
+        sys.stdout.write(f"  {margin}\n")
+    sys.stdout.write(f"  {len(over)} of them above a third of their deadline\n" if over
+                     else "  none above a third of its deadline\n")
     return 0
 
 

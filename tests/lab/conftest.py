@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 import yaml
 
-from provisioner import cli, config
-from provisioner.errors import HostError, ProvisionerError
+from provisioner import cli
+from provisioner.errors import HostError
 from provisioner.lab.lab import Lab
-from provisioner.states import Step
+from provisioner.lab.margins import lab_margins
+from provisioner.lab.sshd import LabSshd  # noqa: F401 (the lab tests import it from here)
 from tests.waiting import note, take, wait_until  # noqa: F401 (the lab tests import wait_until from here)
 
 HERE = Path(__file__).resolve().parent
@@ -111,67 +112,6 @@ class LabHandle:
             time.sleep(1)
 
 
-SSHD_CONFIG = """ListenAddress {address}
-HostKey {work}/host_key
-AuthorizedKeysFile {work}/authorized_keys
-PermitRootLogin prohibit-password
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-StrictModes no
-PidFile {work}/sshd.pid
-Subsystem sftp /usr/lib/openssh/sftp-server
-"""
-
-
-class LabSshd:
-    """An sshd for this machine on the lab bridge's address (inside the lab namespace), so
-    that its libvirtd is reached as a remote host is: over SSH, with a host key of its own."""
-
-    def __init__(self, lab: Lab, authorized: str) -> None:
-        self.lab = lab
-        self.work = lab.dir / "sshd"
-        self.work.mkdir(exist_ok=True)
-        (self.work / "authorized_keys").write_text(authorized + "\n")
-        (self.work / "sshd_config").write_text(SSHD_CONFIG.format(address=lab.cfg.address, work=self.work))
-        self.proc: subprocess.Popen | None = None
-        from provisioner.sshkeys import new_keypair
-        self._original = new_keypair("root@lab-host")
-        self.public = self._original[1]
-        self._use(*self._original)
-
-    def _use(self, private: str, public: str) -> None:
-        (self.work / "host_key").write_text(private)
-        os.chmod(self.work / "host_key", 0o600)
-        (self.work / "host_key.pub").write_text(public + "\n")
-
-    def new_key(self) -> None:
-        """Another host key (as a reinstalled or impersonated host would have); restore() undoes it."""
-        from provisioner.sshkeys import new_keypair
-        self._use(*new_keypair("root@impostor"))
-
-    def restore(self) -> None:
-        self._use(*self._original)
-
-    def start(self) -> None:
-        Path("/run/sshd").mkdir(exist_ok=True)
-        # Its log to a file: a pipe nobody reads fills up after enough sessions (ansible
-        # opens many), and sshd then blocks writing to it.
-        with (self.work / "sshd.log").open("ab") as log:
-            # Inside the lab's view of libvirt: its libvirtd is the one a client's
-            # qemu+ssh reaches here.
-            self.proc = subprocess.Popen(self.lab.libvirt.inside(["/usr/sbin/sshd", "-D", "-e",
-                                                                  "-f", str(self.work / "sshd_config")]), stderr=log)
-        time.sleep(1)
-        assert self.proc.poll() is None, (self.work / "sshd.log").read_text()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait()
-        self.proc = None
-
-
 def agent_read(host, guest: str, path: str) -> str | None:
     try:
         handle = host.agent(guest, {"execute": "guest-file-open", "arguments": {"path": path, "mode": "r"}})
@@ -228,12 +168,10 @@ FOUR = dict(nodes=4, racks=2, memory_mib=2048, vcpus=2, disk_gib=20, firmware="m
 # mcast powers a node off mid-write and on again, and its new agent must call home within
 # the write's stall deadline (measured up to 48 s under load), and waits for a batch's
 # three nodes to join one session (their arrivals measured up to 18 s apart beside the
-# other groups); guests boots nested guests (TCG inside TCG: up to 597 s measured beside
-# the other groups).
+# other groups). (Nested guests' readiness is the lab file's: provisioner.toml.j2.)
 GROUPS: dict[str, tuple[tuple[str, ...], dict[str, Any] | None]] = {
     "reimage": (("test_enroll_lab", "test_reimage"), FOUR),
-    "guests": (("test_guests_deploy",), dict(nodes=1, racks=1, memory_mib=2048, vcpus=2, disk_gib=20,
-                                             settings={"guests.ready_timeout": "1800"})),
+    "guests": (("test_guests_deploy",), dict(nodes=1, racks=1, memory_mib=2048, vcpus=2, disk_gib=20)),
     "mcast": (("test_multicast", "test_nightly"), dict(FOUR, settings={"timeouts.deploy_stall": "180",
                                                                        "multicast.max_wait": "90"})),
     "misc": (("test_playbooks", "test_guests_libvirt", "test_vagrant_lab", "test_guest_image"),
@@ -283,43 +221,6 @@ def _tail(path: Path, lines: int) -> str:
         return "(none)"
 
 
-# Each in-progress step's deadline, by the setting it comes from (workflows/inspect.py and
-# deploy.py); write-image's is a stall deadline (silence from the agent), not a step's whole.
-STEP_DEADLINES = {Step.SET_BOOT_DEVICE: "timeouts_power_on", Step.POWER_ON: "timeouts_power_on",
-                  Step.WAIT_AGENT: "timeouts_agent_boot", Step.WAIT_INSPECTION: "timeouts_inspection",
-                  Step.BOOT_DISK: "timeouts_power_on", Step.WAIT_HOST: "timeouts_host_boot"}
-
-
-def daemon_deadlines(handle: LabHandle, since: float, until: float) -> list[tuple[float, str]]:
-    """How much of its deadline each step the daemon ran between `since` and `until` used,
-    read from the nodes' events (a step starts with its event and ends with the next of
-    another step or state)."""
-    state = handle.lab.load()
-    if state is None:
-        return []
-    used: list[tuple[float, str]] = []
-    try:
-        settings = config.load(handle.lab.dir / "provisioner.toml", overrides=state.settings, environ={})
-        for node in handle.client.get("/v1/nodes")["nodes"]:
-            name = node["name"]
-            current: tuple[str, float] | None = None
-            for event in handle.client.get(f"/v1/nodes/{name}/events")["events"]:
-                step = event.get("step")
-                moved = event.get("from_state") != event.get("to_state")
-                if current and (moved or step != current[0]):
-                    began, ended = current[1], event["ts"]
-                    if current[0] in STEP_DEADLINES and ended >= since and began <= until:
-                        limit = getattr(settings, STEP_DEADLINES[Step(current[0])])
-                        used.append(((ended - began) / limit,
-                                     f"{name} step {current[0]}: {ended - began:.0f}s of {limit:.0f}s"))
-                    current = None
-                if step and (current is None or step != current[0]):
-                    current = (step, event["ts"])
-    except (ProvisionerError, OSError, KeyError, ValueError):
-        pass  # the daemon is stopped or gone: the test's own waits still count
-    return used
-
-
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """Each phase's report carries the largest share of a deadline any wait used in it (the
@@ -330,7 +231,8 @@ def pytest_runtest_makereport(item, call):
     used = take()
     handle = _labs.up.get(group)
     if handle is not None and call.when in ("setup", "call"):
-        used += daemon_deadlines(handle, call.start, call.stop)
+        used += [(m.share, f"{m.what}: {m.seconds:.0f}s of {m.deadline:.0f}s")
+                 for m in lab_margins(handle.lab, call.start, call.stop)]
     if used:
         item.user_properties.append(("deadline", max(used)))
     outcome = yield
