@@ -125,7 +125,9 @@ def live_session(lab, job_id: int) -> dict | None:
     return sessions[0] if sessions else None
 
 
-def wait_for(what, predicate, timeout: float = 180):
+def wait_for(what, predicate, timeout: float = 360):
+    # A session with a late member starts when the lab's join window (90 s) ends: 103 s
+    # measured from the job's start; three times that, and more.
     wait_until(what, predicate, timeout)
 
 
