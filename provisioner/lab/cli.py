@@ -22,7 +22,7 @@ def _say(msg: str) -> None:
 def run(args: argparse.Namespace) -> int:
     name = check_name(args.name or DEFAULT_NAME)
     lab = Lab(name)
-    flag = "" if name == DEFAULT_NAME else f" --name {name}"
+    api = "" if name == DEFAULT_NAME else f"--api unix://{lab.cfg.socket} "  # how the CLI reaches its daemon
     if args.lab_command == "up":
         lab.up(nodes=args.nodes, racks=args.racks, memory_mib=args.memory, vcpus=args.vcpus,
                disk_gib=args.disk, firmware="uefi" if args.uefi else args.firmware, bmc=args.bmc,
@@ -31,12 +31,9 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             pass
         elif args.vagrant:
-            _say("up: now 'vagrant up' makes the nodes, then "
-                 f"'provisioner enroll --from {lab.inventory_file}'")
+            _say(f"up: now 'vagrant up' makes the nodes, then 'provisioner {api}enroll --from {lab.inventory_file}'")
         else:
-            _say(f"up: enroll the nodes with 'provisioner --api unix://{lab.cfg.socket} enroll --from "
-                 f"{lab.inventory_file}'" if flag else f"up: enroll the nodes with 'provisioner enroll --from "
-                 f"{lab.inventory_file}'")
+            _say(f"up: enroll the nodes with 'provisioner {api}enroll --from {lab.inventory_file}'")
     if args.lab_command == "adopt":
         node = lab.adopt(args.domain, args.rack, progress=None if args.json else _say)
         if args.json:

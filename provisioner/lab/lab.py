@@ -70,7 +70,6 @@ class LabState:
     # network and storage pool, both named after the namespace, and adopts each node.
     vagrant: bool = False
     database: str = "sqlite"  # or "postgresql": a PostgreSQL of the lab's own (postgres.py)
-    name: str = DEFAULT_NAME
     slot: int = 0  # what its subnet, MACs, bridge and dashboard port derive from (instances.py)
     # The daemon's settings beyond the lab's file (SECTION.KEY -> value, as `serve --set`).
     settings: dict[str, str] = field(default_factory=dict)
@@ -99,8 +98,7 @@ class Lab:
         return LabState(nodes=[LabNode(**n) for n in doc["nodes"]], daemon_pid=doc.get("daemon_pid"),
                         forward_pid=doc.get("forward_pid"),
                         created_at=doc.get("created_at", 0.0), vagrant=doc.get("vagrant", False),
-                        database=doc.get("database", "sqlite"), name=doc.get("name", self.cfg.name),
-                        slot=doc.get("slot", self.cfg.slot), settings=doc.get("settings", {}))
+                        database=doc.get("database", "sqlite"), slot=doc.get("slot", self.cfg.slot), settings=doc.get("settings", {}))
 
     def save(self, state: LabState) -> None:
         self.state_file.write_text(json.dumps(asdict(state), indent=1) + "\n")
@@ -171,8 +169,7 @@ class Lab:
             for sub in ("disks", "logs", "bmc", "passwords", "data"):
                 (self.dir / sub).mkdir(parents=True, exist_ok=True)
             os.chmod(self.dir, 0o755)
-            self.save(LabState(created_at=time.time(), vagrant=vagrant, database=database, name=self.cfg.name,
-                               slot=slot, settings=dict(settings)))
+            self.save(LabState(created_at=time.time(), vagrant=vagrant, database=database, slot=slot, settings=dict(settings)))
 
     def _up(self, nodes: int, racks: int, shape: dict[str, Any], say: Any, vagrant: bool,
             database: str = "sqlite") -> LabState:
